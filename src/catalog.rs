@@ -193,9 +193,11 @@ impl Catalog {
                     advice: o.advice.clone().ok_or(missing("advice"))?,
                     remediation,
                     alert,
-                    side: o
-                        .side
-                        .or(Some(if o.code >= 500 { Side::Server } else { Side::Client })),
+                    side: o.side.or(Some(if o.code >= 500 {
+                        Side::Server
+                    } else {
+                        Side::Client
+                    })),
                 }
             }
         };
@@ -259,6 +261,36 @@ impl Catalog {
         }
         out
     }
+}
+
+/// `remedy explain CODE`: meaning and advised action, or what remedy counts it as.
+pub fn explain(catalog: &Catalog, code: u16) -> Option<String> {
+    if !(100..=599).contains(&code) {
+        return None;
+    }
+    Some(match catalog.get(code) {
+        Some(e) => {
+            let mut s = format!(
+                "{} {}\n\nMeaning: {}\n\nAdvised action:\n",
+                e.code, e.name, e.meaning
+            );
+            for a in &e.advice {
+                s.push_str(&format!("  - {a}\n"));
+            }
+            s.push_str(&format!(
+                "\nremediation=\"{}\", class=\"{}\", alert {}\n",
+                e.remediation,
+                class_label(code),
+                e.alert
+            ));
+            s
+        }
+        None => format!(
+            "{code} is not in the FAQ catalog: remedy counts it as class=\"{}\", remediation=\"{}\".\n",
+            class_label(code),
+            catalog.remediation_label(code)
+        ),
+    })
 }
 
 /// `class` label value for a status code.
@@ -463,7 +495,8 @@ mod tests {
     #[test]
     fn builtin_matches_the_faq_word_for_word() {
         let faq = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/faq/api-error-faq.yaml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/faq/api-error-faq.yaml"),
         );
         // The FAQ lives beside the repository in development and CI; a packaged crate has only
         // its own copy, which the other tests cover.

@@ -357,12 +357,7 @@ impl fmt::Display for Dur {
         if ms == 0 {
             return f.write_str("0s");
         }
-        let (h, m, s, ms) = (
-            ms / 3_600_000,
-            ms / 60_000 % 60,
-            ms / 1000 % 60,
-            ms % 1000,
-        );
+        let (h, m, s, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
         for (v, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
             if v > 0 {
                 write!(f, "{v}{unit}")?;
@@ -477,7 +472,66 @@ impl<'de> Deserialize<'de> for Upstream {
     }
 }
 
-/// Where the config came from, for error messages.
+/// Every default, no sources and the built-in catalog: what `remedy rules` and
+/// `remedy dashboard` use without `--config`.
+pub fn defaults() -> Config {
+    let mut c: Config = serde_yaml::from_str("sources: []").expect("an empty config parses");
+    c.catalog = Catalog::builtin();
+    c
+}
+
+/// A one-screen summary of a valid config, for `remedy check-config`.
+pub fn summary(c: &Config, file: &str) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "{file}: valid");
+    let _ = writeln!(s, "proxy listen:  {}", c.proxy.listen);
+    let _ = writeln!(s, "admin listen:  {}", c.admin.listen);
+    let _ = writeln!(s, "sources ({}):", c.sources.len());
+    for src in &c.sources {
+        let mut matchers = Vec::new();
+        if let Some(p) = &src.matcher.path_prefix {
+            matchers.push(format!("path_prefix {p}"));
+        }
+        if !src.matcher.hosts.is_empty() {
+            matchers.push(format!("hosts {}", src.matcher.hosts.join(", ")));
+        }
+        let t = &src.timeouts;
+        let _ = writeln!(
+            s,
+            "  {:<16} -> {}  [{}]  timeouts connect={} response_header={} idle={}",
+            src.name.as_str(),
+            src.upstream,
+            matchers.join("; "),
+            t.connect,
+            t.response_header,
+            t.idle
+        );
+    }
+    let added = c
+        .catalog
+        .entries()
+        .filter(|e| Catalog::builtin().get(e.code).is_none())
+        .count();
+    let _ = writeln!(
+        s,
+        "catalog: {} codes ({} built in, {} added, {} overrides), {} remediation keys",
+        c.catalog.len(),
+        c.catalog.len() - added,
+        added,
+        c.catalog_overrides.len(),
+        c.catalog.remediations().len()
+    );
+    let _ = writeln!(
+        s,
+        "alerts: window {}, {} overrides",
+        c.alerts.window,
+        c.alerts.overrides.len()
+    );
+    s
+}
+
+/// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -569,7 +623,9 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
             if let Some(j) = hosts.insert(host, i) {
                 return Err((
                     key,
-                    format!("host {h:?} is matched by sources[{j}] too: a request could match both"),
+                    format!(
+                        "host {h:?} is matched by sources[{j}] too: a request could match both"
+                    ),
                 ));
             }
         }
@@ -755,7 +811,11 @@ impl Locator {
             fn on_event(&mut self, ev: Event, mark: Marker) {
                 match ev {
                     Event::Scalar(s, ..) => {
-                        if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                        if let Some(Frame::Map {
+                            path,
+                            key: key @ None,
+                        }) = self.stack.last_mut()
+                        {
                             let p = join(path, &s);
                             self.lines.entry(p).or_insert(mark.line());
                             *key = Some(s);
@@ -849,7 +909,12 @@ mod tests {
 
     #[test]
     fn durations_print_in_prometheus_syntax() {
-        for (d, s) in [(90_000, "1m30s"), (300_000, "5m"), (250, "250ms"), (0, "0s")] {
+        for (d, s) in [
+            (90_000, "1m30s"),
+            (300_000, "5m"),
+            (250, "250ms"),
+            (0, "0s"),
+        ] {
             assert_eq!(Dur(Duration::from_millis(d)).to_string(), s);
         }
     }

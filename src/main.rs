@@ -1,3 +1,94 @@
-fn main() {
-    println!("Hello, world!");
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remedy::cli::{Cli, Command, LogFormat};
+use remedy::config::{self, Config};
+use remedy::server::{Bound, Sidecar};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("remedy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("REMEDY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// The config named on the command line, or the built-in defaults for commands that only
+/// need the catalog.
+fn load_or_default(path: Option<&Path>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(p) => config::load(p),
+        None => Ok(config::defaults()),
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<ExitCode> {
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config: path } => {
+            let config = match config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("remedy: invalid config: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let bound = Bound::bind(&config)?;
+            let sidecar = Sidecar::new(path, config)?;
+            remedy::server::run(sidecar, bound)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config: path } => match config::load(&path) {
+            Ok(c) => print(&config::summary(&c, &path.display().to_string())),
+            Err(e) => {
+                eprintln!("remedy: invalid config: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Rules { config, format } => {
+            let c = load_or_default(config.as_deref())?;
+            print(&remedy::rules::render_as(&c, format))
+        }
+        Command::Dashboard { config } => {
+            let c = load_or_default(config.as_deref())?;
+            print(&remedy::dashboard::render(&c.catalog))
+        }
+        Command::Runbook { config } => {
+            let c = load_or_default(config.as_deref())?;
+            print(&remedy::runbook::render(&c.catalog))
+        }
+        Command::Explain { code, config } => {
+            let c = load_or_default(config.as_deref())?;
+            match remedy::catalog::explain(&c.catalog, code) {
+                Some(text) => print(&text),
+                None => {
+                    eprintln!("remedy: {code} is not a status code (100-599)");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,150 @@
+//! The admin listener. Routes:
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text exposition of every remedy and `process_*` metric |
+//! | `GET /rules` | the Prometheus rules file for the live catalog and config |
+//! | `GET /catalog` | the live FAQ catalog as JSON |
+//! | `GET /dashboard` | the Grafana dashboard JSON |
+//! | `GET /-/healthy` | 200 while the process runs |
+//! | `GET /-/ready` | 200 once both listeners are bound and the config is loaded; 503 while draining |
+//! | `POST /-/reload` | reloads the config file; 200, or 500 with the reason |
+//!
+//! It runs on its own thread, so a scrape never competes with proxied requests for a worker.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+
+use crate::server::Sidecar;
+
+/// Serves the admin listener until the process exits.
+pub fn serve_blocking(sidecar: Arc<Sidecar>, listener: std::net::TcpListener) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the admin runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve the admin listener");
+                return;
+            }
+        };
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(std::time::Duration::from_secs(10));
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let sidecar = sidecar.clone();
+            let conn = http.serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| {
+                    let sidecar = sidecar.clone();
+                    async move { Ok::<_, Infallible>(respond(&sidecar, &req).await) }
+                }),
+            );
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+}
+
+async fn respond(sidecar: &Arc<Sidecar>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    const JSON: &str = "application/json";
+    const YAML: &str = "application/yaml";
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            sidecar.recorder().render(),
+        ),
+        (&Method::GET, "/rules") => {
+            let config = sidecar.config();
+            reply(StatusCode::OK, YAML, crate::rules::render(&config))
+        }
+        (&Method::GET, "/catalog") => {
+            let config = sidecar.config();
+            let entries: Vec<_> = config.catalog.entries().collect();
+            let body = serde_json::to_vec_pretty(&entries).unwrap_or_default();
+            reply(StatusCode::OK, JSON, body)
+        }
+        (&Method::GET, "/dashboard") => {
+            let config = sidecar.config();
+            reply(
+                StatusCode::OK,
+                JSON,
+                crate::dashboard::render(&config.catalog),
+            )
+        }
+        (&Method::GET, "/-/healthy") => reply(StatusCode::OK, TEXT, "remedy is healthy.\n"),
+        (&Method::GET, "/-/ready") if sidecar.is_ready() => {
+            reply(StatusCode::OK, TEXT, "remedy is ready.\n")
+        }
+        (&Method::GET, "/-/ready") => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "remedy is not ready.\n",
+        ),
+        (&Method::POST, "/-/reload") => {
+            let s = sidecar.clone();
+            match tokio::task::spawn_blocking(move || s.reload()).await {
+                Ok(Ok(())) => reply(StatusCode::OK, TEXT, "config reloaded.\n"),
+                Ok(Err(e)) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("reload failed, running config kept: {e}\n"),
+                ),
+                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "reload panicked\n"),
+            }
+        }
+        (_, "/-/reload") => reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use POST /-/reload\n"),
+        (&Method::GET, "/") => reply(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            "<html><head><title>remedy</title></head><body><h1>remedy</h1><ul>\
+             <li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/rules\">/rules</a></li>\
+             <li><a href=\"/catalog\">/catalog</a></li><li><a href=\"/dashboard\">/dashboard</a></li>\
+             <li><a href=\"/-/healthy\">/-/healthy</a></li><li><a href=\"/-/ready\">/-/ready</a></li>\
+             </ul></body></html>\n",
+        ),
+        _ => reply(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+    }
+}
+
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}

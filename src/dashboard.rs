@@ -1,0 +1,332 @@
+//! The Grafana dashboard, generated from the catalog so its advice column and alert list
+//! match the rules. No datasource UID is hard-coded: a `datasource` variable picks one.
+
+use serde_json::{Value, json};
+
+use crate::catalog::Catalog;
+use crate::rules;
+
+/// Dashboard UID, stable so links and provisioning survive regeneration.
+pub const UID: &str = "remedy-connectors";
+
+const DS: &str = "${datasource}";
+
+/// One panel's queries: `(expr, legend)`; instant queries are for tables.
+struct Panel {
+    title: &'static str,
+    kind: &'static str,
+    description: String,
+    unit: &'static str,
+    instant: bool,
+    targets: Vec<(String, &'static str)>,
+    width: u32,
+    height: u32,
+}
+
+fn panels(catalog: &Catalog) -> Vec<Panel> {
+    let r = "remedy_upstream_responses_total";
+    let sel = "source=~\"$source\"";
+    let alerts = rules::alert_names(catalog).join("|");
+    vec![
+        Panel {
+            title: "Requests per second by class",
+            kind: "timeseries",
+            description: "Responses the connector received, per source and status class.".into(),
+            unit: "reqps",
+            instant: false,
+            targets: vec![(
+                format!("sum by (source, class) (rate({r}{{{sel}}}[$__rate_interval]))"),
+                "{{source}} {{class}}",
+            )],
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "Error share by remediation",
+            kind: "timeseries",
+            description: "Share of each source's responses per FAQ remediation key; the alerts fire on this share.".into(),
+            unit: "percentunit",
+            instant: false,
+            targets: vec![(
+                format!(
+                    "sum by (source, remediation) (rate({r}{{{sel},class=~\"4xx|5xx\"}}[$__rate_interval]))\n\
+                     / ignoring (remediation) group_left\n\
+                     sum by (source) (rate({r}{{{sel}}}[$__rate_interval]))"
+                ),
+                "{{source}} {{remediation}}",
+            )],
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "Failing codes and what to do",
+            kind: "table",
+            description: "Error responses in the selected range per source and code, with the FAQ's advised action.".into(),
+            unit: "none",
+            instant: true,
+            targets: vec![(
+                format!(
+                    "sum by (source, code, remediation) (increase({r}{{{sel},class=~\"4xx|5xx\"}}[$__range])) > 0\n\
+                     * on (code) group_left (name, advice)\n\
+                     max by (code, name, advice) (remedy_faq_info)"
+                ),
+                "",
+            )],
+            width: 24,
+            height: 8,
+        },
+        Panel {
+            title: "Latency p50 / p95 / p99",
+            kind: "timeseries",
+            description: "From the request's arrival at remedy to the end of the response body.".into(),
+            unit: "s",
+            instant: false,
+            targets: [("0.5", "{{source}} p50"), ("0.95", "{{source}} p95"), ("0.99", "{{source}} p99")]
+                .into_iter()
+                .map(|(q, legend)| {
+                    (
+                        format!(
+                            "histogram_quantile({q}, sum by (source, le) (rate(remedy_upstream_request_duration_seconds_bucket{{{sel}}}[$__rate_interval])))"
+                        ),
+                        legend,
+                    )
+                })
+                .collect(),
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "In flight",
+            kind: "timeseries",
+            description: "Requests received and not yet fully answered.".into(),
+            unit: "none",
+            instant: false,
+            targets: vec![(
+                format!("sum by (source) (remedy_upstream_requests_in_flight{{{sel}}})"),
+                "{{source}}",
+            )],
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "Retry-After and rate-limit remaining",
+            kind: "timeseries",
+            description: "The last Retry-After (seconds) and RateLimit-Remaining each upstream sent.".into(),
+            unit: "none",
+            instant: false,
+            targets: vec![
+                (
+                    format!("max by (source) (remedy_upstream_retry_after_seconds{{{sel}}})"),
+                    "{{source}} retry-after (s)",
+                ),
+                (
+                    format!("min by (source) (remedy_upstream_ratelimit_remaining{{{sel}}})"),
+                    "{{source}} remaining",
+                ),
+            ],
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "Errors made by remedy (origin=proxy)",
+            kind: "timeseries",
+            description: "502/504 remedy answered itself because the upstream was unreachable, by cause.".into(),
+            unit: "reqps",
+            instant: false,
+            targets: vec![(
+                format!("sum by (source, kind) (rate(remedy_upstream_request_errors_total{{{sel}}}[$__rate_interval]))"),
+                "{{source}} {{kind}}",
+            )],
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "Firing remedy alerts",
+            kind: "table",
+            description: "Alerts generated by remedy's rules that are firing now.".into(),
+            unit: "none",
+            instant: true,
+            targets: vec![(
+                format!("ALERTS{{alertstate=\"firing\",alertname=~\"{alerts}\"}}"),
+                "",
+            )],
+            width: 24,
+            height: 6,
+        },
+    ]
+}
+
+/// Every PromQL expression of the dashboard, with Grafana's variables filled in, for checks.
+pub fn queries(catalog: &Catalog) -> Vec<String> {
+    panels(catalog)
+        .into_iter()
+        .flat_map(|p| p.targets.into_iter().map(|(e, _)| e))
+        .map(|e| {
+            e.replace("$source", ".*")
+                .replace("$__rate_interval", "5m")
+                .replace("$__range", "1h")
+        })
+        .collect()
+}
+
+fn advice_markdown(catalog: &Catalog) -> String {
+    let mut md =
+        String::from("| code | name | remediation | advised action |\n|---|---|---|---|\n");
+    for e in catalog.entries() {
+        md.push_str(&format!(
+            "| {} | {} | `{}` | {} |\n",
+            e.code,
+            e.name,
+            e.remediation,
+            e.advice_text()
+        ));
+    }
+    md
+}
+
+/// The dashboard as a JSON value.
+pub fn build(catalog: &Catalog) -> Value {
+    let ds = json!({ "type": "prometheus", "uid": DS });
+    let mut out = Vec::new();
+    let (mut x, mut y, mut row_h) = (0u32, 0u32, 0u32);
+    let mut place = |w: u32, h: u32| {
+        if x + w > 24 {
+            x = 0;
+            y += row_h;
+            row_h = 0;
+        }
+        let pos = json!({ "x": x, "y": y, "w": w, "h": h });
+        x += w;
+        row_h = row_h.max(h);
+        pos
+    };
+    for (id, p) in panels(catalog).into_iter().enumerate() {
+        let targets: Vec<Value> = p
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, (expr, legend))| {
+                let mut t = json!({
+                    "datasource": ds,
+                    "expr": expr,
+                    "legendFormat": legend,
+                    "refId": char::from(b'A' + i as u8).to_string(),
+                });
+                if p.instant {
+                    t["instant"] = json!(true);
+                    t["range"] = json!(false);
+                    t["format"] = json!("table");
+                }
+                t
+            })
+            .collect();
+        let mut panel = json!({
+            "id": id + 1,
+            "type": p.kind,
+            "title": p.title,
+            "description": p.description,
+            "datasource": ds,
+            "gridPos": place(p.width, p.height),
+            "fieldConfig": { "defaults": { "unit": p.unit }, "overrides": [] },
+            "options": {},
+            "targets": targets,
+        });
+        if p.kind == "table" {
+            panel["transformations"] = json!([{
+                "id": "organize",
+                "options": { "excludeByName": { "Time": true, "__name__": true } }
+            }]);
+        }
+        out.push(panel);
+    }
+    out.push(json!({
+        "id": out.len() + 1,
+        "type": "text",
+        "title": "What each code means (the FAQ)",
+        "gridPos": place(24, 9),
+        "options": { "mode": "markdown", "content": advice_markdown(catalog) },
+    }));
+    json!({
+        "__inputs": [],
+        "uid": UID,
+        "title": "remedy: connector API errors",
+        "description": "API responses of data connectors by source and status, with the FAQ's advised action for each error.",
+        "tags": ["remedy", "connectors"],
+        "timezone": "browser",
+        "editable": true,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": { "from": "now-6h", "to": "now" },
+        "templating": { "list": [
+            {
+                "name": "datasource",
+                "label": "Data source",
+                "type": "datasource",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+            },
+            {
+                "name": "source",
+                "label": "Source",
+                "type": "query",
+                "datasource": ds,
+                "query": { "query": "label_values(remedy_upstream_responses_total, source)", "refId": "sources" },
+                "definition": "label_values(remedy_upstream_responses_total, source)",
+                "refresh": 2,
+                "multi": true,
+                "includeAll": true,
+                "allValue": ".*",
+                "current": {},
+                "sort": 1,
+                "hide": 0,
+            },
+        ]},
+        "annotations": { "list": [] },
+        "links": [],
+        "panels": out,
+    })
+}
+
+/// The dashboard JSON text, pretty-printed with a trailing newline.
+pub fn render(catalog: &Catalog) -> String {
+    let mut s = serde_json::to_string_pretty(&build(catalog)).expect("JSON values serialise");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dashboard_has_variables_and_no_fixed_datasource() {
+        let d = build(&Catalog::builtin());
+        let vars: Vec<&str> = d["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(vars, ["datasource", "source"]);
+        assert_eq!(d["templating"]["list"][1]["multi"], true);
+        for p in d["panels"].as_array().unwrap() {
+            if let Some(uid) = p["datasource"]["uid"].as_str() {
+                assert_eq!(uid, "${datasource}");
+            }
+        }
+    }
+
+    #[test]
+    fn advice_column_comes_from_the_catalog() {
+        let text = render(&Catalog::builtin());
+        assert!(text.contains("Check that the credentials are correct and valid."));
+        assert!(
+            queries(&Catalog::builtin())
+                .iter()
+                .all(|q| !q.contains('$'))
+        );
+    }
+}

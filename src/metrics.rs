@@ -1,0 +1,506 @@
+//! The Recorder: remedy's own registry, handles resolved once per (source, code), and
+//! `record(outcome)`.
+//!
+//! The proxy never touches Prometheus types: it hands an [`Outcome`] to a [`SourceMetrics`].
+//! Recording reads pre-resolved handles (a `OnceLock` per status code and origin), so the
+//! per-response path formats no label string, takes no lock and does not allocate.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::catalog::{Catalog, class_label};
+
+/// Who made the status the connector received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Upstream,
+    Proxy,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Upstream => "upstream",
+            Origin::Proxy => "proxy",
+        }
+    }
+}
+
+/// Why remedy made a 502/504 (or a 503 at the in-flight cap) itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Connect,
+    Dns,
+    Tls,
+    Timeout,
+    Reset,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Connect,
+        ErrorKind::Dns,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+        }
+    }
+}
+
+/// What happened to one request: computed once by the proxy, recorded once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The status the connector received.
+    pub status: u16,
+    pub origin: Origin,
+    /// From the request's arrival to the end of the response body.
+    pub elapsed: Duration,
+    /// Set when remedy answered for an unreachable upstream.
+    pub error: Option<ErrorKind>,
+}
+
+pub const SOURCE_UNMATCHED: &str = "unmatched";
+
+/// All of remedy's metrics, in a registry of their own.
+pub struct Recorder {
+    registry: Registry,
+    responses: IntCounterVec,
+    duration: HistogramVec,
+    errors: IntCounterVec,
+    in_flight: IntGaugeVec,
+    retry_after: GaugeVec,
+    ratelimit: GaugeVec,
+    faq_info: IntGaugeVec,
+    reload_successful: IntGauge,
+    reload_timestamp: Gauge,
+}
+
+const RESPONSES: &str = "remedy_upstream_responses_total";
+
+impl Recorder {
+    /// A recorder whose duration histogram has `buckets`; fixed for the process's life.
+    pub fn new(buckets: &[f64]) -> Self {
+        let registry = Registry::new();
+        let responses = IntCounterVec::new(
+            Opts::new(
+                RESPONSES,
+                "Responses the connector received, by source, status and the FAQ's remediation key.",
+            ),
+            &["source", "code", "class", "remediation", "origin"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "remedy_upstream_request_duration_seconds",
+                "Time from a request's arrival to the end of its response body.",
+            )
+            .buckets(buckets.to_vec()),
+            &["source", "class"],
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "remedy_upstream_request_errors_total",
+                "Why remedy answered 502/504 itself: connect, dns, tls, timeout, reset.",
+            ),
+            &["source", "kind"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "remedy_upstream_requests_in_flight",
+                "Requests received and not yet fully answered.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let retry_after = GaugeVec::new(
+            Opts::new(
+                "remedy_upstream_retry_after_seconds",
+                "The last Retry-After the upstream sent, in seconds.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let ratelimit = GaugeVec::new(
+            Opts::new(
+                "remedy_upstream_ratelimit_remaining",
+                "The last RateLimit-Remaining or X-RateLimit-Remaining the upstream sent.",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let faq_info = IntGaugeVec::new(
+            Opts::new(
+                "remedy_faq_info",
+                "The FAQ catalog: meaning and advised action per status code. Always 1.",
+            ),
+            &["code", "name", "remediation", "advice"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("remedy_build_info", "remedy's version. Always 1."),
+            &["version", "revision"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[crate::VERSION, crate::REVISION])
+            .set(1);
+        let reload_successful = IntGauge::new(
+            "remedy_config_last_reload_successful",
+            "Whether the last config load or reload succeeded.",
+        )
+        .expect("valid metric");
+        let reload_timestamp = Gauge::new(
+            "remedy_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully, as a Unix timestamp.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(responses.clone()) as Box<dyn Collector>,
+            Box::new(duration.clone()),
+            Box::new(errors.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(retry_after.clone()),
+            Box::new(ratelimit.clone()),
+            Box::new(faq_info.clone()),
+            Box::new(build_info),
+            Box::new(reload_successful.clone()),
+            Box::new(reload_timestamp.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        Recorder {
+            registry,
+            responses,
+            duration,
+            errors,
+            in_flight,
+            retry_after,
+            ratelimit,
+            faq_info,
+            reload_successful,
+            reload_timestamp,
+        }
+    }
+
+    /// Handles for one source, with the catalog's codes (and 200, 502/504 made by remedy)
+    /// exported at 0 so `rate()` works from the first error.
+    pub fn source(&self, name: &str, catalog: &Catalog) -> SourceMetrics {
+        let m = self.handles(name, catalog);
+        m.counter(200, Origin::Upstream);
+        for e in catalog.entries() {
+            m.counter(e.code, Origin::Upstream);
+        }
+        for code in [502, 504] {
+            m.counter(code, Origin::Proxy);
+        }
+        for class in ["2xx", "4xx", "5xx"] {
+            m.histogram(class);
+        }
+        m
+    }
+
+    /// Handles for requests no source matched: 404, 405 and 400 made by remedy.
+    pub fn unmatched(&self, catalog: &Catalog) -> SourceMetrics {
+        let m = self.handles(SOURCE_UNMATCHED, catalog);
+        m.counter(404, Origin::Proxy);
+        m
+    }
+
+    fn handles(&self, name: &str, catalog: &Catalog) -> SourceMetrics {
+        SourceMetrics {
+            name: name.to_owned(),
+            remediation: (100..600)
+                .map(|code| catalog.remediation_label(code).to_owned())
+                .collect(),
+            responses_vec: self.responses.clone(),
+            responses: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
+            duration_vec: self.duration.clone(),
+            duration: Default::default(),
+            errors: ErrorKind::ALL.map(|k| self.errors.with_label_values(&[name, k.as_str()])),
+            in_flight: self.in_flight.with_label_values(&[name]),
+            retry_after_vec: self.retry_after.clone(),
+            retry_after: OnceLock::new(),
+            ratelimit_vec: self.ratelimit.clone(),
+            ratelimit: OnceLock::new(),
+        }
+    }
+
+    /// Replaces `remedy_faq_info` with `catalog`.
+    pub fn set_catalog(&self, catalog: &Catalog) {
+        self.faq_info.reset();
+        for e in catalog.entries() {
+            self.faq_info
+                .with_label_values(&[
+                    e.code.to_string().as_str(),
+                    &e.name,
+                    &e.remediation,
+                    &e.advice_text(),
+                ])
+                .set(1);
+        }
+    }
+
+    /// Drops every series of a source that left the config.
+    pub fn remove_source(&self, name: &str) {
+        remove_series(&self.responses, name);
+        remove_series(&self.duration, name);
+        remove_series(&self.errors, name);
+        remove_series(&self.in_flight, name);
+        remove_series(&self.retry_after, name);
+        remove_series(&self.ratelimit, name);
+    }
+
+    /// Records a config load: the success flag, and the time when it succeeded.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            self.reload_timestamp.set(now.as_secs_f64());
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+}
+
+fn remove_series<B: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<B>,
+    source: &str,
+) {
+    for family in Collector::collect(vec) {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            if labels.get("source") == Some(&source) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
+/// Two slots (upstream, proxy) for each status 100–599.
+const CODE_SLOTS: usize = 500 * 2;
+
+/// One source's handles. Cheap to share behind an `Arc`.
+pub struct SourceMetrics {
+    name: String,
+    /// `remediation` label per code 100–599, from the catalog the handles were made with.
+    remediation: Box<[String]>,
+    responses_vec: IntCounterVec,
+    responses: Box<[OnceLock<IntCounter>]>,
+    duration_vec: HistogramVec,
+    duration: [OnceLock<Histogram>; 5],
+    errors: [IntCounter; 5],
+    in_flight: IntGauge,
+    retry_after_vec: GaugeVec,
+    retry_after: OnceLock<Gauge>,
+    ratelimit_vec: GaugeVec,
+    ratelimit: OnceLock<Gauge>,
+}
+
+impl SourceMetrics {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A request arrived.
+    pub fn start(&self) {
+        self.in_flight.inc();
+    }
+
+    /// The request's response ended (or was abandoned): counts it once.
+    pub fn record(&self, o: &Outcome) {
+        self.in_flight.dec();
+        let status = o.status.clamp(100, 599);
+        self.counter(status, o.origin).inc();
+        self.histogram(class_label(status))
+            .observe(o.elapsed.as_secs_f64());
+        if let Some(kind) = o.error {
+            self.errors[kind as usize].inc();
+        }
+    }
+
+    /// The upstream's `Retry-After`, in seconds.
+    pub fn retry_after(&self, seconds: f64) {
+        self.retry_after
+            .get_or_init(|| self.retry_after_vec.with_label_values(&[&self.name]))
+            .set(seconds);
+    }
+
+    /// The upstream's `RateLimit-Remaining`.
+    pub fn ratelimit_remaining(&self, remaining: f64) {
+        self.ratelimit
+            .get_or_init(|| self.ratelimit_vec.with_label_values(&[&self.name]))
+            .set(remaining);
+    }
+
+    fn counter(&self, status: u16, origin: Origin) -> &IntCounter {
+        let slot = usize::from(status - 100) * 2 + origin as usize;
+        self.responses[slot].get_or_init(|| {
+            let code = status.to_string();
+            self.responses_vec.with_label_values(&[
+                self.name.as_str(),
+                &code,
+                class_label(status),
+                &self.remediation[usize::from(status - 100)],
+                origin.as_str(),
+            ])
+        })
+    }
+
+    fn histogram(&self, class: &'static str) -> &Histogram {
+        let slot = usize::from(class.as_bytes()[0] - b'1');
+        self.duration[slot].get_or_init(|| {
+            self.duration_vec
+                .with_label_values(&[self.name.as_str(), class])
+        })
+    }
+}
+
+/// `Retry-After` as seconds from now: delay-seconds or an HTTP-date.
+pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<f64> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(secs as f64);
+    }
+    let at = httpdate::parse_http_date(s).ok()?;
+    Some(at.duration_since(now).map_or(0.0, |d| d.as_secs() as f64))
+}
+
+/// `RateLimit-Remaining` as a number. The IETF draft's structured form (`r=42`) and plain
+/// integers are both accepted.
+pub fn parse_ratelimit_remaining(value: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    let s = s.strip_prefix("r=").unwrap_or(s);
+    let s = s.split([',', ';']).next()?.trim();
+    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: u16, origin: Origin) -> Outcome {
+        Outcome {
+            status,
+            origin,
+            elapsed: Duration::from_millis(20),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn catalog_codes_start_at_zero() {
+        let r = Recorder::new(&[0.1, 1.0]);
+        let _m = r.source("github", &Catalog::builtin());
+        let text = String::from_utf8(r.render()).unwrap();
+        assert!(text.contains(
+            "remedy_upstream_responses_total{class=\"4xx\",code=\"429\",origin=\"upstream\",remediation=\"reduce_concurrency\",source=\"github\"} 0\n"
+        ));
+        assert!(text.contains(
+            "remedy_upstream_responses_total{class=\"5xx\",code=\"502\",origin=\"proxy\",remediation=\"retry_later\",source=\"github\"} 0\n"
+        ));
+        assert!(text.contains("remedy_upstream_requests_in_flight{source=\"github\"} 0\n"));
+        assert!(
+            text.contains(
+                "remedy_upstream_request_errors_total{kind=\"tls\",source=\"github\"} 0\n"
+            )
+        );
+    }
+
+    #[test]
+    fn record_counts_once_with_the_catalog_labels() {
+        let r = Recorder::new(&[0.1, 1.0]);
+        let m = r.source("hub", &Catalog::builtin());
+        for (status, origin) in [
+            (200, Origin::Upstream),
+            (418, Origin::Upstream),
+            (504, Origin::Proxy),
+            (302, Origin::Upstream),
+        ] {
+            m.start();
+            m.record(&outcome(status, origin));
+        }
+        let text = String::from_utf8(r.render()).unwrap();
+        for line in [
+            "remedy_upstream_responses_total{class=\"2xx\",code=\"200\",origin=\"upstream\",remediation=\"none\",source=\"hub\"} 1",
+            "remedy_upstream_responses_total{class=\"4xx\",code=\"418\",origin=\"upstream\",remediation=\"unlisted\",source=\"hub\"} 1",
+            "remedy_upstream_responses_total{class=\"5xx\",code=\"504\",origin=\"proxy\",remediation=\"reduce_query_volume\",source=\"hub\"} 1",
+            "remedy_upstream_responses_total{class=\"3xx\",code=\"302\",origin=\"upstream\",remediation=\"none\",source=\"hub\"} 1",
+            "remedy_upstream_request_duration_seconds_count{class=\"2xx\",source=\"hub\"} 1",
+            "remedy_upstream_requests_in_flight{source=\"hub\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn removed_source_loses_its_series_and_others_keep_counts() {
+        let r = Recorder::new(&[1.0]);
+        let a = r.source("a", &Catalog::builtin());
+        let b = r.source("b", &Catalog::builtin());
+        b.retry_after(3.0);
+        a.start();
+        a.record(&outcome(401, Origin::Upstream));
+        r.remove_source("b");
+        let text = String::from_utf8(r.render()).unwrap();
+        assert!(!text.contains("source=\"b\""));
+        assert!(text.contains(
+            "code=\"401\",origin=\"upstream\",remediation=\"check_credentials\",source=\"a\"} 1"
+        ));
+    }
+
+    #[test]
+    fn retry_after_reads_both_forms() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after(b"120", now), Some(120.0));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(parse_retry_after(later.as_bytes(), now), Some(90.0));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(parse_retry_after(past.as_bytes(), now), Some(0.0));
+        assert_eq!(parse_retry_after(b"soon", now), None);
+    }
+
+    #[test]
+    fn ratelimit_remaining_reads_plain_and_structured() {
+        assert_eq!(parse_ratelimit_remaining(b"42"), Some(42.0));
+        assert_eq!(parse_ratelimit_remaining(b"r=7;w=60"), Some(7.0));
+        assert_eq!(parse_ratelimit_remaining(b"-1"), None);
+        assert_eq!(parse_ratelimit_remaining(b"x"), None);
+    }
+}

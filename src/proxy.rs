@@ -1,0 +1,497 @@
+//! The request's life, in phases: route, limit, rewrite the request, forward, observe the
+//! response head, stream the body back, record the outcome exactly once.
+//!
+//! Recording is tied to a [`Pending`] guard created when the request is routed and dropped
+//! when the response body ends, fails or is abandoned, so every request is counted once
+//! whatever happens to either side.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::{self, SourceConfig};
+use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
+use crate::route::{NoRoute, Router};
+use crate::upstream::{self, Upstream};
+
+/// Everything a request needs from the live config; swapped whole on reload.
+pub struct Routes {
+    router: Router,
+    targets: Vec<Target>,
+    unmatched: Arc<SourceMetrics>,
+}
+
+/// One source, ready to forward to.
+pub struct Target {
+    upstream_url: config::Upstream,
+    preserve_host: bool,
+    idle: Duration,
+    client: Upstream,
+    metrics: Arc<SourceMetrics>,
+    limit: Option<Arc<Semaphore>>,
+}
+
+impl Routes {
+    /// Builds clients and metric handles for every source of `config`.
+    pub fn new(
+        config: &config::Config,
+        recorder: &Recorder,
+    ) -> Result<Self, (usize, upstream::BuildError)> {
+        let targets = config
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Target::new(s, recorder, &config.catalog).map_err(|e| (i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Routes {
+            router: Router::new(&config.sources),
+            targets,
+            unmatched: Arc::new(recorder.unmatched(&config.catalog)),
+        })
+    }
+}
+
+impl Target {
+    fn new(
+        s: &SourceConfig,
+        recorder: &Recorder,
+        catalog: &crate::catalog::Catalog,
+    ) -> Result<Self, upstream::BuildError> {
+        Ok(Target {
+            upstream_url: s.upstream.clone(),
+            preserve_host: s.preserve_host,
+            idle: s.timeouts.idle.0,
+            client: Upstream::new(s)?,
+            metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
+            limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
+        })
+    }
+
+    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let base = &self.upstream_url.base_path;
+        let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, str::len) + 1);
+        pq.push_str(base);
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.upstream_url.scheme.clone())
+            .authority(self.upstream_url.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .ok()
+    }
+}
+
+/// Counts one request when dropped: at the end of the response body, on a failure, or when
+/// the connector goes away first (then as 499, nginx's "client closed request").
+pub struct Pending {
+    metrics: Arc<SourceMetrics>,
+    start: Instant,
+    status: u16,
+    origin: Origin,
+    error: Option<ErrorKind>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// The status counted when the connector disconnects before the response head.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Pending {
+    fn new(metrics: Arc<SourceMetrics>, start: Instant) -> Self {
+        metrics.start();
+        Pending {
+            metrics,
+            start,
+            status: CLIENT_CLOSED,
+            origin: Origin::Proxy,
+            error: None,
+            _permit: None,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.metrics.record(&Outcome {
+            status: self.status,
+            origin: self.origin,
+            elapsed: self.start.elapsed(),
+            error: self.error,
+        });
+    }
+}
+
+/// Serves one request from the connector. Never fails: every problem is an HTTP answer.
+pub async fn handle(
+    routes: Arc<Routes>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+
+    // Phase 1: pick the upstream.
+    let (target, uri) = match routes.router.route(req.method(), req.uri(), host) {
+        Ok(r) => {
+            let target = &routes.targets[r.source];
+            match target.upstream_uri(r.path, r.query) {
+                Some(uri) => (target, uri),
+                None => {
+                    return Ok(refuse(
+                        &routes.unmatched,
+                        start,
+                        NoRoute::UnsafePath("it does not form a valid upstream URI"),
+                    ));
+                }
+            }
+        }
+        Err(no) => {
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let path = crate::redact::path_and_query(req.uri().path(), req.uri().query());
+                tracing::debug!(
+                    method = %req.method(),
+                    path = %path,
+                    host = host.unwrap_or(""),
+                    reason = no.short(),
+                    "request not forwarded"
+                );
+            }
+            return Ok(refuse(&routes.unmatched, start, no));
+        }
+    };
+    let mut pending = Pending::new(target.metrics.clone(), start);
+
+    // Phase 2: admission under the source's in-flight cap.
+    if let Some(limit) = &target.limit {
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => pending._permit = Some(permit),
+            Err(_) => {
+                pending.status = 503;
+                tracing::warn!(
+                    source = target.metrics.name(),
+                    "in-flight cap reached: answering 503"
+                );
+                return Ok(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "remedy: this source's max_in_flight is reached; retry later\n",
+                ));
+            }
+        }
+    }
+
+    // Phase 3: rewrite the request for the upstream.
+    let method = req.method().clone();
+    let logged_path = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned());
+    let (mut parts, body) = req.into_parts();
+    rewrite_request(&mut parts.headers, &parts.uri, peer, target.preserve_host);
+    parts.uri = uri;
+    let req = Request::from_parts(parts, body);
+
+    // Phase 4: forward and wait for the response head.
+    let resp = match target.client.send(req).await {
+        Ok(resp) => resp,
+        Err(failure) => {
+            let status = if failure.kind == ErrorKind::Timeout {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            tracing::warn!(
+                source = target.metrics.name(),
+                %method,
+                path = logged_path.as_deref().unwrap_or(""),
+                status = status.as_u16(),
+                kind = failure.kind.as_str(),
+                cause = %failure.cause,
+                "upstream unreachable"
+            );
+            pending.status = status.as_u16();
+            pending.error = Some(failure.kind);
+            let body = format!(
+                "remedy: upstream {} unreachable ({}): {}\n",
+                target.upstream_url,
+                failure.kind.as_str(),
+                failure.cause
+            );
+            return Ok(text(status, body));
+        }
+    };
+
+    // Phase 5: observe the response head.
+    pending.status = resp.status().as_u16();
+    pending.origin = Origin::Upstream;
+    observe_headers(&target.metrics, resp.headers());
+    if let Some(path) = &logged_path {
+        tracing::debug!(
+            source = target.metrics.name(),
+            %method,
+            path = path.as_str(),
+            status = pending.status,
+            origin = "upstream",
+            head_ms = start.elapsed().as_secs_f64() * 1e3,
+            "proxied"
+        );
+    }
+
+    // Phase 6: stream the body back; the outcome is recorded when it ends.
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let idle = target.idle;
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::Stream {
+            body,
+            idle: tokio::time::sleep(idle),
+            idle_after: idle,
+            pending: Some(pending),
+        },
+    ))
+}
+
+fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Response<ResponseBody> {
+    let status = match why {
+        NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
+        NoRoute::UnsafePath(_) => StatusCode::BAD_REQUEST,
+        NoRoute::Unmatched => StatusCode::NOT_FOUND,
+    };
+    let mut pending = Pending::new(unmatched.clone(), start);
+    pending.status = status.as_u16();
+    let mut resp = text(status, format!("remedy: {why}\n"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::Full {
+        data: Some(body.into()),
+    });
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), removed in both directions.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the sender named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+fn rewrite_request(headers: &mut HeaderMap, uri: &Uri, peer: SocketAddr, preserve_host: bool) {
+    strip_hop_by_hop(headers);
+    let original_host = uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Some(h) = original_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        if preserve_host {
+            headers.insert(header::HOST, h.clone());
+        }
+        headers.insert("x-forwarded-host", h);
+    }
+    if !preserve_host {
+        // The client sets `Host` (or `:authority`) from the upstream URI.
+        headers.remove(header::HOST);
+    }
+}
+
+fn observe_headers(m: &SourceMetrics, headers: &HeaderMap) {
+    if let Some(v) = headers.get(header::RETRY_AFTER)
+        && let Some(secs) = metrics::parse_retry_after(v.as_bytes(), SystemTime::now())
+    {
+        m.retry_after(secs);
+    }
+    let remaining = headers
+        .get("ratelimit-remaining")
+        .or_else(|| headers.get("x-ratelimit-remaining"));
+    if let Some(n) = remaining.and_then(|v| metrics::parse_ratelimit_remaining(v.as_bytes())) {
+        m.ratelimit_remaining(n);
+    }
+}
+
+pin_project! {
+    /// The body sent to the connector: the upstream's, streamed, or one remedy wrote.
+    #[project = BodyProj]
+    pub enum ResponseBody {
+        Stream {
+            #[pin]
+            body: Incoming,
+            #[pin]
+            idle: Sleep,
+            idle_after: Duration,
+            pending: Option<Pending>,
+        },
+        Full { data: Option<Bytes> },
+    }
+}
+
+/// The upstream paused longer than the source's `idle` timeout inside a body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle for longer than {0:?}")]
+pub struct IdleTimeout(Duration);
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Stream {
+                body,
+                mut idle,
+                idle_after,
+                pending,
+            } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    idle.as_mut().reset(Instant::now() + *idle_after);
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(p) = pending.take() {
+                        tracing::warn!(
+                            source = p.metrics.name(),
+                            status = p.status,
+                            cause = %upstream::causes(&e),
+                            "upstream failed mid-body; the connector sees a broken response"
+                        );
+                    }
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => {
+                    pending.take();
+                    Poll::Ready(None)
+                }
+                Poll::Pending => {
+                    ready!(idle.poll(cx));
+                    if let Some(p) = pending.take() {
+                        tracing::warn!(
+                            source = p.metrics.name(),
+                            status = p.status,
+                            idle = ?idle_after,
+                            "upstream body stalled past the idle timeout; aborting the response"
+                        );
+                    }
+                    Poll::Ready(Some(Err(IdleTimeout(*idle_after).into())))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full { data } => data.is_none(),
+            ResponseBody::Stream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Stream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-trace"),
+        );
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_and_host_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8780"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let uri: Uri = "/github/x".parse().unwrap();
+        rewrite_request(&mut h, &uri, "127.0.0.1:5000".parse().unwrap(), false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "127.0.0.1:8780");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn preserve_host_keeps_the_connector_host() {
+        let mut h = HeaderMap::new();
+        let uri: Uri = "http://api.github.com/user".parse().unwrap();
+        rewrite_request(&mut h, &uri, "127.0.0.1:5000".parse().unwrap(), true);
+        assert_eq!(h[header::HOST], "api.github.com");
+    }
+}

@@ -1,0 +1,288 @@
+//! Pure routing: a request's method, URI and `Host` header → the source it belongs to, or
+//! why none takes it.
+//!
+//! remedy is not an open proxy. A request reaches an upstream only when a configured matcher
+//! names it, and only under that source's base path: paths that could climb out of a prefix
+//! (dot segments, encoded slashes, backslashes, doubled slashes) are refused before matching.
+
+use std::collections::HashMap;
+
+use http::{Method, Uri};
+
+use crate::config::SourceConfig;
+
+/// Matchers of every source, built once per config.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    /// `(prefix, source index)`, longest prefix first.
+    prefixes: Vec<(String, usize)>,
+    /// Lower-cased host → source index.
+    hosts: HashMap<String, usize>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed<'a> {
+    /// Index into the config's sources.
+    pub source: usize,
+    /// The path to append to the upstream's base path; always starts with `/`.
+    pub path: &'a str,
+    /// The query, byte for byte, without `?`.
+    pub query: Option<&'a str>,
+}
+
+/// Why a request is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoute {
+    #[error(
+        "remedy does not tunnel CONNECT: status codes inside a TLS tunnel cannot be observed. \
+         Send plain-HTTP requests (HTTP_PROXY=http://..., or a base URL pointing at remedy) \
+         and remedy forwards them to the upstream over TLS."
+    )]
+    Connect,
+    #[error("the request path is not allowed: {0}")]
+    UnsafePath(&'static str),
+    #[error(
+        "no source matched this request. Add a source to remedy's config whose \
+         match.path_prefix starts this path, or whose match.hosts names this host:\n\n\
+         sources:\n  - name: example\n    upstream: https://api.example.com\n    \
+         match: {{ path_prefix: /example, hosts: [api.example.com] }}\n"
+    )]
+    Unmatched,
+}
+
+impl NoRoute {
+    /// A few words for log lines.
+    pub fn short(self) -> &'static str {
+        match self {
+            NoRoute::Connect => "CONNECT is not tunnelled",
+            NoRoute::UnsafePath(why) => why,
+            NoRoute::Unmatched => "no source matched",
+        }
+    }
+}
+
+impl Router {
+    pub fn new(sources: &[SourceConfig]) -> Self {
+        let mut prefixes: Vec<(String, usize)> = sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.matcher.path_prefix.clone().map(|p| (p, i)))
+            .collect();
+        prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let hosts = sources
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| {
+                s.matcher
+                    .hosts
+                    .iter()
+                    .map(move |h| (h.to_ascii_lowercase(), i))
+            })
+            .collect();
+        Router { prefixes, hosts }
+    }
+
+    /// The source for a request. `host` is the `Host` header, if any.
+    pub fn route<'a>(
+        &self,
+        method: &Method,
+        uri: &'a Uri,
+        host: Option<&str>,
+    ) -> Result<Routed<'a>, NoRoute> {
+        if method == Method::CONNECT {
+            return Err(NoRoute::Connect);
+        }
+        let path = uri.path();
+        check_path(path)?;
+        let query = uri.query();
+        // Absolute-form (a client using HTTP_PROXY): the URI's host decides, nothing else.
+        if let Some(authority_host) = uri.host() {
+            return self
+                .by_host(authority_host)
+                .map(|source| Routed {
+                    source,
+                    path,
+                    query,
+                })
+                .ok_or(NoRoute::Unmatched);
+        }
+        for (prefix, source) in &self.prefixes {
+            if let Some(rest) = strip_segment_prefix(path, prefix) {
+                return Ok(Routed {
+                    source: *source,
+                    path: rest,
+                    query,
+                });
+            }
+        }
+        host.and_then(|h| self.by_host(strip_port(h)))
+            .map(|source| Routed {
+                source,
+                path,
+                query,
+            })
+            .ok_or(NoRoute::Unmatched)
+    }
+
+    fn by_host(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.hosts.get(host) {
+            return Some(*i);
+        }
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.hosts.get(&host.to_ascii_lowercase()).copied();
+        }
+        None
+    }
+}
+
+/// `/github/repos/x` minus `/github` → `/repos/x`; `/github` → `/`; `/githubx` → none.
+fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix == "/" {
+        return Some(path);
+    }
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some("/")
+    } else if rest.starts_with('/') {
+        Some(rest)
+    } else {
+        None
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Refuses paths that could address anything but what their segments spell.
+pub fn check_path(path: &str) -> Result<(), NoRoute> {
+    if !path.starts_with('/') {
+        return Err(NoRoute::UnsafePath("it must start with /"));
+    }
+    if path.contains("//") {
+        return Err(NoRoute::UnsafePath("doubled slashes are refused"));
+    }
+    if path.contains('\\') {
+        return Err(NoRoute::UnsafePath("backslashes are refused"));
+    }
+    let bytes = path.as_bytes();
+    for (i, _) in path.match_indices('%') {
+        let hex = bytes.get(i + 1..i + 3);
+        match hex.map(|h| [h[0].to_ascii_lowercase(), h[1].to_ascii_lowercase()]) {
+            Some([b'2', b'f']) | Some([b'5', b'c']) => {
+                return Err(NoRoute::UnsafePath("encoded slashes are refused"));
+            }
+            Some([b'0', b'0']) => return Err(NoRoute::UnsafePath("encoded NUL is refused")),
+            Some([a, b]) if a.is_ascii_hexdigit() && b.is_ascii_hexdigit() => {}
+            _ => return Err(NoRoute::UnsafePath("malformed percent-encoding")),
+        }
+    }
+    for segment in path.split('/') {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(NoRoute::UnsafePath("dot segments are refused"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn router() -> Router {
+        let c = config::parse(
+            "sources:\n\
+             - { name: github, upstream: 'https://api.github.com', match: { path_prefix: /github, hosts: [api.github.com] } }\n\
+             - { name: ghv, upstream: 'https://x', match: { path_prefix: /gitlab/v4 } }\n\
+             - { name: hub, upstream: 'https://api.hubapi.com', match: { hosts: [api.hubapi.com] } }\n",
+            "t.yaml",
+        )
+        .unwrap();
+        Router::new(&c.sources)
+    }
+
+    fn route(method: Method, uri: &str, host: Option<&str>) -> Result<(usize, String), NoRoute> {
+        let uri: Uri = uri.parse().unwrap();
+        router().route(&method, &uri, host).map(|r| {
+            let q = r.query.map(|q| format!("?{q}")).unwrap_or_default();
+            (r.source, format!("{}{q}", r.path))
+        })
+    }
+
+    #[test]
+    fn routes_by_prefix_then_host() {
+        type Case<'a> = (&'a str, Option<&'a str>, Result<(usize, &'a str), NoRoute>);
+        let cases: &[Case] = &[
+            (
+                "/github/repos/x?a=1&b=%20",
+                None,
+                Ok((0, "/repos/x?a=1&b=%20")),
+            ),
+            ("/github", None, Ok((0, "/"))),
+            ("/github/", None, Ok((0, "/"))),
+            ("/gitlab/v4/graphql", None, Ok((1, "/graphql"))),
+            ("/gitlab/v3", None, Err(NoRoute::Unmatched)),
+            ("/githubx/y", None, Err(NoRoute::Unmatched)),
+            (
+                "/crm/v3/objects",
+                Some("api.hubapi.com"),
+                Ok((2, "/crm/v3/objects")),
+            ),
+            ("/crm", Some("API.HubApi.com:443"), Ok((2, "/crm"))),
+            ("/crm", Some("other.example"), Err(NoRoute::Unmatched)),
+            ("/crm", None, Err(NoRoute::Unmatched)),
+            ("http://api.github.com/user?x", None, Ok((0, "/user?x"))),
+            ("http://API.GITHUB.COM:80/user", None, Ok((0, "/user"))),
+            // The absolute URI decides even when Host names a configured API.
+            (
+                "http://evil.example/github/x",
+                Some("api.github.com"),
+                Err(NoRoute::Unmatched),
+            ),
+        ];
+        for (uri, host, want) in cases {
+            let want = (*want).map(|(i, p)| (i, p.to_owned()));
+            assert_eq!(route(Method::GET, uri, *host), want, "{uri} host={host:?}");
+        }
+    }
+
+    #[test]
+    fn connect_is_refused() {
+        let uri: Uri = "api.github.com:443".parse().unwrap();
+        assert_eq!(
+            router().route(&Method::CONNECT, &uri, None),
+            Err(NoRoute::Connect)
+        );
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        for path in [
+            "/github/../admin",
+            "/github/%2e%2e/x",
+            "/github/%2E./x",
+            "/github/.",
+            "/github/a%2fb",
+            "/github/a%5Cb",
+            "/github//x",
+            "/github/a\\b",
+            "/github/%zz",
+            "/github/%2",
+            "/github/%00",
+        ] {
+            assert!(
+                matches!(check_path(path), Err(NoRoute::UnsafePath(_))),
+                "{path}"
+            );
+        }
+        for ok in ["/github/a.b", "/github/..x", "/github/%20", "/"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok}");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The sidecar's life: bind both listeners, serve, reload, drain, linger, exit.
+//!
+//! The proxy runs on a multi-thread runtime of `runtime.worker_threads` workers. The admin
+//! listener runs on a thread of its own with a current-thread runtime, so rendering
+//! `/metrics` or the rules never takes a proxy worker. A reload (SIGHUP or `POST /-/reload`)
+//! goes through [`Sidecar::reload`]: all or nothing, and visible in
+//! `remedy_config_last_reload_successful`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{self, Config};
+use crate::metrics::Recorder;
+use crate::proxy::{self, Routes};
+
+/// State shared by the proxy, the admin listener and the reload path.
+pub struct Sidecar {
+    config_path: PathBuf,
+    config: ArcSwap<Config>,
+    routes: ArcSwap<Routes>,
+    recorder: Recorder,
+    ready: AtomicBool,
+    reloading: Mutex<()>,
+}
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("sources[{index}]: {error}")]
+    Upstream {
+        index: usize,
+        error: crate::upstream::BuildError,
+    },
+    #[error("cannot listen on {addr} ({listener}): {error}")]
+    Bind {
+        listener: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl Sidecar {
+    /// Builds routes and metrics for a validated config.
+    pub fn new(config_path: PathBuf, config: Config) -> Result<Arc<Self>, StartError> {
+        let recorder = Recorder::new(&config.metrics.duration_buckets);
+        let routes = Routes::new(&config, &recorder)
+            .map_err(|(index, error)| StartError::Upstream { index, error })?;
+        recorder.set_catalog(&config.catalog);
+        recorder.config_loaded(true);
+        Ok(Arc::new(Sidecar {
+            config_path,
+            config: ArcSwap::from_pointee(config),
+            routes: ArcSwap::from_pointee(routes),
+            recorder,
+            ready: AtomicBool::new(false),
+            reloading: Mutex::new(()),
+        }))
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the config file and swaps it in whole, or keeps the running one.
+    /// In-flight requests keep the routes they started with.
+    pub fn reload(&self) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.try_reload();
+        self.recorder.config_loaded(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!(file = %self.config_path.display(), "config reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running config")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), String> {
+        let new = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        let old = self.config.load_full();
+        let routes =
+            Routes::new(&new, &self.recorder).map_err(|(i, e)| format!("sources[{i}]: {e}"))?;
+        if new.proxy.listen != old.proxy.listen || new.admin.listen != old.admin.listen {
+            tracing::warn!("listen addresses change only on restart; keeping the bound ones");
+        }
+        if new.metrics.duration_buckets != old.metrics.duration_buckets {
+            tracing::warn!("metrics.duration_buckets change only on restart");
+        }
+        for gone in old
+            .sources
+            .iter()
+            .filter(|o| !new.sources.iter().any(|n| n.name == o.name))
+        {
+            self.recorder.remove_source(gone.name.as_str());
+        }
+        self.recorder.set_catalog(&new.catalog);
+        self.routes.store(Arc::new(routes));
+        self.config.store(Arc::new(new));
+        Ok(())
+    }
+}
+
+/// Listeners bound and ready to serve; the addresses are what tests read.
+pub struct Bound {
+    pub proxy: std::net::TcpListener,
+    pub admin: std::net::TcpListener,
+}
+
+impl Bound {
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        let bind = |listener, addr| -> Result<std::net::TcpListener, StartError> {
+            let l = std::net::TcpListener::bind(addr).map_err(|error| StartError::Bind {
+                listener,
+                addr,
+                error,
+            })?;
+            l.set_nonblocking(true).map_err(|error| StartError::Bind {
+                listener,
+                addr,
+                error,
+            })?;
+            Ok(l)
+        };
+        Ok(Bound {
+            proxy: bind("proxy", config.proxy.listen)?,
+            admin: bind("admin", config.admin.listen)?,
+        })
+    }
+}
+
+/// Serves until SIGTERM/SIGINT, drains, lingers for a last scrape, and returns.
+pub fn run(sidecar: Arc<Sidecar>, bound: Bound) -> Result<(), StartError> {
+    let config = sidecar.config();
+    let workers = config
+        .runtime
+        .worker_threads
+        .map(|n| n.get())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("remedy-proxy")
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+
+    let admin_addr = bound.admin.local_addr().ok();
+    let admin = {
+        let sidecar = sidecar.clone();
+        let listener = bound.admin;
+        std::thread::Builder::new()
+            .name("remedy-admin".into())
+            .spawn(move || crate::admin::serve_blocking(sidecar, listener))
+            .map_err(StartError::Runtime)?
+    };
+    drop(admin);
+
+    runtime.block_on(async move {
+        let proxy = TcpListener::from_std(bound.proxy).map_err(|error| StartError::Bind {
+            listener: "proxy",
+            addr: config.proxy.listen,
+            error,
+        })?;
+        let proxy_addr = proxy.local_addr().map_err(StartError::Runtime)?;
+        tracing::info!(address = %proxy_addr, workers, "proxy listening");
+        if let Some(a) = admin_addr {
+            tracing::info!(address = %a, "admin listening");
+        }
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(signals(sidecar.clone(), stop_tx));
+        sidecar.ready.store(true, Ordering::Release);
+        tracing::info!(
+            sources = config.sources.len(),
+            catalog_codes = config.catalog.len(),
+            "ready"
+        );
+
+        serve_proxy(sidecar.clone(), proxy, stop_rx).await;
+
+        let linger = sidecar.config().shutdown.linger.0;
+        tracing::info!(?linger, "drained; /metrics stays up for a last scrape");
+        tokio::time::sleep(linger).await;
+        tracing::info!("exiting");
+        Ok(())
+    })
+}
+
+/// SIGHUP reloads; the first SIGTERM/SIGINT starts the drain, a second exits at once.
+async fn signals(sidecar: Arc<Sidecar>, stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                let s = sidecar.clone();
+                // Building TLS clients reads files: keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+                continue;
+            }
+        };
+        if *stop.borrow() {
+            tracing::warn!(signal = name, "second signal: exiting without draining");
+            std::process::exit(1);
+        }
+        sidecar.ready.store(false, Ordering::Release);
+        tracing::info!(signal = name, "shutting down: draining in-flight requests");
+        let _ = stop.send(true);
+    }
+}
+
+async fn serve_proxy(
+    sidecar: Arc<Sidecar>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let config = sidecar.config();
+    let p = &config.proxy;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(p.header_read_timeout.0)
+        .max_headers(p.max_headers)
+        .max_buf_size(p.max_header_bytes)
+        .keep_alive(true);
+    let connections = Arc::new(Semaphore::new(p.max_connections));
+    let graceful = GracefulShutdown::new();
+
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, never die.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let sidecar = sidecar.clone();
+        let service = service_fn(move |req| proxy::handle(sidecar.routes.load_full(), peer, req));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+
+    let drain = config.shutdown.drain_timeout.0;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(?drain, "drain timeout passed with requests still in flight");
+    }
+}

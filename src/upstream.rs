@@ -1,0 +1,168 @@
+//! Connections to one upstream API: a keep-alive pool, TLS by rustls (public roots plus an
+//! optional CA file), HTTP/2 by ALPN, and the `connect` / `response_header` timeouts. A
+//! failure becomes an [`ErrorKind`], which the proxy turns into a 502 or 504.
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::SourceConfig;
+use crate::metrics::ErrorKind;
+
+/// A pooled client for one source.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    response_header: Duration,
+}
+
+/// Why a source's client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read CA file {path}: {source}")]
+    CaFile { path: String, source: io::Error },
+    #[error("CA file {path}: {message}")]
+    BadCa { path: String, message: String },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    /// The cause, for the warn log line.
+    pub cause: String,
+}
+
+impl Upstream {
+    pub fn new(source: &SourceConfig) -> Result<Self, BuildError> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &source.ca_file {
+            let shown = path.display().to_string();
+            let pem = std::fs::read(path).map_err(|e| BuildError::CaFile {
+                path: shown.clone(),
+                source: e,
+            })?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| BuildError::BadCa {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+                roots.add(cert).map_err(|e| BuildError::BadCa {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+
+        let t = &source.timeouts;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(t.connect.0));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(t.idle.0)
+            .build(https);
+        Ok(Upstream {
+            client,
+            response_header: t.response_header.0,
+        })
+    }
+
+    /// Sends `req` and waits for the response head, within the `response_header` timeout.
+    pub async fn send(
+        &self,
+        req: http::Request<Incoming>,
+    ) -> Result<http::Response<Incoming>, Failure> {
+        match tokio::time::timeout(self.response_header, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(Failure {
+                kind: classify(&e),
+                cause: causes(&e),
+            }),
+            Err(_) => Err(Failure {
+                kind: ErrorKind::Timeout,
+                cause: format!(
+                    "no response head within the response_header timeout of {:?}",
+                    self.response_header
+                ),
+            }),
+        }
+    }
+}
+
+/// The failure kind, from the error's chain of causes.
+pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
+    let mut is_connect = false;
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<rustls::Error>() {
+            return ErrorKind::Tls;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return ErrorKind::Timeout;
+            }
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
+                return ErrorKind::Tls;
+            }
+        }
+        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            is_connect = true;
+        }
+        if err.to_string().starts_with("dns error") {
+            return ErrorKind::Dns;
+        }
+        cur = err.source();
+    }
+    if is_connect {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Reset
+    }
+}
+
+/// `outer: inner: innermost`, for logs.
+pub fn causes(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
+}
