@@ -1,0 +1,183 @@
+//! Every response is counted once, by source, code, class, remediation and origin.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use support::{Remedy, Upstream, send};
+
+fn two_sources(a: &Upstream, b: &Upstream) -> String {
+    format!(
+        "sources:\n  - {{ name: alpha, upstream: '{}', match: {{ path_prefix: /alpha }} }}\n  - {{ name: beta, upstream: '{}/v2', match: {{ path_prefix: /beta }} }}\n",
+        a.url(),
+        b.url()
+    )
+}
+
+#[test]
+fn every_faq_code_is_counted_exactly_for_two_sources() {
+    let (a, b) = (Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&two_sources(&a, &b));
+    let faq = [
+        (400, "check_request_config"),
+        (401, "check_credentials"),
+        (403, "check_permissions"),
+        (404, "check_resource_availability"),
+        (414, "reduce_request_parameters"),
+        (429, "reduce_concurrency"),
+        (500, "retry_later"),
+        (502, "retry_later"),
+        (503, "retry_later"),
+        (504, "reduce_query_volume"),
+    ];
+    // alpha gets each code once, beta twice: counts must not bleed between sources.
+    for (code, _) in faq.iter().chain([(200, "none"), (418, "unlisted")].iter()) {
+        assert_eq!(
+            send(remedy.proxy, &format!("/alpha/r/{code}")).status,
+            *code
+        );
+        for _ in 0..2 {
+            assert_eq!(send(remedy.proxy, &format!("/beta/r/{code}")).status, *code);
+        }
+    }
+    let s = remedy.scrape();
+    for (code, remediation) in faq.iter().chain([(200, "none"), (418, "unlisted")].iter()) {
+        assert_eq!(
+            s.responses("alpha", *code, remediation, "upstream"),
+            1.0,
+            "{code}"
+        );
+        assert_eq!(
+            s.responses("beta", *code, remediation, "upstream"),
+            2.0,
+            "{code}"
+        );
+    }
+    assert_eq!(s.responses("alpha", 502, "retry_later", "proxy"), 0.0);
+    assert_eq!(s.in_flight("alpha"), 0.0);
+    assert_eq!(s.in_flight("beta"), 0.0);
+    assert!(s.text.contains(
+        "remedy_upstream_request_duration_seconds_count{class=\"4xx\",source=\"beta\"} 14\n"
+    ));
+    assert_eq!((a.hits(), b.hits()), (12, 24));
+}
+
+#[test]
+fn catalog_codes_are_exported_at_zero_from_start() {
+    let (a, b) = (Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&two_sources(&a, &b));
+    let s = remedy.scrape();
+    for source in ["alpha", "beta"] {
+        assert_eq!(
+            s.responses(source, 401, "check_credentials", "upstream"),
+            0.0
+        );
+        assert_eq!(
+            s.responses(source, 504, "reduce_query_volume", "proxy"),
+            0.0
+        );
+        assert_eq!(s.errors(source, "connect"), 0.0);
+    }
+    assert_eq!(
+        s.responses("unmatched", 404, "check_resource_availability", "proxy"),
+        0.0
+    );
+    assert_eq!(
+        s.get("remedy_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.sum(
+            "remedy_faq_info",
+            &[("code", "429"), ("remediation", "reduce_concurrency")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.sum(
+            "remedy_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    assert!(s.text.contains("process_resident_memory_bytes "));
+}
+
+#[test]
+fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
+    let (a, b) = (Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&two_sources(&a, &b));
+    send(remedy.proxy, "/alpha/x/429?retry_after=120&ratelimit=7");
+    let gauge = |s: &support::Scrape, name: &str, source: &str| {
+        s.get(name, &[("source", source)]).expect(name)
+    };
+    let s = remedy.scrape();
+    assert_eq!(
+        gauge(&s, "remedy_upstream_retry_after_seconds", "alpha"),
+        120.0
+    );
+    assert_eq!(
+        gauge(&s, "remedy_upstream_ratelimit_remaining", "alpha"),
+        7.0
+    );
+
+    let at =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(600));
+    let encoded = at.replace(' ', "%20").replace(',', "%2C");
+    send(
+        remedy.proxy,
+        &format!("/beta/x/503?retry_after={encoded}&x_ratelimit=3"),
+    );
+    let s = remedy.scrape();
+    let secs = gauge(&s, "remedy_upstream_retry_after_seconds", "beta");
+    assert!((590.0..=600.0).contains(&secs), "date form gave {secs}");
+    assert_eq!(
+        gauge(&s, "remedy_upstream_ratelimit_remaining", "beta"),
+        3.0
+    );
+}
+
+fn promtool() -> String {
+    let found = Command::new("promtool").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "promtool not found on PATH: run the tests through scripts/test, which installs it"
+    );
+    "promtool".into()
+}
+
+#[test]
+fn metrics_pass_promtool_check_metrics() {
+    let (a, b) = (Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&two_sources(&a, &b));
+    for path in [
+        "/alpha/x/200",
+        "/alpha/x/429?retry_after=1",
+        "/nope",
+        "/beta/x/418",
+    ] {
+        send(remedy.proxy, path);
+    }
+    let text = remedy.scrape().text;
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,213 @@
+//! Requests reach the upstream as the connector sent them, and answers come back whole.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Remedy, Upstream, request, send};
+
+fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+fn one_source(u: &Upstream, extra: &str) -> String {
+    format!(
+        "sources:\n  - name: api\n    upstream: '{}/base'\n    match: {{ path_prefix: /api, hosts: [api.example.com] }}\n{extra}",
+        u.url()
+    )
+}
+
+#[test]
+fn base_url_mode_keeps_query_body_and_headers_byte_for_byte() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    let r = request(
+        remedy.proxy,
+        "POST",
+        "/api/reports/run?from=2026-01-01&q=a%20b&flag&x=%E2%9C%93",
+        &[
+            ("Authorization", "Bearer abc"),
+            ("X-Custom", "  spaced value"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"report":"daily","n":1}"#,
+    );
+    assert_eq!(r.status, 200);
+    let echo = r.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(
+        echo["target"],
+        "/base/reports/run?from=2026-01-01&q=a%20b&flag&x=%E2%9C%93"
+    );
+    assert_eq!(echo["body"], r#"{"report":"daily","n":1}"#);
+    assert_eq!(header(&echo, "authorization"), ["Bearer abc"]);
+    assert_eq!(header(&echo, "x-custom"), ["spaced value"]);
+    assert_eq!(header(&echo, "host"), [u.addr.to_string().as_str()]);
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        header(&echo, "x-forwarded-host"),
+        [remedy.proxy.to_string().as_str()]
+    );
+}
+
+#[test]
+fn http_proxy_mode_with_curl_reaches_the_source_upstream() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--noproxy",
+            "",
+            "http://api.example.com/v3/objects?limit=10",
+        ])
+        .env("http_proxy", format!("http://{}", remedy.proxy))
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(echo["target"], "/base/v3/objects?limit=10");
+    assert_eq!(header(&echo, "x-forwarded-host"), ["api.example.com"]);
+    assert_eq!(header(&echo, "host"), [u.addr.to_string().as_str()]);
+    assert!(header(&echo, "proxy-connection").is_empty());
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 200, "none", "upstream"), 1.0);
+}
+
+#[test]
+fn preserve_host_sends_the_connector_host() {
+    let u = Upstream::http();
+    let yaml = format!(
+        "sources:\n  - name: api\n    upstream: '{}'\n    preserve_host: true\n    match: {{ hosts: [api.example.com] }}\n",
+        u.url()
+    );
+    let remedy = Remedy::start(&yaml);
+    let r = request(
+        remedy.proxy,
+        "GET",
+        "/x",
+        &[("Host", "api.example.com")],
+        b"",
+    );
+    assert_eq!(header(&r.json(), "host"), ["api.example.com"]);
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed_both_ways() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    let r = request(
+        remedy.proxy,
+        "GET",
+        "/api/echo",
+        &[
+            ("Connection", "x-secret-hop"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "300"),
+            ("TE", "trailers"),
+            ("Proxy-Authorization", "Basic eDp5"),
+        ],
+        b"",
+    );
+    let echo = r.json();
+    for gone in ["x-secret-hop", "keep-alive", "te", "proxy-authorization"] {
+        assert!(header(&echo, gone).is_empty(), "{gone} was forwarded");
+    }
+    let r = send(remedy.proxy, "/api/hop-by-hop");
+    assert_eq!(r.header("x-kept"), Some("1"));
+    assert_eq!(r.header("x-hop"), None);
+    assert_eq!(r.header("keep-alive"), None);
+}
+
+#[test]
+fn unmatched_request_is_never_forwarded() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    let r = send(remedy.proxy, "/other/x");
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("no source matched"), "{}", r.text());
+    let r = request(
+        remedy.proxy,
+        "GET",
+        "http://evil.example/api/x",
+        &[("Host", "evil.example")],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    assert_eq!(u.hits(), 0);
+    let s = remedy.scrape();
+    assert_eq!(
+        s.responses("unmatched", 404, "check_resource_availability", "proxy"),
+        2.0
+    );
+}
+
+#[test]
+fn connect_is_answered_405_with_the_reason() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    let r = support::raw(
+        remedy.proxy,
+        b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n",
+    )
+    .expect("a response");
+    assert_eq!(r.status, 405);
+    assert!(r.text().contains("TLS tunnel"), "{}", r.text());
+    assert_eq!(u.hits(), 0);
+    assert_eq!(
+        remedy
+            .scrape()
+            .responses("unmatched", 405, "unlisted", "proxy"),
+        1.0
+    );
+}
+
+#[test]
+fn path_escapes_never_reach_the_upstream() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    for path in [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "/api/a%2Fb",
+        "/api//x",
+        "/api/%5c",
+    ] {
+        let r = send(remedy.proxy, path);
+        assert_eq!(r.status, 400, "{path}");
+    }
+    assert_eq!(u.hits(), 0);
+}
+
+#[test]
+fn tls_upstream_speaks_http2_by_alpn_with_an_extra_ca() {
+    let u = Upstream::tls();
+    let yaml = format!(
+        "sources:\n  - name: secure\n    upstream: '{}'\n    ca_file: '{}'\n    match: {{ path_prefix: /s }}\n",
+        u.url(),
+        u.ca_file.as_ref().unwrap().display()
+    );
+    let remedy = Remedy::start(&yaml);
+    for _ in 0..3 {
+        let r = send(remedy.proxy, "/s/x?y=1");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let echo = r.json();
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(echo["path"], "/x");
+    }
+    assert_eq!(
+        remedy.scrape().responses("secure", 200, "none", "upstream"),
+        3.0
+    );
+}

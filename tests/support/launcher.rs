@@ -1,0 +1,148 @@
+//! Starts the real `remedy` binary on a config with both listeners on 127.0.0.1:0, reads
+//! the bound addresses from its JSON log lines and polls `/-/ready`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{Scrape, send, wait_for};
+
+pub struct Remedy {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_remedy")
+}
+
+/// Writes `yaml` with both listeners on port 0, unless it sets them itself.
+pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+    let mut text = String::new();
+    if !yaml.contains("proxy:") {
+        text.push_str("proxy: { listen: 127.0.0.1:0 }\n");
+    }
+    if !yaml.contains("admin:") {
+        text.push_str("admin: { listen: 127.0.0.1:0 }\n");
+    }
+    if !yaml.contains("shutdown:") {
+        text.push_str("shutdown: { drain_timeout: 5s, linger: 0s }\n");
+    }
+    text.push_str(yaml);
+    let path = dir.join("remedy.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Remedy {
+    pub fn start(yaml: &str) -> Self {
+        Self::start_with_env(yaml, &[])
+    }
+
+    /// Starts remedy with extra environment (`REMEDY_LOG=debug`, say).
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = write_config(dir.path(), yaml);
+        let mut cmd = Command::new(binary());
+        cmd.args(["--log-format", "json", "run", "--config"])
+            .arg(&config_path)
+            .env_remove("REMEDY_CONFIG")
+            .env("REMEDY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("remedy starts");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let address_of = |logs: &str, message: &str| -> Option<SocketAddr> {
+            logs.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["message"] == message)
+                .and_then(|v| v["address"].as_str()?.parse().ok())
+        };
+        let (proxy, admin) = wait_for("remedy's listeners", Duration::from_secs(20), || {
+            let l = logs.lock().unwrap();
+            Some((
+                address_of(&l, "proxy listening")?,
+                address_of(&l, "admin listening")?,
+            ))
+        });
+        let mut remedy = Remedy {
+            child,
+            proxy,
+            admin,
+            logs,
+            config_path,
+            _dir: dir,
+        };
+        wait_for("/-/ready", Duration::from_secs(10), || {
+            (send(remedy.admin, "/-/ready").status == 200).then_some(())
+        });
+        let _ = remedy.child.try_wait();
+        remedy
+    }
+
+    pub fn scrape(&self) -> Scrape {
+        let r = send(self.admin, "/metrics");
+        assert_eq!(r.status, 200);
+        Scrape::parse(r.text())
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a Unix signal by name (`TERM`, `HUP`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = &mut self.child;
+        wait_for("remedy to exit", limit, || child.try_wait().ok().flatten()).code()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for Remedy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
