@@ -1,7 +1,7 @@
 //! Fixtures for remedy's integration tests: upstream servers, a remedy launcher, a scrape
 //! reader and a raw HTTP/1.1 client. Everything listens on 127.0.0.1:0 and waits for
 //! readiness by polling.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod launcher;
