@@ -545,8 +545,26 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parse and validate config text; `file` names it in errors.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let mut config: Config = serde_yaml::from_str(text).map_err(|e| from_serde(&e, file))?;
     let locate = Locator::new(text);
+    let mut config: Config = serde_yaml::from_str(text).map_err(|e| {
+        let mut err = from_serde(&e, file);
+        // serde_yaml names the map that holds the bad key; name the key itself: by the
+        // quoted bad value when the message has one, else by the line.
+        let quoted = err
+            .message
+            .split('"')
+            .nth(1)
+            .filter(|_| err.message.contains('"'));
+        if let Some((key, line)) = quoted.and_then(|v| locate.value_at(&err.path, v)) {
+            err.path = key;
+            err.line = Some(line);
+        } else if let Some(line) = err.line
+            && let Some(key) = locate.key_at(&err.path, line)
+        {
+            err.path = key;
+        }
+        err
+    })?;
     let fail = |path: String, message: String| ConfigError {
         file: file.to_owned(),
         line: locate.line(&path),
@@ -770,9 +788,18 @@ fn check_host(h: &str) -> Result<String, String> {
     }
 }
 
+/// `sources[0].name` is below `sources[0]` and below the root (`""`).
+fn is_below(path: &str, parent: &str) -> bool {
+    path.len() > parent.len()
+        && path.starts_with(parent)
+        && (parent.is_empty() || matches!(path.as_bytes()[parent.len()], b'.' | b'['))
+}
+
 /// Finds the line of a key path in YAML text.
 struct Locator {
     lines: HashMap<String, usize>,
+    /// `(path, line, text)` of every scalar value.
+    values: Vec<(String, usize, String)>,
 }
 
 impl Locator {
@@ -787,6 +814,7 @@ impl Locator {
         struct Recv {
             stack: Vec<Frame>,
             lines: HashMap<String, usize>,
+            values: Vec<(String, usize, String)>,
         }
         impl Recv {
             /// The path of the value now starting, advancing the parent past it.
@@ -820,7 +848,8 @@ impl Locator {
                             self.lines.entry(p).or_insert(mark.line());
                             *key = Some(s);
                         } else if let Some(p) = self.value_path() {
-                            self.lines.entry(p).or_insert(mark.line());
+                            self.lines.entry(p.clone()).or_insert(mark.line());
+                            self.values.push((p, mark.line(), s));
                         }
                     }
                     Event::MappingStart(..) | Event::SequenceStart(..) => {
@@ -845,10 +874,32 @@ impl Locator {
         let mut recv = Recv {
             stack: Vec::new(),
             lines: HashMap::new(),
+            values: Vec::new(),
         };
         // The text already parsed with serde_yaml; a locator failure only costs the line.
         let _ = Parser::new_from_str(text).load(&mut recv, false);
-        Locator { lines: recv.lines }
+        Locator {
+            lines: recv.lines,
+            values: recv.values,
+        }
+    }
+
+    /// The path and line of the scalar `value` below `parent`.
+    fn value_at(&self, parent: &str, value: &str) -> Option<(String, usize)> {
+        self.values
+            .iter()
+            .find(|(p, _, v)| v == value && is_below(p, parent))
+            .map(|(p, l, _)| (p.clone(), *l))
+    }
+
+    /// The shortest key path below `parent` that starts on `line`.
+    fn key_at(&self, parent: &str, line: usize) -> Option<String> {
+        self.lines
+            .iter()
+            .filter(|(p, l)| **l == line && is_below(p, parent))
+            .map(|(p, _)| p)
+            .min_by_key(|p| p.len())
+            .cloned()
     }
 
     /// The line of `path`, or of its nearest located parent.

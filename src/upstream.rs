@@ -119,8 +119,9 @@ impl Upstream {
 /// The failure kind, from the error's chain of causes.
 pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
     let mut is_connect = false;
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
+    // Causes hide behind `io::Error::get_ref` and boxed errors as well as `source()`.
+    let mut stack: Vec<&(dyn StdError + 'static)> = vec![e];
+    while let Some(err) = stack.pop() {
         if err.is::<rustls::Error>() {
             return ErrorKind::Tls;
         }
@@ -128,11 +129,8 @@ pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
             if io.kind() == io::ErrorKind::TimedOut {
                 return ErrorKind::Timeout;
             }
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return ErrorKind::Tls;
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
             }
         }
         if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
@@ -143,7 +141,9 @@ pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
         if err.to_string().starts_with("dns error") {
             return ErrorKind::Dns;
         }
-        cur = err.source();
+        if let Some(next) = err.source() {
+            stack.push(next);
+        }
     }
     if is_connect {
         ErrorKind::Connect

@@ -10,6 +10,7 @@
 //! Plain HTTP/1.1, or TLS with a generated certificate and ALPN h2/http1.1.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -184,7 +185,10 @@ async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply
         FixtureBody::Stalled { sent: false }
     } else if path.ends_with("/reset-mid-body") {
         builder = builder.header("content-length", "1000");
-        FixtureBody::Broken { sent: false }
+        FixtureBody::Broken {
+            sent: false,
+            pause: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))),
+        }
     } else if let Some(n) = path
         .rsplit_once("/download/")
         .and_then(|(_, n)| n.parse().ok())
@@ -244,9 +248,17 @@ async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply
 
 pub enum FixtureBody {
     Full(Option<Bytes>),
-    Repeat { remaining: u64 },
-    Stalled { sent: bool },
-    Broken { sent: bool },
+    Repeat {
+        remaining: u64,
+    },
+    Stalled {
+        sent: bool,
+    },
+    /// 100 bytes, a pause so they leave the server, then an error.
+    Broken {
+        sent: bool,
+        pause: Pin<Box<tokio::time::Sleep>>,
+    },
 }
 
 impl FixtureBody {
@@ -264,7 +276,7 @@ impl Body for FixtureBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match &mut *self {
             FixtureBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
@@ -284,8 +296,9 @@ impl Body for FixtureBody {
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"abc")))))
                 }
             }
-            FixtureBody::Broken { sent } => {
+            FixtureBody::Broken { sent, pause } => {
                 if *sent {
+                    std::task::ready!(pause.as_mut().poll(cx));
                     Poll::Ready(Some(Err(std::io::Error::other("fixture breaks the body"))))
                 } else {
                     *sent = true;

@@ -1,0 +1,103 @@
+//! Bad config never starts: each file under tests/data/invalid-*.yaml is rejected with the
+//! exact message in its .err sibling (file, line, key path, reason) and exit code 1.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+fn remedy(args: &[&str]) -> std::process::Output {
+    Command::new(support::launcher::binary())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("REMEDY_CONFIG")
+        .output()
+        .expect("remedy runs")
+}
+
+fn invalid_files() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("invalid-") && n.ends_with(".yaml"))
+        .map(|n| format!("tests/data/{n}"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "the table lost its cases: {files:?}");
+    files
+}
+
+#[test]
+fn every_invalid_config_names_line_and_key_and_exits_1() {
+    for file in invalid_files() {
+        let out = remedy(&["check-config", "--config", &file]);
+        let want = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(file.replace(".yaml", ".err")),
+        )
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{file}");
+    }
+}
+
+#[test]
+fn run_refuses_an_invalid_config_before_listening() {
+    let out = remedy(&[
+        "run",
+        "--config",
+        "tests/data/invalid-overlapping-prefixes.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid-overlapping-prefixes.yaml:8: sources[1].match.path_prefix"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[test]
+fn shipped_example_config_is_valid_and_summarised() {
+    let out = remedy(&["check-config", "--config", "config/remedy.yaml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sources (3):"), "{text}");
+    assert!(
+        text.contains("github           -> https://api.github.com"),
+        "{text}"
+    );
+    assert!(
+        text.contains("catalog: 11 codes (10 built in, 1 added"),
+        "{text}"
+    );
+}
+
+#[test]
+fn config_file_is_also_read_from_the_environment_and_exporter_spelling() {
+    let out = Command::new(support::launcher::binary())
+        .args(["check-config"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("REMEDY_CONFIG", "config/remedy.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = remedy(&["check-config", "--config.file", "config/remedy.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn explain_prints_meaning_and_advice() {
+    let out = remedy(&["explain", "429"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("429 Too Many Requests\n"), "{text}");
+    assert!(text.contains("Reduce the number of concurrent extract runs and/or spread the schedules of extracts in the same source."));
+    let out = remedy(&["explain", "409", "--config", "config/remedy.yaml"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resolve_conflict"));
+    assert_eq!(remedy(&["explain", "999"]).status.code(), Some(1));
+}

@@ -1,0 +1,164 @@
+//! When the upstream cannot answer, remedy answers 502/504 itself, says why, and counts it
+//! with origin="proxy"; a response broken mid-body reaches the connector broken.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Remedy, Upstream, raw, send, wait_for};
+
+fn source(url: &str, extra: &str) -> String {
+    format!(
+        "sources:\n  - name: api\n    upstream: '{url}'\n    match: {{ path_prefix: /api }}\n    timeouts: {{ connect: 1s, response_header: 500ms, idle: 500ms }}\n{extra}"
+    )
+}
+
+#[test]
+fn refused_upstream_is_502_from_the_proxy() {
+    let mut u = Upstream::http();
+    let url = u.url();
+    u.stop();
+    let remedy = Remedy::start(&source(&url, ""));
+    let r = send(remedy.proxy, "/api/x");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("connect"), "{}", r.text());
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 502, "retry_later", "proxy"), 1.0);
+    assert_eq!(s.errors("api", "connect"), 1.0);
+    assert_eq!(s.in_flight("api"), 0.0);
+    assert!(remedy.logs().contains("upstream unreachable"));
+}
+
+#[test]
+fn stalled_upstream_is_504_from_the_proxy() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    let r = send(remedy.proxy, "/api/stall");
+    assert_eq!(r.status, 504);
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 504, "reduce_query_volume", "proxy"), 1.0);
+    assert_eq!(s.errors("api", "timeout"), 1.0);
+    assert_eq!(s.in_flight("api"), 0.0);
+}
+
+#[test]
+fn untrusted_certificate_is_502_tls() {
+    let u = Upstream::tls();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    let r = send(remedy.proxy, "/api/x");
+    assert_eq!(r.status, 502);
+    let s = remedy.scrape();
+    assert_eq!(
+        s.errors("api", "tls"),
+        1.0,
+        "{}\n{}",
+        r.text(),
+        remedy.logs()
+    );
+    assert_eq!(s.responses("api", 502, "retry_later", "proxy"), 1.0);
+}
+
+#[test]
+fn unknown_host_is_502_dns() {
+    let remedy = Remedy::start(&source("http://no-such-host.invalid", ""));
+    let r = send(remedy.proxy, "/api/x");
+    assert!(r.status == 502 || r.status == 504, "{}", r.status);
+    let s = remedy.scrape();
+    let dns = s.errors("api", "dns");
+    assert_eq!(dns, 1.0, "{}", r.text());
+}
+
+#[test]
+fn reset_mid_body_reaches_the_connector_as_a_broken_response() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    let reply = raw(
+        remedy.proxy,
+        b"GET /api/reset-mid-body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        reply.is_none(),
+        "a shortened body was passed off as complete: {reply:?}"
+    );
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 200, "none", "upstream"), 1.0);
+    assert_eq!(s.in_flight("api"), 0.0);
+}
+
+#[test]
+fn body_stalled_past_idle_timeout_is_aborted() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    let reply = raw(
+        remedy.proxy,
+        b"GET /api/stall-body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.is_none(), "{reply:?}");
+    assert!(remedy.logs().contains("idle timeout"));
+    assert_eq!(remedy.scrape().in_flight("api"), 0.0);
+}
+
+#[test]
+fn connector_disconnect_mid_download_leaves_nothing_in_flight() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    let mut s = TcpStream::connect(remedy.proxy).unwrap();
+    s.write_all(b"GET /api/download/1000000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 65536];
+    let mut got = 0;
+    while got < 1_000_000 {
+        got += s.read(&mut buf).unwrap();
+    }
+    assert_eq!(remedy.scrape().in_flight("api"), 1.0);
+    drop(s);
+    wait_for("in-flight back to 0", Duration::from_secs(10), || {
+        (remedy.scrape().in_flight("api") == 0.0).then_some(())
+    });
+    assert_eq!(
+        remedy.scrape().responses("api", 200, "none", "upstream"),
+        1.0
+    );
+}
+
+#[test]
+fn connector_disconnect_before_the_head_counts_499() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), "").replace("500ms, idle", "30s, idle"));
+    let mut s = TcpStream::connect(remedy.proxy).unwrap();
+    s.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_for("the request in flight", Duration::from_secs(10), || {
+        (remedy.scrape().in_flight("api") == 1.0).then_some(())
+    });
+    drop(s);
+    wait_for("in-flight back to 0", Duration::from_secs(10), || {
+        (remedy.scrape().in_flight("api") == 0.0).then_some(())
+    });
+    assert_eq!(
+        remedy.scrape().responses("api", 499, "unlisted", "proxy"),
+        1.0
+    );
+}
+
+#[test]
+fn in_flight_cap_answers_503_instead_of_queueing() {
+    let u = Upstream::http();
+    let yaml = source(&u.url(), "    max_in_flight: 1\n").replace("500ms, idle", "30s, idle");
+    let remedy = Remedy::start(&yaml);
+    let mut held = TcpStream::connect(remedy.proxy).unwrap();
+    held.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_for(
+        "the first request in flight",
+        Duration::from_secs(10),
+        || (remedy.scrape().in_flight("api") == 1.0).then_some(()),
+    );
+    let r = send(remedy.proxy, "/api/x");
+    assert_eq!(r.status, 503);
+    drop(held);
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 503, "retry_later", "proxy"), 1.0);
+}

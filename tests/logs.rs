@@ -1,0 +1,45 @@
+//! Logs name what happened and never a secret, even at debug level.
+
+mod support;
+
+use support::{Remedy, Upstream, request};
+
+#[test]
+fn no_secret_reaches_the_logs_at_debug_level() {
+    let mut u = Upstream::http();
+    let yaml = format!(
+        "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\n  - {{ name: down, upstream: 'http://127.0.0.1:1', match: {{ path_prefix: /down }} }}\n",
+        u.url()
+    );
+    let remedy = Remedy::start_with_env(&yaml, &[("REMEDY_LOG", "debug")]);
+    let secrets = [
+        ("Authorization", "Bearer sk-live-AUTHSECRET"),
+        ("Proxy-Authorization", "Basic UFJPWFlTRUNSRVQ="),
+        ("Cookie", "session=COOKIESECRET"),
+    ];
+    for path in [
+        "/api/x/401?token=QUERYSECRET&page=2",
+        "/down/x?api_key=KEYSECRET",
+        "/nowhere?password=PWSECRET",
+    ] {
+        request(remedy.proxy, "GET", path, &secrets, b"");
+    }
+    u.stop();
+    let logs = remedy.logs();
+    assert!(logs.contains("\"message\":\"proxied\""), "{logs}");
+    assert!(logs.contains("token=REDACTED&page=2"), "{logs}");
+    assert!(logs.contains("upstream unreachable"), "{logs}");
+    for secret in [
+        "AUTHSECRET",
+        "UFJPWFlTRUNSRVQ",
+        "COOKIESECRET",
+        "QUERYSECRET",
+        "KEYSECRET",
+        "PWSECRET",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} leaked into the logs:\n{logs}"
+        );
+    }
+}
