@@ -66,7 +66,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             instant: true,
             targets: vec![(
                 format!(
-                    "sum by (source, code, remediation) (increase({r}{{{sel},class=~\"4xx|5xx\"}}[$__range])) > 0\n\
+                    "(sum by (source, code, remediation) (increase({r}{{{sel},class=~\"4xx|5xx\"}}[$__range])) > 0)\n\
                      * on (code) group_left (name, advice)\n\
                      max by (code, name, advice) (remedy_faq_info)"
                 ),

@@ -1,0 +1,222 @@
+//! Generated artifacts (rules, runbooks, dashboard) match what the binary generates, and the
+//! real Prometheus tools accept them. `REMEDY_UPDATE_GOLDEN=1 cargo test --test generated`
+//! rewrites the committed files.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{Remedy, Upstream, send};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn remedy(args: &[&str]) -> String {
+    let out = Command::new(support::launcher::binary())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("remedy runs");
+    assert!(
+        out.status.success(),
+        "remedy {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Compares a committed file with freshly generated text, or rewrites it on request.
+fn assert_golden(path: &str, generated: &str) {
+    let file = root().join(path);
+    if std::env::var_os("REMEDY_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&file, generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{path} differs from what remedy generates; run REMEDY_UPDATE_GOLDEN=1 cargo test --test generated"
+    );
+}
+
+/// Runs a Prometheus tool, failing clearly when it is missing.
+fn tool(name: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(name)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{name} not runnable ({e}): run the tests through scripts/test, which installs it"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn committed_runbooks_match_the_catalog() {
+    assert_golden("docs/runbooks.md", &remedy(&["runbook"]));
+}
+
+#[test]
+fn committed_dashboard_matches_the_catalog() {
+    assert_golden(
+        "config/grafana/remedy-dashboard.json",
+        &remedy(&["dashboard"]),
+    );
+}
+
+#[test]
+fn committed_default_rules_match_the_binary() {
+    assert_golden("config/prometheus/remedy-rules.yaml", &remedy(&["rules"]));
+}
+
+#[test]
+fn promtool_accepts_default_rules_and_rules_with_overrides() {
+    let (ok, out) = tool(
+        "promtool",
+        &["check", "rules", "config/prometheus/remedy-rules.yaml"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS: 15 rules found"), "{out}");
+
+    let text = remedy(&["rules", "--config", "tests/data/rules-overrides.yaml"]);
+    assert!(text.contains("alert: ConnectorResolveConflict"));
+    assert!(text.contains("runbook_url: https://runbooks.example.com/remedy/resolve_conflict"));
+    assert!(text.contains("[10m]"));
+    let (_dir, path) = temp_file("rules.yaml", &text);
+    let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
+
+    let wrapped = remedy(&["rules", "--format", "prometheusrule"]);
+    let doc: serde_yaml::Value = serde_yaml::from_str(&wrapped).unwrap();
+    assert_eq!(doc["kind"], "PrometheusRule");
+    let (_dir, path) = temp_file("spec.yaml", &serde_yaml::to_string(&doc["spec"]).unwrap());
+    let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn promtool_unit_tests_of_every_alert_pass() {
+    let (ok, out) = tool(
+        "promtool",
+        &["test", "rules", "tests/rules/alerts.test.yml"],
+    );
+    assert!(ok, "{out}");
+    let tested: BTreeSet<String> =
+        std::fs::read_to_string(root().join("tests/rules/alerts.test.yml"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("alertname: "))
+            .map(str::to_owned)
+            .collect();
+    let rules = remedy(&["rules"]);
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(tested.contains(alert), "{alert} has no promtool unit test");
+    }
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
+    let dashboard: serde_json::Value = serde_json::from_str(&remedy(&["dashboard"])).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            queries.push(
+                expr.replace("$source", ".*")
+                    .replace("$__rate_interval", "5m")
+                    .replace("$__range", "1h"),
+            );
+        }
+    }
+    assert!(queries.len() >= 9, "{queries:?}");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let expr = serde_json::to_string(q).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {expr}\n"
+        ));
+    }
+    let (_dir, path) = temp_file("dashboard-queries.yaml", &rules);
+    let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
+    assert!(ok, "{out}\n{rules}");
+
+    // Every remedy metric a query names exists in a live scrape.
+    let u = Upstream::http();
+    let r = Remedy::start(&format!(
+        "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\n",
+        u.url()
+    ));
+    send(r.proxy, "/api/x/429?retry_after=5&ratelimit=1");
+    let scrape = r.scrape().text;
+    let names: BTreeSet<&str> = queries
+        .iter()
+        .flat_map(|q| q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("remedy_"))
+        .collect();
+    for name in names {
+        assert!(
+            scrape.contains(&format!("\n{name}{{")),
+            "{name} is not in /metrics"
+        );
+    }
+}
+
+#[test]
+fn admin_serves_the_same_rules_dashboard_and_catalog() {
+    let u = Upstream::http();
+    let yaml = format!(
+        "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\ncatalog:\n  - {{ code: 408, name: Request Timeout, meaning: m, advice: [Slow down.], remediation: retry_later }}\n",
+        u.url()
+    );
+    let r = Remedy::start(&yaml);
+    let config = r.config_path.to_str().unwrap().to_owned();
+    let rules = send(r.admin, "/rules");
+    assert_eq!(rules.status, 200);
+    assert_eq!(rules.text(), remedy(&["rules", "--config", &config]));
+    assert!(rules.text().contains("408 Request Timeout"));
+    let dash = send(r.admin, "/dashboard");
+    assert_eq!(dash.text(), remedy(&["dashboard", "--config", &config]));
+    let catalog = send(r.admin, "/catalog").json();
+    let codes: Vec<u64> = catalog
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        [400, 401, 403, 404, 408, 414, 429, 500, 502, 503, 504]
+    );
+    assert_eq!(catalog[4]["remediation"], "retry_later");
+}
+
+#[test]
+fn alertmanager_example_passes_amtool() {
+    let (ok, out) = tool(
+        "amtool",
+        &["check-config", "config/alertmanager/alertmanager.yml"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("2 inhibit rules"), "{out}");
+}
