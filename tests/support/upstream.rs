@@ -3,7 +3,7 @@
 //! - any path segment that is a status code (`/x/429`) sets the status;
 //! - `retry_after=`, `ratelimit=` and `x_ratelimit=` in the query set those headers;
 //! - `/download/N` streams N bytes, `/upload` counts the body without keeping it;
-//! - `/stall` never answers, `/stall-body` stops after 3 bytes of 10,
+//! - `/slow/MS` waits MS milliseconds before answering, `/stall` never answers, `/stall-body` stops after 3 bytes of 10,
 //!   `/reset-mid-body` breaks the connection after 100 bytes of 1000;
 //! - everything else echoes the request as JSON (method, target, version, headers, body).
 //!
@@ -176,6 +176,9 @@ async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply
             Some(("x_ratelimit", v)) => builder = builder.header("x-ratelimit-remaining", v),
             _ => {}
         }
+    }
+    if let Some(ms) = path.rsplit_once("/slow/").and_then(|(_, ms)| ms.parse::<u64>().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let body = if path.ends_with("/stall") {
         std::future::pending::<()>().await;

@@ -1,0 +1,154 @@
+//! Shutdown drains and lingers; reloads swap the config whole or not at all.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::{Remedy, Upstream, request, send, wait_for};
+
+fn source(name: &str, u: &Upstream) -> String {
+    format!(
+        "  - name: {name}\n    upstream: '{}'\n    match: {{ path_prefix: /{name} }}\n",
+        u.url()
+    )
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
+    let u = Upstream::http();
+    let yaml = format!("shutdown: {{ drain_timeout: 10s, linger: 2s }}\nsources:\n{}", source("api", &u));
+    let mut remedy = Remedy::start(&yaml);
+    let proxy = remedy.proxy;
+    let slow: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || send(proxy, "/api/slow/800").status))
+        .collect();
+    wait_for("three requests in flight", Duration::from_secs(10), || {
+        (remedy.scrape().in_flight("api") == 3.0).then_some(())
+    });
+    remedy.signal("TERM");
+    wait_for("/-/ready to turn 503", Duration::from_secs(5), || {
+        (send(remedy.admin, "/-/ready").status == 503).then_some(())
+    });
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200, "an in-flight request was cut by shutdown");
+    }
+    // New connections are refused once draining started.
+    wait_for("the proxy listener to close", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(proxy).is_err().then_some(())
+    });
+    // During the linger the final counts are scrapeable.
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 200, "none", "upstream"), 3.0);
+    assert_eq!(s.in_flight("api"), 0.0);
+    assert_eq!(remedy.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(remedy.logs().contains("drained"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let u = Upstream::http();
+    let yaml = format!("shutdown: {{ drain_timeout: 60s, linger: 60s }}\nsources:\n{}", source("api", &u));
+    let mut remedy = Remedy::start(&yaml);
+    let proxy = remedy.proxy;
+    let _held = std::thread::spawn(move || support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n"));
+    wait_for("a request in flight", Duration::from_secs(10), || {
+        (remedy.scrape().in_flight("api") == 1.0).then_some(())
+    });
+    remedy.signal("TERM");
+    wait_for("draining", Duration::from_secs(5), || {
+        (send(remedy.admin, "/-/ready").status == 503).then_some(())
+    });
+    remedy.signal("INT");
+    assert_eq!(remedy.wait_exit(Duration::from_secs(10)), Some(1));
+}
+
+#[test]
+fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
+    let (a, b, c) = (Upstream::http(), Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&format!("sources:\n{}{}", source("alpha", &a), source("beta", &b)));
+    for _ in 0..3 {
+        send(remedy.proxy, "/alpha/x/429");
+    }
+    send(remedy.proxy, "/beta/x");
+    let config = std::fs::read_to_string(&remedy.config_path).unwrap();
+    let swapped = config.replace(&source("beta", &b), &source("gamma", &c));
+    std::fs::write(&remedy.config_path, swapped).unwrap();
+    remedy.signal("HUP");
+    wait_for("gamma to be routed", Duration::from_secs(10), || {
+        (send(remedy.proxy, "/gamma/x").status == 200).then_some(())
+    });
+    assert_eq!(send(remedy.proxy, "/beta/x").status, 404);
+    let s = remedy.scrape();
+    assert_eq!(s.responses("alpha", 429, "reduce_concurrency", "upstream"), 3.0);
+    assert_eq!(s.responses("gamma", 200, "none", "upstream"), 1.0);
+    assert!(!s.text.contains("source=\"beta\""), "beta's series stayed");
+    assert_eq!(s.get("remedy_config_last_reload_successful", &[]), Some(1.0));
+}
+
+#[test]
+fn bad_reload_keeps_the_running_config_and_says_why() {
+    let a = Upstream::http();
+    let remedy = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
+    let good = std::fs::read_to_string(&remedy.config_path).unwrap();
+    std::fs::write(&remedy.config_path, format!("{good}    timeouts: {{ connect: soon }}\n")).unwrap();
+    let r = request(remedy.admin, "POST", "/-/reload", &[], b"");
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("sources[0].timeouts.connect"), "{}", r.text());
+    assert_eq!(send(remedy.proxy, "/alpha/x").status, 200);
+    let s = remedy.scrape();
+    assert_eq!(s.get("remedy_config_last_reload_successful", &[]), Some(0.0));
+    assert!(remedy.logs().contains("keeping the running config"));
+
+    std::fs::write(&remedy.config_path, &good).unwrap();
+    assert_eq!(request(remedy.admin, "POST", "/-/reload", &[], b"").status, 200);
+    assert_eq!(remedy.scrape().get("remedy_config_last_reload_successful", &[]), Some(1.0));
+}
+
+#[test]
+fn reloads_under_continuous_traffic_fail_no_request() {
+    let a = Upstream::http();
+    let remedy = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
+    let good = std::fs::read_to_string(&remedy.config_path).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let proxy = remedy.proxy;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+            std::thread::spawn(move || {
+                // Bounded: stops when told, or after 5,000 requests.
+                for _ in 0..5_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if send(proxy, "/alpha/slow/2").status != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        let text = if i % 2 == 0 {
+            format!("{good}    timeouts: {{ response_header: {}s }}\n", 30 + i)
+        } else {
+            format!("{good}    bad_key: 1\n")
+        };
+        std::fs::write(&remedy.config_path, text).unwrap();
+        let status = request(remedy.admin, "POST", "/-/reload", &[], b"").status;
+        assert_eq!(status, if i % 2 == 0 { 200 } else { 500 });
+        remedy.signal("HUP");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 0);
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "of {sent} requests");
+    let s = remedy.scrape();
+    assert_eq!(s.responses("alpha", 200, "none", "upstream"), sent as f64);
+}
