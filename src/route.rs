@@ -285,4 +285,33 @@ mod tests {
             assert_eq!(check_path(ok), Ok(()), "{ok}");
         }
     }
+
+    proptest::proptest! {
+        /// Whatever the segments, a forwarded path never climbs out of the source's prefix.
+        #[test]
+        fn no_forwarded_path_escapes_its_prefix(
+            segments in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "..", ".", "%2e%2e", "%2E.", ".%2e", "%2f", "%2F", "%5c", "%5C", "", "a", "api",
+                    "github", "x%2ey", "..x", "%00", "%", "%zz", "~", "%252e",
+                ]),
+                0..8,
+            ),
+            prefix in proptest::sample::select(vec!["/github", "/gitlab/v4", ""]),
+        ) {
+            let path = format!("{prefix}/{}", segments.join("/"));
+            let Ok(uri) = path.parse::<Uri>() else { return Ok(()) };
+            if let Ok(r) = router().route(&Method::GET, &uri, Some("api.hubapi.com")) {
+                let p = r.path;
+                proptest::prop_assert!(p.starts_with('/'));
+                proptest::prop_assert!(!p.contains("//"));
+                let lower = p.to_ascii_lowercase();
+                proptest::prop_assert!(!lower.contains("%2f") && !lower.contains("%5c"));
+                for seg in lower.split('/') {
+                    let decoded = seg.replace("%2e", ".");
+                    proptest::prop_assert!(decoded != ".." && decoded != ".", "{path} -> {p}");
+                }
+            }
+        }
+    }
 }

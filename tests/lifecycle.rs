@@ -18,7 +18,10 @@ fn source(name: &str, u: &Upstream) -> String {
 #[test]
 fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
     let u = Upstream::http();
-    let yaml = format!("shutdown: {{ drain_timeout: 10s, linger: 2s }}\nsources:\n{}", source("api", &u));
+    let yaml = format!(
+        "shutdown: {{ drain_timeout: 10s, linger: 2s }}\nsources:\n{}",
+        source("api", &u)
+    );
     let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
     let slow: Vec<_> = (0..3)
@@ -32,12 +35,18 @@ fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
         (send(remedy.admin, "/-/ready").status == 503).then_some(())
     });
     for t in slow {
-        assert_eq!(t.join().unwrap(), 200, "an in-flight request was cut by shutdown");
+        assert_eq!(
+            t.join().unwrap(),
+            200,
+            "an in-flight request was cut by shutdown"
+        );
     }
     // New connections are refused once draining started.
-    wait_for("the proxy listener to close", Duration::from_secs(5), || {
-        std::net::TcpStream::connect(proxy).is_err().then_some(())
-    });
+    wait_for(
+        "the proxy listener to close",
+        Duration::from_secs(5),
+        || std::net::TcpStream::connect(proxy).is_err().then_some(()),
+    );
     // During the linger the final counts are scrapeable.
     let s = remedy.scrape();
     assert_eq!(s.responses("api", 200, "none", "upstream"), 3.0);
@@ -49,10 +58,15 @@ fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let u = Upstream::http();
-    let yaml = format!("shutdown: {{ drain_timeout: 60s, linger: 60s }}\nsources:\n{}", source("api", &u));
+    let yaml = format!(
+        "shutdown: {{ drain_timeout: 60s, linger: 60s }}\nsources:\n{}",
+        source("api", &u)
+    );
     let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
-    let _held = std::thread::spawn(move || support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n"));
+    let _held = std::thread::spawn(move || {
+        support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
+    });
     wait_for("a request in flight", Duration::from_secs(10), || {
         (remedy.scrape().in_flight("api") == 1.0).then_some(())
     });
@@ -67,7 +81,11 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
     let (a, b, c) = (Upstream::http(), Upstream::http(), Upstream::http());
-    let remedy = Remedy::start(&format!("sources:\n{}{}", source("alpha", &a), source("beta", &b)));
+    let remedy = Remedy::start(&format!(
+        "sources:\n{}{}",
+        source("alpha", &a),
+        source("beta", &b)
+    ));
     for _ in 0..3 {
         send(remedy.proxy, "/alpha/x/429");
     }
@@ -81,10 +99,16 @@ fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
     });
     assert_eq!(send(remedy.proxy, "/beta/x").status, 404);
     let s = remedy.scrape();
-    assert_eq!(s.responses("alpha", 429, "reduce_concurrency", "upstream"), 3.0);
+    assert_eq!(
+        s.responses("alpha", 429, "reduce_concurrency", "upstream"),
+        3.0
+    );
     assert_eq!(s.responses("gamma", 200, "none", "upstream"), 1.0);
     assert!(!s.text.contains("source=\"beta\""), "beta's series stayed");
-    assert_eq!(s.get("remedy_config_last_reload_successful", &[]), Some(1.0));
+    assert_eq!(
+        s.get("remedy_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -92,18 +116,37 @@ fn bad_reload_keeps_the_running_config_and_says_why() {
     let a = Upstream::http();
     let remedy = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
     let good = std::fs::read_to_string(&remedy.config_path).unwrap();
-    std::fs::write(&remedy.config_path, format!("{good}    timeouts: {{ connect: soon }}\n")).unwrap();
+    std::fs::write(
+        &remedy.config_path,
+        format!("{good}    timeouts: {{ connect: soon }}\n"),
+    )
+    .unwrap();
     let r = request(remedy.admin, "POST", "/-/reload", &[], b"");
     assert_eq!(r.status, 500);
-    assert!(r.text().contains("sources[0].timeouts.connect"), "{}", r.text());
+    assert!(
+        r.text().contains("sources[0].timeouts.connect"),
+        "{}",
+        r.text()
+    );
     assert_eq!(send(remedy.proxy, "/alpha/x").status, 200);
     let s = remedy.scrape();
-    assert_eq!(s.get("remedy_config_last_reload_successful", &[]), Some(0.0));
+    assert_eq!(
+        s.get("remedy_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
     assert!(remedy.logs().contains("keeping the running config"));
 
     std::fs::write(&remedy.config_path, &good).unwrap();
-    assert_eq!(request(remedy.admin, "POST", "/-/reload", &[], b"").status, 200);
-    assert_eq!(remedy.scrape().get("remedy_config_last_reload_successful", &[]), Some(1.0));
+    assert_eq!(
+        request(remedy.admin, "POST", "/-/reload", &[], b"").status,
+        200
+    );
+    assert_eq!(
+        remedy
+            .scrape()
+            .get("remedy_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
 }
 
 #[test]

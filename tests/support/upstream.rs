@@ -177,7 +177,10 @@ async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply
             _ => {}
         }
     }
-    if let Some(ms) = path.rsplit_once("/slow/").and_then(|(_, ms)| ms.parse::<u64>().ok()) {
+    if let Some(ms) = path
+        .rsplit_once("/slow/")
+        .and_then(|(_, ms)| ms.parse::<u64>().ok())
+    {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let body = if path.ends_with("/stall") {

@@ -1,0 +1,151 @@
+//! Hostile or broken clients get an HTTP error or a closed connection, never a forwarded
+//! request, and never affect other connections.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Remedy, Upstream, raw, send};
+
+fn remedy_for(u: &Upstream, proxy: &str) -> Remedy {
+    Remedy::start(&format!(
+        "proxy: {{ listen: 127.0.0.1:0, {proxy} }}\nsources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api, hosts: [api.example.com] }} }}\n",
+        u.url()
+    ))
+}
+
+#[test]
+fn oversized_headers_are_answered_431() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_header_bytes: 8192, max_headers: 20");
+    let big = format!(
+        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    assert_eq!(
+        raw(remedy.proxy, big.as_bytes()).map(|r| r.status),
+        Some(431)
+    );
+    let mut many = String::from("GET /api/x HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(
+        raw(remedy.proxy, many.as_bytes()).map(|r| r.status),
+        Some(431)
+    );
+    assert_eq!(u.hits(), 0);
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+}
+
+#[test]
+fn slow_header_clients_are_cut_off_without_hurting_others() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "header_read_timeout: 500ms");
+    let mut slow = TcpStream::connect(remedy.proxy).unwrap();
+    slow.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert_eq!(u.hits(), 1);
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_until_one_closes() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_connections: 2");
+    let keep = |s: &mut TcpStream| {
+        s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    };
+    let mut first = TcpStream::connect(remedy.proxy).unwrap();
+    keep(&mut first);
+    let mut second = TcpStream::connect(remedy.proxy).unwrap();
+    keep(&mut second);
+    let mut third = TcpStream::connect(remedy.proxy).unwrap();
+    third
+        .write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let err = third
+        .read(&mut buf)
+        .expect_err("the third connection was served above the cap");
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut
+    ));
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[test]
+fn smuggling_attempts_never_reach_the_upstream_as_a_second_request() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "");
+    // CL.TE: a front end that trusted Content-Length would see one request; a back end that
+    // trusted Transfer-Encoding would see a second, smuggled GET.
+    let attack = b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let reply = raw(remedy.proxy, attack);
+    if let Some(r) = &reply {
+        assert!(!r.text().contains("smuggled"), "{}", r.text());
+    }
+    // Differing Content-Length values are refused outright.
+    let dup =
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc";
+    assert_eq!(raw(remedy.proxy, dup).map(|r| r.status), Some(400));
+    // The attack is read as one chunked request, and the connection is closed after it.
+    assert_eq!(reply.map(|r| r.status), Some(200));
+    assert_eq!(u.hits(), 1, "the upstream saw a smuggled request");
+    let s = remedy.scrape();
+    assert_eq!(
+        s.sum("remedy_upstream_responses_total", &[("source", "api")]),
+        1.0
+    );
+}
+
+#[test]
+fn host_and_authority_disagreeing_cannot_pick_another_upstream() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "");
+    // The absolute URI names an unconfigured host: refused even though Host names a source.
+    let r = raw(
+        remedy.proxy,
+        b"GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 404);
+    // The absolute URI names the source: it goes to the source's upstream, whatever Host says.
+    let r = raw(
+        remedy.proxy,
+        b"GET http://api.example.com/v1 HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["target"], "/v1");
+    assert_eq!(u.hits(), 1);
+}
