@@ -1,0 +1,459 @@
+//! The whole chain on loopback: connector traffic from curl → remedy (release build) → upstream
+//! fixtures; Prometheus scraping remedy every second with remedy's own `/rules`; Alertmanager
+//! with the example config from `config/alertmanager/`, delivering to a webhook run here.
+//!
+//! Passes only when each expected alert reaches the webhook firing, for the right source, with
+//! the FAQ's advised action word for word; nothing fires for the quiet source; the inhibition
+//! rule holds; every dashboard query returns data; and the alerts resolve once errors stop.
+//! Takes about a minute. Logs of every process stay in the folder the failure names (or,
+//! with `REMEDY_E2E_KEEP=1`, always, with the webhook payload in `webhook-example.json`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Upstream, send, wait_for};
+
+/// Every process started here, killed when the test ends however it ends.
+struct Procs {
+    children: Vec<(String, Child)>,
+    dir: PathBuf,
+}
+
+impl Procs {
+    fn start(&mut self, name: &str, cmd: &mut Command) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {name} ({e}); logs in {}", self.dir.display())
+            });
+        self.children.push((name.to_owned(), child));
+    }
+
+    fn stop(&mut self, name: &str) {
+        if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() || std::env::var_os("REMEDY_E2E_KEEP").is_some() {
+            eprintln!("e2e logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get_json(addr: &str, path_and_query: &str) -> Option<Value> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+fn query(prom: &str, promql: &str) -> Vec<Value> {
+    let mut q = String::new();
+    for b in promql.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            q.push(b as char);
+        } else {
+            q.push_str(&format!("%{b:02X}"));
+        }
+    }
+    http_get_json(prom, &format!("/api/v1/query?query={q}"))
+        .and_then(|v| v["data"]["result"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A webhook receiver: every POST body, parsed as JSON.
+fn webhook(received: Arc<Mutex<Vec<Value>>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            if reader.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice(&body)
+            {
+                received.lock().unwrap().push(v);
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    addr
+}
+
+/// Alerts the webhook received: (alertname, source, status, annotations).
+fn delivered(received: &Mutex<Vec<Value>>) -> Vec<(String, String, String, Value)> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (
+                a["labels"]["alertname"].as_str().unwrap_or("").to_owned(),
+                a["labels"]["source"].as_str().unwrap_or("").to_owned(),
+                a["status"].as_str().unwrap_or("").to_owned(),
+                a["annotations"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn release_binary() -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/remedy");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests through scripts/test, which builds it first",
+        bin.display()
+    );
+    bin
+}
+
+/// One round of connector traffic through curl; returns the status codes it saw.
+fn traffic(proxy: SocketAddr, urls: &[String]) -> Vec<u16> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--noproxy", "127.0.0.1", "-w", "%{http_code}\\n"])
+        .env("http_proxy", format!("http://{proxy}"));
+    for u in urls {
+        cmd.args(["-o", "/dev/null", u]);
+    }
+    let out = cmd.output().expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::Builder::new()
+        .prefix("remedy-e2e-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let mut procs = Procs {
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    let logs = dir.display().to_string();
+
+    let (crm, ads, mut analytics, quiet) = (
+        Upstream::http(),
+        Upstream::http(),
+        Upstream::http(),
+        Upstream::http(),
+    );
+    let (proxy_port, admin_port, prom_port, am_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let quick = "{ threshold: 0.1, for: 5s, min_rate: 0.1 }";
+    let config = format!(
+        "proxy: {{ listen: 127.0.0.1:{proxy_port} }}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n\
+         shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
+         sources:\n\
+         \x20 - {{ name: crm, upstream: '{}', match: {{ path_prefix: /crm }} }}\n\
+         \x20 - {{ name: ads, upstream: '{}', match: {{ hosts: [ads.example.test] }} }}\n\
+         \x20 - {{ name: analytics, upstream: '{}', match: {{ path_prefix: /analytics }}, timeouts: {{ connect: 1s }} }}\n\
+         \x20 - {{ name: quiet, upstream: '{}', match: {{ path_prefix: /quiet }} }}\n\
+         alerts:\n  window: 20s\n  overrides:\n\
+         \x20   check_credentials: {quick}\n    reduce_concurrency: {quick}\n    retry_later: {quick}\n\
+         \x20   check_resource_availability: {quick}\n    RemedyUpstreamUnreachable: {quick}\n",
+        crm.url(),
+        ads.url(),
+        analytics.url(),
+        quiet.url()
+    );
+    let config_path = dir.join("remedy.yaml");
+    std::fs::write(&config_path, &config).unwrap();
+    procs.start(
+        "remedy",
+        Command::new(release_binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("REMEDY_LOG", "info"),
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    wait_for(
+        &format!("remedy ready (logs in {logs})"),
+        Duration::from_secs(20),
+        || {
+            TcpStream::connect(admin).ok()?;
+            (send(admin, "/-/ready").status == 200).then_some(())
+        },
+    );
+
+    // Prometheus loads the rules remedy itself serves.
+    let rules = send(admin, "/rules");
+    assert_eq!(rules.status, 200);
+    std::fs::write(dir.join("rules.yaml"), rules.body).unwrap();
+
+    // Alertmanager runs the example config, with its receivers pointed at this test's webhook.
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let hook = webhook(received.clone());
+    let example =
+        std::fs::read_to_string(root.join("config/alertmanager/alertmanager.yml")).unwrap();
+    let mut am: serde_yaml::Value = serde_yaml::from_str(&example).unwrap();
+    for r in am["receivers"].as_sequence_mut().unwrap() {
+        let name = r["name"].clone();
+        *r = serde_yaml::from_str(&format!(
+            "{{ name: {}, webhook_configs: [ {{ url: 'http://{hook}/', send_resolved: true }} ] }}",
+            name.as_str().unwrap()
+        ))
+        .unwrap();
+    }
+    for key in ["group_wait", "group_interval"] {
+        am["route"][key] = "1s".into();
+    }
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        serde_yaml::to_string(&am).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("config/alertmanager/remedy.tmpl"),
+        dir.join("remedy.tmpl"),
+    )
+    .unwrap();
+    procs.start(
+        "alertmanager",
+        Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+    );
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             rule_files: [rules.yaml]\n\
+             alerting: {{ alertmanagers: [ {{ static_configs: [ {{ targets: ['127.0.0.1:{am_port}'] }} ] }} ] }}\n\
+             scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
+        ),
+    )
+    .unwrap();
+    procs.start(
+        "prometheus",
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+    );
+    let prom = format!("127.0.0.1:{prom_port}");
+    let am_addr = format!("127.0.0.1:{am_port}");
+    wait_for(
+        &format!("Prometheus and Alertmanager up (logs in {logs})"),
+        Duration::from_secs(30),
+        || {
+            http_get_json(&prom, "/api/v1/status/buildinfo")?;
+            http_get_json(&am_addr, "/api/v2/status")?;
+            Some(())
+        },
+    );
+
+    let p = format!("http://127.0.0.1:{proxy_port}");
+    let mut round: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        round.push(format!("{p}/crm/deals/200?page=1"));
+        round.push(format!("{p}/quiet/ok"));
+        round.push("http://ads.example.test/campaigns/200".into());
+    }
+    round.push(format!("{p}/crm/deals/401"));
+    round.push("http://ads.example.test/campaigns/429?retry_after=30&ratelimit=0".into());
+    round.push(format!("{p}/analytics/report/503?retry_after=5"));
+    round.push(format!("{p}/analytics/report/404"));
+    round.push(format!("{p}/analytics/report/200"));
+
+    // Phase 1: errors on every source but `quiet`; half-way, analytics' upstream dies.
+    let want_firing: BTreeSet<(&str, &str)> = [
+        ("ConnectorCredentialsRejected", "crm"),
+        ("ConnectorRateLimited", "ads"),
+        ("UpstreamServerErrors", "analytics"),
+        ("RemedyUpstreamUnreachable", "analytics"),
+    ]
+    .into();
+    let started = Instant::now();
+    let mut saw_404_alert_in_prometheus = false;
+    let mut killed = false;
+    let mut codes_seen = BTreeSet::new();
+    loop {
+        let codes = traffic(proxy, &round);
+        codes_seen.extend(codes);
+        let firing_in_prom = query(&prom, "ALERTS{alertstate=\"firing\"}");
+        if firing_in_prom.iter().any(|a| {
+            a["metric"]["alertname"] == "ConnectorResourceNotFound"
+                && a["metric"]["source"] == "analytics"
+        }) && delivered(&received)
+            .iter()
+            .any(|(n, s, st, _)| n == "UpstreamServerErrors" && s == "analytics" && st == "firing")
+        {
+            saw_404_alert_in_prometheus = true;
+        }
+        if !killed && saw_404_alert_in_prometheus {
+            analytics.stop();
+            killed = true;
+        }
+        let got: BTreeSet<(String, String)> = delivered(&received)
+            .into_iter()
+            .filter(|(_, _, st, _)| st == "firing")
+            .map(|(n, s, _, _)| (n, s))
+            .collect();
+        if killed
+            && want_firing
+                .iter()
+                .all(|(n, s)| got.contains(&((*n).to_owned(), (*s).to_owned())))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not every expected alert arrived: got {got:?}, prometheus firing {firing_in_prom:?}; logs in {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        [200, 401, 429, 503, 404, 502]
+            .iter()
+            .all(|c| codes_seen.contains(c)),
+        "the connector saw {codes_seen:?}"
+    );
+
+    // What the webhook received says what to do, word for word, with a runbook link.
+    let catalog = remedy::catalog::Catalog::builtin();
+    let advice = |code: u16| catalog.get(code).unwrap().advice_text();
+    for (name, source, status, ann) in delivered(&received) {
+        assert_ne!(source, "quiet", "{name} fired for the quiet source");
+        assert!(
+            !(name == "ConnectorResourceNotFound" && source == "analytics"),
+            "the inhibition rule did not hold: {name} reached the webhook ({status})"
+        );
+        let want = match name.as_str() {
+            "ConnectorCredentialsRejected" => advice(401),
+            "ConnectorRateLimited" => advice(429),
+            "UpstreamServerErrors" => advice(503),
+            _ => continue,
+        };
+        assert_eq!(ann["remediation"].as_str(), Some(want.as_str()), "{name}");
+        assert!(
+            ann["runbook_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://")),
+            "{name}"
+        );
+    }
+    let mut example = None;
+    for n in received.lock().unwrap().iter() {
+        if n["alerts"][0]["labels"]["alertname"] == "ConnectorCredentialsRejected" {
+            example = Some(n.clone());
+        }
+    }
+    std::fs::write(
+        dir.join("webhook-example.json"),
+        serde_json::to_string_pretty(&example).unwrap(),
+    )
+    .unwrap();
+
+    // Every dashboard query returns data from this Prometheus.
+    let dashboard: Value = serde_json::from_str(&remedy::dashboard::render(&catalog)).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$source", ".*")
+                .replace("$__rate_interval", "20s")
+                .replace("$__range", "10m");
+            assert!(
+                !query(&prom, &expr).is_empty(),
+                "no data for dashboard query {expr}; logs in {logs}"
+            );
+        }
+    }
+
+    // Phase 2: errors stop; the alerts resolve.
+    let healthy: Vec<String> = vec![
+        format!("{p}/crm/deals/200"),
+        "http://ads.example.test/campaigns/200".into(),
+        format!("{p}/quiet/ok"),
+    ];
+    let resolving = Instant::now();
+    loop {
+        traffic(proxy, &healthy);
+        let resolved: BTreeSet<(String, String)> = delivered(&received)
+            .into_iter()
+            .filter(|(_, _, st, _)| st == "resolved")
+            .map(|(n, s, _, _)| (n, s))
+            .collect();
+        if want_firing
+            .iter()
+            .all(|(n, s)| resolved.contains(&((*n).to_owned(), (*s).to_owned())))
+        {
+            break;
+        }
+        assert!(
+            resolving.elapsed() < Duration::from_secs(90),
+            "alerts did not resolve: {resolved:?}; logs in {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    procs.stop("remedy");
+}
