@@ -1,0 +1,148 @@
+{{/*
+Named templates. Other charts that depend on this one add remedy to their own pods with
+`.Subcharts.remedy` as the context (Helm 3.7+):
+
+  spec:
+    initContainers:
+      {{- include "remedy.initContainers" .Subcharts.remedy | nindent 6 }}
+    containers:
+      {{- include "remedy.containers" .Subcharts.remedy | nindent 6 }}
+      - name: connector
+        env:
+          {{- include "remedy.connectorEnv" .Subcharts.remedy | nindent 10 }}
+    volumes:
+      {{- include "remedy.volumes" .Subcharts.remedy | nindent 6 }}
+*/}}
+
+{{- define "remedy.fullname" -}}
+{{- printf "%s-remedy" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{- define "remedy.selectorLabels" -}}
+app.kubernetes.io/name: remedy
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "remedy.labels" -}}
+{{ include "remedy.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* Label that marks pods carrying the sidecar; the PodMonitor selects on it. */}}
+{{- define "remedy.podLabels" -}}
+remedy.io/sidecar: {{ .Release.Name | quote }}
+{{- end }}
+
+{{/* remedy.yaml, rendered from the values. */}}
+{{- define "remedy.config" -}}
+proxy:
+  listen: 127.0.0.1:{{ .Values.sidecar.proxyPort }}
+  {{- toYaml .Values.proxyLimits | nindent 2 }}
+admin:
+  listen: 0.0.0.0:{{ .Values.sidecar.adminPort }}
+sources:
+  {{- toYaml .Values.sources | nindent 2 }}
+{{- with .Values.catalog }}
+catalog:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+alerts:
+  {{- toYaml .Values.alerts | nindent 2 }}
+{{- if .Values.runtime.worker_threads }}
+runtime:
+  worker_threads: {{ .Values.runtime.worker_threads }}
+{{- end }}
+shutdown:
+  {{- toYaml .Values.shutdown | nindent 2 }}
+{{- end }}
+
+{{/* Pod annotations: pods roll when remedy.yaml changes. */}}
+{{- define "remedy.podAnnotations" -}}
+checksum/remedy-config: {{ include "remedy.config" . | sha256sum }}
+{{- end }}
+
+{{/* The remedy container. */}}
+{{- define "remedy.sidecar" -}}
+{{- if and .Values.sidecar.native (semverCompare "<1.29.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "sidecar.native needs Kubernetes 1.29 or newer (this cluster: %s); set sidecar.native=false for a classic sidecar" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+- name: remedy
+  image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if .Values.sidecar.native }}
+  # A native sidecar: started before, and stopped after, the connector.
+  restartPolicy: Always
+  {{- end }}
+  args: ["--log-format", {{ .Values.sidecar.logFormat | quote }}, "run", "--config", "/etc/remedy/remedy.yaml"]
+  env:
+    - name: REMEDY_LOG
+      value: {{ .Values.sidecar.logLevel | quote }}
+  ports:
+    - name: remedy-admin
+      containerPort: {{ .Values.sidecar.adminPort }}
+      protocol: TCP
+  readinessProbe:
+    httpGet:
+      path: /-/ready
+      port: remedy-admin
+    periodSeconds: 5
+  livenessProbe:
+    httpGet:
+      path: /-/healthy
+      port: remedy-admin
+    periodSeconds: 10
+    failureThreshold: 6
+  {{- if .Values.sidecar.native }}
+  startupProbe:
+    httpGet:
+      path: /-/ready
+      port: remedy-admin
+    periodSeconds: 1
+    failureThreshold: 30
+  {{- end }}
+  resources:
+    {{- toYaml .Values.sidecar.resources | nindent 4 }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    readOnlyRootFilesystem: true
+    allowPrivilegeEscalation: false
+    capabilities:
+      drop: [ALL]
+    seccompProfile:
+      type: RuntimeDefault
+  volumeMounts:
+    - name: remedy-config
+      mountPath: /etc/remedy
+      readOnly: true
+{{- end }}
+
+{{/* The sidecar when native, for a pod's initContainers; nothing otherwise. */}}
+{{- define "remedy.initContainers" -}}
+{{- if .Values.sidecar.native }}
+{{- include "remedy.sidecar" . }}
+{{- end }}
+{{- end }}
+
+{{/* The sidecar when classic, for a pod's containers; nothing otherwise. */}}
+{{- define "remedy.containers" -}}
+{{- if not .Values.sidecar.native }}
+{{- include "remedy.sidecar" . }}
+{{- end }}
+{{- end }}
+
+{{/* The config volume. */}}
+{{- define "remedy.volumes" -}}
+- name: remedy-config
+  configMap:
+    name: {{ include "remedy.fullname" . }}
+{{- end }}
+
+{{/* Environment for the connector container: where remedy listens. */}}
+{{- define "remedy.connectorEnv" -}}
+- name: REMEDY_URL
+  value: "http://127.0.0.1:{{ .Values.sidecar.proxyPort }}"
+{{- end }}

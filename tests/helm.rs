@@ -1,0 +1,295 @@
+//! The chart and the image, checked with the real tools: helm lint and template,
+//! kubernetes-validate, the operator resources' schemas, promtool, remedy check-config,
+//! hadolint and yamllint. The tools come from scripts/install-tools.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(tool: &str, args: &[&str]) -> (bool, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(root())
+        .env("HOME", home.path())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{tool} not runnable ({e}): run the tests through scripts/test, which installs it"
+            )
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn must(tool: &str, args: &[&str]) -> String {
+    let (ok, out) = run(tool, args);
+    assert!(ok, "{tool} {args:?} failed:\n{out}");
+    out
+}
+
+fn examples() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(root().join("helm/remedy/examples"))
+        .unwrap()
+        .map(|e| {
+            format!(
+                "helm/remedy/examples/{}",
+                e.unwrap().file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3);
+    files
+}
+
+/// `helm template` for a Kubernetes version, with the operator's API available.
+fn template(kube: &str, values: &[&str]) -> String {
+    let mut args = vec![
+        "template",
+        "t",
+        "helm/remedy",
+        "--kube-version",
+        kube,
+        "--api-versions",
+        "monitoring.coreos.com/v1",
+    ];
+    for v in values {
+        args.extend(["-f", v]);
+    }
+    must("helm", &args)
+}
+
+fn documents(text: &str) -> Vec<serde_yaml::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_yaml::Value| !v.is_null())
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn chart_lints_strictly_with_default_and_every_example_values() {
+    must("helm", &["lint", "--strict", "helm/remedy"]);
+    for f in examples() {
+        must("helm", &["lint", "--strict", "helm/remedy", "-f", &f]);
+    }
+}
+
+#[test]
+fn rendered_manifests_validate_for_kubernetes_1_28_and_1_30() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("1.28.0", "helm/remedy/examples/classic-sidecar.yaml"),
+        ("1.30.0", "helm/remedy/examples/classic-sidecar.yaml"),
+        ("1.30.0", "helm/remedy/examples/native-sidecar.yaml"),
+        ("1.30.0", "helm/remedy/examples/servicemonitor.yaml"),
+    ];
+    for (kube, values) in cases {
+        let text = template(kube, &[values]);
+        let path = write(dir.path(), "rendered.yaml", &text);
+        must(
+            "kubernetes-validate",
+            &["--strict", "-k", kube, "--quiet", path.to_str().unwrap()],
+        );
+        let docs = documents(&text);
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        if values.ends_with("native-sidecar.yaml") {
+            let pod = &docs.iter().find(|d| d["kind"] == "CronJob").unwrap()["spec"]["jobTemplate"]
+                ["spec"]["template"]["spec"];
+            assert_eq!(pod["initContainers"][0]["name"], "remedy");
+            assert_eq!(pod["initContainers"][0]["restartPolicy"], "Always");
+            assert_eq!(pod["containers"].as_sequence().unwrap().len(), 1);
+        } else if values.ends_with("classic-sidecar.yaml") {
+            let pod = &docs.iter().find(|d| d["kind"] == "CronJob").unwrap()["spec"]["jobTemplate"]
+                ["spec"]["template"]["spec"];
+            assert!(pod["initContainers"].is_null());
+            assert_eq!(pod["containers"][0]["name"], "remedy");
+        }
+        assert!(
+            kinds.contains(&"ConfigMap") && kinds.contains(&"PrometheusRule"),
+            "{kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn native_sidecar_on_an_old_cluster_is_refused_with_the_reason() {
+    let (ok, out) = run(
+        "helm",
+        &[
+            "template",
+            "t",
+            "helm/remedy",
+            "--kube-version",
+            "1.28.0",
+            "-f",
+            "helm/remedy/examples/native-sidecar.yaml",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("sidecar.native needs Kubernetes 1.29 or newer"),
+        "{out}"
+    );
+}
+
+#[test]
+fn operator_resources_match_their_schemas_and_rules_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = template("1.30.0", &["helm/remedy/examples/native-sidecar.yaml"]);
+    text.push_str("\n---\n");
+    text.push_str(&template(
+        "1.30.0",
+        &["helm/remedy/examples/servicemonitor.yaml"],
+    ));
+    let mut checked = Vec::new();
+    for (i, doc) in documents(&text).into_iter().enumerate() {
+        let kind = doc["kind"].as_str().unwrap_or("").to_owned();
+        let schema = match kind.as_str() {
+            "PodMonitor" => "podmonitor",
+            "ServiceMonitor" => "servicemonitor",
+            "PrometheusRule" => "prometheusrule",
+            _ => continue,
+        };
+        let json = serde_json::to_string(&doc).unwrap();
+        let path = write(dir.path(), &format!("doc{i}.json"), &json);
+        must(
+            "check-jsonschema",
+            &[
+                "--schemafile",
+                &format!("tests/schemas/{schema}.schema.json"),
+                path.to_str().unwrap(),
+            ],
+        );
+        if kind == "PrometheusRule" {
+            let rules = serde_yaml::to_string(&doc["spec"]).unwrap();
+            let path = write(dir.path(), &format!("rules{i}.yaml"), &rules);
+            let out = must("promtool", &["check", "rules", path.to_str().unwrap()]);
+            assert!(out.contains("SUCCESS: 15 rules found"), "{out}");
+        }
+        checked.push(kind);
+    }
+    for kind in ["PodMonitor", "ServiceMonitor", "PrometheusRule"] {
+        assert!(
+            checked.iter().any(|k| k == kind),
+            "no {kind} rendered: {checked:?}"
+        );
+    }
+}
+
+#[test]
+fn rendered_remedy_config_passes_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for values in [None, Some("helm/remedy/examples/servicemonitor.yaml")] {
+        let text = template("1.30.0", values.as_slice());
+        let cm = documents(&text)
+            .into_iter()
+            .find(|d| d["kind"] == "ConfigMap" && d["data"]["remedy.yaml"].is_string())
+            .expect("the remedy.yaml ConfigMap");
+        let path = write(
+            dir.path(),
+            "remedy.yaml",
+            cm["data"]["remedy.yaml"].as_str().unwrap(),
+        );
+        let out = must(
+            support::launcher::binary(),
+            &["check-config", "--config", path.to_str().unwrap()],
+        );
+        assert!(out.contains("valid"), "{out}");
+    }
+}
+
+#[test]
+fn values_schema_rejects_wrong_types_and_unknown_keys() {
+    for (set, want) in [
+        ("sidecar.proxyPort=abc", "Invalid type"),
+        (
+            "sidecar.bogus=1",
+            "Additional property bogus is not allowed",
+        ),
+        ("sources[0].name=Bad-Name", "Does not match pattern"),
+    ] {
+        let (ok, out) = run("helm", &["template", "t", "helm/remedy", "--set", set]);
+        assert!(!ok, "{set} was accepted");
+        assert!(out.contains(want), "{set}: {out}");
+    }
+}
+
+#[test]
+fn chart_rules_and_dashboard_are_what_the_binary_generates() {
+    let gen_rules = must(
+        support::launcher::binary(),
+        &["rules", "--format", "prometheusrule"],
+    );
+    let committed =
+        std::fs::read_to_string(root().join("helm/remedy/files/prometheusrule.yaml")).unwrap();
+    let dash = must(support::launcher::binary(), &["dashboard"]);
+    let committed_dash =
+        std::fs::read_to_string(root().join("helm/remedy/files/remedy-dashboard.json")).unwrap();
+    if std::env::var_os("REMEDY_UPDATE_GOLDEN").is_some() {
+        std::fs::write(
+            root().join("helm/remedy/files/prometheusrule.yaml"),
+            &gen_rules,
+        )
+        .unwrap();
+        std::fs::write(
+            root().join("helm/remedy/files/remedy-dashboard.json"),
+            &dash,
+        )
+        .unwrap();
+        return;
+    }
+    assert!(
+        committed == gen_rules,
+        "helm/remedy/files/prometheusrule.yaml is stale: REMEDY_UPDATE_GOLDEN=1 cargo test --test helm"
+    );
+    assert!(
+        committed_dash == dash,
+        "helm/remedy/files/remedy-dashboard.json is stale: REMEDY_UPDATE_GOLDEN=1 cargo test --test helm"
+    );
+    // The rendered PrometheusRule carries exactly the generated groups.
+    let rendered = documents(&template("1.30.0", &[]))
+        .into_iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .unwrap();
+    let generated: serde_yaml::Value = serde_yaml::from_str(&gen_rules).unwrap();
+    assert_eq!(rendered["spec"], generated["spec"]);
+    let dash_cm = documents(&template("1.30.0", &[]))
+        .into_iter()
+        .find(|d| d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .expect("dashboard ConfigMap with the grafana_dashboard label");
+    let json: serde_json::Value =
+        serde_json::from_str(dash_cm["data"]["remedy-dashboard.json"].as_str().unwrap()).unwrap();
+    assert_eq!(json["uid"], "remedy-connectors");
+}
+
+#[test]
+fn dockerfile_passes_hadolint_and_yaml_passes_yamllint() {
+    must("hadolint", &["Dockerfile"]);
+    must("yamllint", &["-s", "."]);
+}
+
+#[test]
+fn dockerfile_builds_the_binary_the_way_the_tests_do() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let script = std::fs::read_to_string(root().join("scripts/test")).unwrap();
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    assert!(script.contains("cargo build --release --locked"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"remedy\"]"));
+    assert!(dockerfile.contains("CMD [\"run\", \"--config\", \"/etc/remedy/remedy.yaml\"]"));
+}
