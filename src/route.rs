@@ -14,8 +14,11 @@ use crate::config::SourceConfig;
 /// Matchers of every source, built once per config.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
-    /// `(prefix, source index)`, longest prefix first.
-    prefixes: Vec<(String, usize)>,
+    /// Prefix → source index. Prefixes never overlap (config validation), so at most one
+    /// matches; lookups try the path's own segment boundaries, not every prefix.
+    prefixes: HashMap<String, usize>,
+    /// Most segments in any prefix: how many boundaries a lookup needs to try.
+    prefix_depth: usize,
     /// Lower-cased host → source index.
     hosts: HashMap<String, usize>,
 }
@@ -64,12 +67,16 @@ impl NoRoute {
 
 impl Router {
     pub fn new(sources: &[SourceConfig]) -> Self {
-        let mut prefixes: Vec<(String, usize)> = sources
+        let prefixes: HashMap<String, usize> = sources
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.matcher.path_prefix.clone().map(|p| (p, i)))
             .collect();
-        prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let prefix_depth = prefixes
+            .keys()
+            .map(|p| p.matches('/').count())
+            .max()
+            .unwrap_or(0);
         let hosts = sources
             .iter()
             .enumerate()
@@ -80,7 +87,11 @@ impl Router {
                     .map(move |h| (h.to_ascii_lowercase(), i))
             })
             .collect();
-        Router { prefixes, hosts }
+        Router {
+            prefixes,
+            prefix_depth,
+            hosts,
+        }
     }
 
     /// The source for a request. `host` is the `Host` header, if any.
@@ -107,14 +118,12 @@ impl Router {
                 })
                 .ok_or(NoRoute::Unmatched);
         }
-        for (prefix, source) in &self.prefixes {
-            if let Some(rest) = strip_segment_prefix(path, prefix) {
-                return Ok(Routed {
-                    source: *source,
-                    path: rest,
-                    query,
-                });
-            }
+        if let Some((source, rest)) = self.by_prefix(path) {
+            return Ok(Routed {
+                source,
+                path: rest,
+                query,
+            });
         }
         host.and_then(|h| self.by_host(strip_port(h)))
             .map(|source| Routed {
@@ -125,6 +134,30 @@ impl Router {
             .ok_or(NoRoute::Unmatched)
     }
 
+    /// The source whose prefix is a whole-segment prefix of `path`, and the rest of the path.
+    fn by_prefix<'a>(&self, path: &'a str) -> Option<(usize, &'a str)> {
+        if self.prefixes.is_empty() {
+            return None;
+        }
+        if let Some(i) = self.prefixes.get("/") {
+            return Some((*i, path));
+        }
+        // Boundaries: every `/` after the first byte, then the end of the path.
+        let ends = path
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .filter(|i| *i > 0)
+            .chain(std::iter::once(path.len()))
+            .take(self.prefix_depth);
+        for end in ends {
+            if let Some(i) = self.prefixes.get(&path[..end]) {
+                let rest = &path[end..];
+                return Some((*i, if rest.is_empty() { "/" } else { rest }));
+            }
+        }
+        None
+    }
+
     fn by_host(&self, host: &str) -> Option<usize> {
         if let Some(i) = self.hosts.get(host) {
             return Some(*i);
@@ -132,21 +165,6 @@ impl Router {
         if host.bytes().any(|b| b.is_ascii_uppercase()) {
             return self.hosts.get(&host.to_ascii_lowercase()).copied();
         }
-        None
-    }
-}
-
-/// `/github/repos/x` minus `/github` → `/repos/x`; `/github` → `/`; `/githubx` → none.
-fn strip_segment_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    if prefix == "/" {
-        return Some(path);
-    }
-    let rest = path.strip_prefix(prefix)?;
-    if rest.is_empty() {
-        Some("/")
-    } else if rest.starts_with('/') {
-        Some(rest)
-    } else {
         None
     }
 }
@@ -182,12 +200,28 @@ pub fn check_path(path: &str) -> Result<(), NoRoute> {
         }
     }
     for segment in path.split('/') {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        if decoded == "." || decoded == ".." {
+        if is_dot_segment(segment) {
             return Err(NoRoute::UnsafePath("dot segments are refused"));
         }
     }
     Ok(())
+}
+
+/// `.` or `..`, literally or with the dots percent-encoded.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && rest[2] | 0x20 == b'e' {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]

@@ -1,0 +1,254 @@
+"""remedy side by side with nginx and HAProxy, one worker each, on loopback.
+
+Starts an nginx origin (/ok 3 bytes, /4k, /429), then nginx, HAProxy and remedy as reverse
+proxies in front of it; runs wrk against the origin directly and through each proxy,
+alternating targets, for several rounds; reads each proxy's CPU time and resident memory from
+/proc; prints a markdown table. Every process it starts is stopped when it ends.
+"""
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+TICK = os.sysconf("SC_CLK_TCK")
+PORTS = {"direct": 18001, "nginx": 18002, "haproxy": 18003, "remedy": 18004}
+ADMIN = 18005
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCENARIOS = [
+    # name, path, connections, paced, scraped
+    ("/ok c=32", "/ok", 32, False, False),
+    ("/ok c=256", "/ok", 256, False, False),
+    ("/4k c=32", "/4k", 32, False, False),
+    ("/429 c=32", "/429", 32, False, False),
+    ("paced 2k/s", "/ok", 8, True, False),
+    ("paced 2k/s + 10 scrapes/s", "/ok", 8, True, True),
+]
+
+procs = []
+
+
+def start(cmd, **kw):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    procs.append(p)
+    return p
+
+
+def stop_all():
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=5)
+        except Exception:
+            p.kill()
+
+
+def wait_port(port):
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ok", timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def pids_of(p):
+    """The process and its children (nginx's workers)."""
+    out = [p.pid]
+    try:
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        out += [int(k) for k in kids]
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def mem_kib(pids, field):
+    total = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(field):
+                total += int(line.split()[1])
+    return total
+
+
+def wrk(port, path, conns, paced, lua_dir):
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{path}"]
+    if paced:
+        cmd[1:1] = ["-s", os.path.join(lua_dir, "pace.lua")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS + 30).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+
+    return reqs, rps, pct(50), pct(99)
+
+
+def scraper(stop):
+    while not stop.is_set():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/metrics", timeout=1).read()
+        except Exception:
+            pass
+        stop.wait(0.1)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="remedy-bench-")
+    open(os.path.join(tmp, "4k.txt"), "w").write("x" * 4096)
+    open(os.path.join(tmp, "origin.conf"), "w").write(f"""
+worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{PORTS['direct']};
+    location = /ok {{ return 200 "ok\\n"; }}
+    location = /4k {{ default_type text/plain; alias {tmp}/4k.txt; }}
+    location = /429 {{ return 429 "slow down\\n"; }} }} }}
+""")
+    open(os.path.join(tmp, "proxy.conf"), "w").write(f"""
+worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log {tmp}/proxy.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  upstream origin {{ server 127.0.0.1:{PORTS['direct']}; keepalive 512; keepalive_requests 1000000; }}
+  server {{ listen 127.0.0.1:{PORTS['nginx']};
+    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    open(os.path.join(tmp, "haproxy.cfg"), "w").write(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy']}
+  default_backend origin
+backend origin
+  server o1 127.0.0.1:{PORTS['direct']}
+""")
+    open(os.path.join(tmp, "remedy.yaml"), "w").write(f"""
+proxy: {{ listen: 127.0.0.1:{PORTS['remedy']}, max_connections: 4096 }}
+admin: {{ listen: 127.0.0.1:{ADMIN} }}
+runtime: {{ worker_threads: 1 }}
+shutdown: {{ drain_timeout: 1s, linger: 0s }}
+sources:
+  - {{ name: origin, upstream: 'http://127.0.0.1:{PORTS['direct']}', match: {{ path_prefix: / }} }}
+""")
+    # 8 connections each waiting 4 ms between requests: about 2,000 requests/s.
+    open(os.path.join(tmp, "pace.lua"), "w").write("function delay() return 4 end\n")
+
+    nginx = "/usr/sbin/nginx"
+    start([nginx, "-c", os.path.join(tmp, "origin.conf"), "-p", tmp])
+    wait_port(PORTS["direct"])
+    targets = {
+        "direct": None,
+        "nginx": start([nginx, "-c", os.path.join(tmp, "proxy.conf"), "-p", tmp]),
+        "haproxy": start(["/usr/sbin/haproxy", "-f", os.path.join(tmp, "haproxy.cfg")]),
+        "remedy": start([os.path.join(ROOT, "target/release/remedy"), "run", "--config",
+                         os.path.join(tmp, "remedy.yaml")], env={**os.environ, "REMEDY_LOG": "warn"}),
+    }
+    for name, port in PORTS.items():
+        wait_port(port)
+    time.sleep(1)
+    idle = {n: mem_kib(pids_of(p), "VmRSS:") for n, p in targets.items() if p}
+
+    results = {}  # (scenario, target) -> list of (rps, p50, p99, cpu_us_per_req)
+    for rnd in range(ROUNDS):
+        for name, path, conns, paced, scraped in SCENARIOS:
+            for target, p in targets.items():
+                if scraped and target != "remedy":
+                    continue
+                stop = threading.Event()
+                t = None
+                if scraped:
+                    t = threading.Thread(target=scraper, args=(stop,))
+                    t.start()
+                before = cpu_ticks(pids_of(p)) if p else 0
+                reqs, rps, p50, p99 = wrk(PORTS[target], path, conns, paced, tmp)
+                after = cpu_ticks(pids_of(p)) if p else 0
+                stop.set()
+                if t:
+                    t.join()
+                cpu = (after - before) / TICK * 1e6 / max(reqs, 1) if p else None
+                results.setdefault((name, target), []).append((rps, p50, p99, cpu))
+                print(f"round {rnd + 1} {name:28} {target:8} {rps:10.0f} req/s p50 {p50:8.0f}us p99 {p99:8.0f}us"
+                      + (f" cpu {cpu:6.1f}us/req" if cpu else ""), file=sys.stderr, flush=True)
+    peak = {n: mem_kib(pids_of(p), "VmHWM:") for n, p in targets.items() if p}
+
+    med = lambda xs: statistics.median(xs)
+    print(f"\n{ROUNDS} rounds x {SECONDS}s per scenario and target; medians. CPU: proxy process(es) "
+          f"utime+stime per request. Machine: {os.cpu_count()} CPUs.\n")
+    print("| scenario | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | CPU µs/req |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, *_ in SCENARIOS:
+        direct = results.get((name, "direct"))
+        for target in PORTS:
+            r = results.get((name, target))
+            if not r:
+                continue
+            rps, p50, p99 = med([x[0] for x in r]), med([x[1] for x in r]), med([x[2] for x in r])
+            cpu = med([x[3] for x in r]) if r[0][3] is not None else None
+            added = ""
+            if direct and target != "direct":
+                added = f"{p50 - med([x[1] for x in direct]):.0f} | {p99 - med([x[2] for x in direct]):.0f}"
+            elif direct is None and target != "direct":
+                base = results.get(("paced 2k/s", "direct"))
+                added = f"{p50 - med([x[1] for x in base]):.0f} | {p99 - med([x[2] for x in base]):.0f}" if base else " | "
+            else:
+                added = " | "
+            print(f"| {name} | {target} | {rps:.0f} | {p50:.0f} | {p99:.0f} | {added} | "
+                  + (f"{cpu:.1f}" if cpu is not None else "") + " |")
+    print("\n| proxy | RSS idle KiB | RSS peak KiB |\n|---|---:|---:|")
+    for n in idle:
+        print(f"| {n} | {idle[n]} | {peak[n]} |")
+
+    def ratio(metric, scenario, a, b):
+        ra, rb = results.get((scenario, a)), results.get((scenario, b))
+        i = {"rps": 0, "cpu": 3}[metric]
+        return med([x[i] for x in ra]) / med([x[i] for x in rb])
+
+    print("\n| ratio (remedy / other) | nginx | haproxy |\n|---|---:|---:|")
+    for label, metric, scen in [("req/s, /ok c=32", "rps", "/ok c=32"), ("CPU per request, /ok c=32", "cpu", "/ok c=32"),
+                                ("req/s, /ok c=256", "rps", "/ok c=256"), ("CPU per request, /ok c=256", "cpu", "/ok c=256")]:
+        print(f"| {label} | {ratio(metric, scen, 'remedy', 'nginx'):.2f} | {ratio(metric, scen, 'remedy', 'haproxy'):.2f} |")
+    print(f"| RSS idle | {idle['remedy'] / idle['nginx']:.2f} | {idle['remedy'] / idle['haproxy']:.2f} |")
+    print(f"| RSS peak | {peak['remedy'] / peak['nginx']:.2f} | {peak['remedy'] / peak['haproxy']:.2f} |")
+    scr = results.get(("paced 2k/s + 10 scrapes/s", "remedy"))
+    pac = results.get(("paced 2k/s", "remedy"))
+    if scr and pac:
+        print(f"\nremedy paced p99 without scrapes {med([x[2] for x in pac]):.0f} µs, "
+              f"with 10 scrapes/s {med([x[2] for x in scr]):.0f} µs")
+
+
+try:
+    main()
+finally:
+    stop_all()
