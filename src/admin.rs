@@ -11,6 +11,8 @@
 //! | `POST /-/reload` | reloads the config file; 200, or 500 with the reason |
 //!
 //! It runs on its own thread, so a scrape never competes with proxied requests for a worker.
+//! With `--web.config.file` it serves TLS and requires basic auth on every route, as
+//! Prometheus exporters do.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,9 +26,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::server::Sidecar;
+use crate::webconfig::WebConfig;
 
-/// Serves the admin listener until the process exits.
-pub fn serve_blocking(sidecar: Arc<Sidecar>, listener: std::net::TcpListener) {
+/// Serves the admin listener until the process exits, with TLS and basic auth when a
+/// `--web.config.file` asks for them.
+pub fn serve_blocking(
+    sidecar: Arc<Sidecar>,
+    listener: std::net::TcpListener,
+    web: Option<Arc<WebConfig>>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -48,6 +56,10 @@ pub fn serve_blocking(sidecar: Arc<Sidecar>, listener: std::net::TcpListener) {
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(std::time::Duration::from_secs(10));
+        let tls = web
+            .as_ref()
+            .and_then(|w| w.tls.clone())
+            .map(tokio_rustls::TlsAcceptor::from);
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(a) => a,
@@ -58,15 +70,46 @@ pub fn serve_blocking(sidecar: Arc<Sidecar>, listener: std::net::TcpListener) {
                 }
             };
             let sidecar = sidecar.clone();
-            let conn = http.serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |req| {
-                    let sidecar = sidecar.clone();
-                    async move { Ok::<_, Infallible>(respond(&sidecar, &req).await) }
-                }),
-            );
+            let web = web.clone();
+            let service = service_fn(move |req: Request<Incoming>| {
+                let sidecar = sidecar.clone();
+                let web = web.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.as_bytes());
+                    if let Some(w) = &web
+                        && !w.authorized(auth)
+                    {
+                        let mut r = reply(
+                            StatusCode::UNAUTHORIZED,
+                            "text/plain; charset=utf-8",
+                            "Unauthorized\n",
+                        );
+                        r.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            header::HeaderValue::from_static("Basic realm=\"remedy\""),
+                        );
+                        return Ok::<_, Infallible>(r);
+                    }
+                    Ok(respond(&sidecar, &req).await)
+                }
+            });
+            let http = http.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let _ = conn.await;
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => {
+                            let _ = http.serve_connection(TokioIo::new(s), service).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "admin TLS handshake failed"),
+                    },
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
             });
         }
     });

@@ -31,6 +31,9 @@ pub enum Command {
         /// The config file.
         #[arg(long, visible_alias = "config.file", env = "REMEDY_CONFIG")]
         config: PathBuf,
+        /// TLS and basic auth for the admin listener, in the Prometheus exporter-toolkit format.
+        #[arg(long = "web.config.file")]
+        web_config: Option<PathBuf>,
     },
     /// Validate a config file, print a summary, exit 0 (valid) or 1.
     CheckConfig {

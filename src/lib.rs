@@ -18,6 +18,7 @@ pub mod rules;
 pub mod runbook;
 pub mod server;
 pub mod upstream;
+pub mod webconfig;
 
 /// The crate version, the `version` label of `remedy_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,7 @@ use clap::Parser;
 use remedy::cli::{Cli, Command, LogFormat};
 use remedy::config::{self, Config};
 use remedy::server::{Bound, Sidecar};
+use remedy::webconfig::WebConfig;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -48,7 +49,10 @@ fn print(text: &str) -> anyhow::Result<ExitCode> {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config: path } => {
+        Command::Run {
+            config: path,
+            web_config,
+        } => {
             let config = match config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -56,9 +60,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            let web = match web_config.as_deref().map(WebConfig::load).transpose() {
+                Ok(w) => w.map(std::sync::Arc::new),
+                Err(e) => {
+                    eprintln!("remedy: invalid web config: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
             let bound = Bound::bind(&config)?;
             let sidecar = Sidecar::new(path, config)?;
-            remedy::server::run(sidecar, bound)?;
+            remedy::server::run(sidecar, bound, web)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config: path } => match config::load(&path) {

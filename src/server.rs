@@ -153,7 +153,11 @@ impl Bound {
 }
 
 /// Serves until SIGTERM/SIGINT, drains, lingers for a last scrape, and returns.
-pub fn run(sidecar: Arc<Sidecar>, bound: Bound) -> Result<(), StartError> {
+pub fn run(
+    sidecar: Arc<Sidecar>,
+    bound: Bound,
+    web: Option<Arc<crate::webconfig::WebConfig>>,
+) -> Result<(), StartError> {
     let config = sidecar.config();
     let workers = config
         .runtime
@@ -173,7 +177,7 @@ pub fn run(sidecar: Arc<Sidecar>, bound: Bound) -> Result<(), StartError> {
         let listener = bound.admin;
         std::thread::Builder::new()
             .name("remedy-admin".into())
-            .spawn(move || crate::admin::serve_blocking(sidecar, listener))
+            .spawn(move || crate::admin::serve_blocking(sidecar, listener, web))
             .map_err(StartError::Runtime)?
     };
     drop(admin);

@@ -48,11 +48,18 @@ impl Remedy {
 
     /// Starts remedy with extra environment (`REMEDY_LOG=debug`, say).
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(yaml, env, &[])
+    }
+
+    /// Starts remedy with extra `run` arguments. With arguments (a web config, say) readiness
+    /// is read from the log, since the admin listener may then need TLS and credentials.
+    pub fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_config(dir.path(), yaml);
         let mut cmd = Command::new(binary());
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(&config_path)
+            .args(args)
             .env_remove("REMEDY_CONFIG")
             .env("REMEDY_LOG", "info")
             .stdin(Stdio::null())
@@ -93,9 +100,18 @@ impl Remedy {
             config_path,
             _dir: dir,
         };
-        wait_for("/-/ready", Duration::from_secs(10), || {
-            (send(remedy.admin, "/-/ready").status == 200).then_some(())
-        });
+        if args.is_empty() {
+            wait_for("/-/ready", Duration::from_secs(10), || {
+                (send(remedy.admin, "/-/ready").status == 200).then_some(())
+            });
+        } else {
+            wait_for("the ready log line", Duration::from_secs(10), || {
+                remedy
+                    .logs()
+                    .contains("\"message\":\"ready\"")
+                    .then_some(())
+            });
+        }
         let _ = remedy.child.try_wait();
         remedy
     }
