@@ -283,7 +283,10 @@ async fn serve_proxy(
         };
         let _ = stream.set_nodelay(true);
         let sidecar = sidecar.clone();
-        let service = service_fn(move |req| proxy::handle(sidecar.routes.load_full(), peer, req));
+        let client_ip = proxy::client_ip(peer);
+        let service = service_fn(move |req| {
+            proxy::handle(sidecar.routes.load_full(), client_ip.clone(), req)
+        });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
