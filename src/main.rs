@@ -9,11 +9,6 @@ use remedy::server::{Bound, Sidecar};
 use remedy::webconfig::WebConfig;
 use tracing_subscriber::EnvFilter;
 
-// The proxy path allocates a little per request (URIs, header values, hyper's buffers);
-// mimalloc's thread-local free lists make that cheaper than glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);

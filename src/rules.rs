@@ -279,70 +279,61 @@ fn remediation_alert(config: &Config, r: &Remediation<'_>, window: &str) -> Rule
 }
 
 fn own_alerts(config: &Config, window: &str) -> Vec<Rule> {
-    let mut out = Vec::new();
-
-    let s = settings(config, UNMATCHED_ALERT);
-    let (key, meaning, advice) = own_alert_text(UNMATCHED_ALERT);
-    out.push(Rule::Alert {
-        alert: UNMATCHED_ALERT.into(),
-        expr: format!(
-            "(\n  sum by (namespace) (rate({RESPONSES}{{source=\"{SOURCE_UNMATCHED}\"}}[{window}]))\n/\n  \
-             sum by (namespace) (rate({RESPONSES}[{window}]))\n) > {t}\n\
-             and on (namespace)\n  sum by (namespace) (rate({RESPONSES}[{window}])) >= {m}",
-            t = s.threshold,
-            m = s.min_rate
-        ),
-        for_: s.for_.to_string(),
-        labels: labels(s.severity, key),
-        annotations: annotations(
+    vec![
+        own_alert(
             config,
+            UNMATCHED_ALERT,
+            |s| {
+                format!(
+                    "(\n  sum by (namespace) (rate({RESPONSES}{{source=\"{SOURCE_UNMATCHED}\"}}[{window}]))\n/\n  \
+                     sum by (namespace) (rate({RESPONSES}[{window}]))\n) > {t}\n\
+                     and on (namespace)\n  sum by (namespace) (rate({RESPONSES}[{window}])) >= {m}",
+                    t = s.threshold,
+                    m = s.min_rate
+                )
+            },
             format!(
                 "{{{{ $value | humanizePercentage }}}} of the connector's requests over {window} matched no source and were refused."
             ),
-            meaning.into(),
-            advice.into(),
-            key,
         ),
-    });
-
-    let s = settings(config, UNREACHABLE_ALERT);
-    let (key, meaning, advice) = own_alert_text(UNREACHABLE_ALERT);
-    out.push(Rule::Alert {
-        alert: UNREACHABLE_ALERT.into(),
-        expr: share_expr(
-            &format!("source!=\"{SOURCE_UNMATCHED}\",origin=\"proxy\",code=~\"502|504\""),
-            window,
-            &s,
-        ),
-        for_: s.for_.to_string(),
-        labels: labels(s.severity, key),
-        annotations: annotations(
+        own_alert(
             config,
+            UNREACHABLE_ALERT,
+            |s| {
+                share_expr(
+                    &format!("source!=\"{SOURCE_UNMATCHED}\",origin=\"proxy\",code=~\"502|504\""),
+                    window,
+                    s,
+                )
+            },
             format!(
                 "{{{{ $labels.source }}}}: remedy could not reach the upstream for {{{{ $value | humanizePercentage }}}} of requests over {window}."
             ),
-            meaning.into(),
-            advice.into(),
-            key,
         ),
-    });
+        own_alert(
+            config,
+            RELOAD_ALERT,
+            |_| "remedy_config_last_reload_successful == 0".into(),
+            "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
+        ),
+    ]
+}
 
-    let s = settings(config, RELOAD_ALERT);
-    let (key, meaning, advice) = own_alert_text(RELOAD_ALERT);
-    out.push(Rule::Alert {
-        alert: RELOAD_ALERT.into(),
-        expr: "remedy_config_last_reload_successful == 0".into(),
+fn own_alert(
+    config: &Config,
+    alert: &str,
+    expr: impl FnOnce(&Settings) -> String,
+    summary: String,
+) -> Rule {
+    let s = settings(config, alert);
+    let (key, meaning, advice) = own_alert_text(alert);
+    Rule::Alert {
+        alert: alert.into(),
+        expr: expr(&s),
         for_: s.for_.to_string(),
         labels: labels(s.severity, key),
-        annotations: annotations(
-            config,
-            "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
-            meaning.into(),
-            advice.into(),
-            key,
-        ),
-    });
-    out
+        annotations: annotations(config, summary, meaning.into(), advice.into(), key),
+    }
 }
 
 /// Output format of `remedy rules`.

@@ -6,14 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-fn remedy(args: &[&str]) -> std::process::Output {
-    Command::new(support::launcher::binary())
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("REMEDY_CONFIG")
-        .output()
-        .expect("remedy runs")
-}
+use support::tools::remedy;
 
 fn invalid_files() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");

@@ -5,60 +5,14 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use support::{Remedy, Upstream, send};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use support::tools::{assert_golden, root, run as tool};
 
 fn remedy(args: &[&str]) -> String {
-    let out = Command::new(support::launcher::binary())
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("remedy runs");
-    assert!(
-        out.status.success(),
-        "remedy {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Compares a committed file with freshly generated text, or rewrites it on request.
-fn assert_golden(path: &str, generated: &str) {
-    let file = root().join(path);
-    if std::env::var_os("REMEDY_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&file, generated).unwrap();
-        return;
-    }
-    let committed = std::fs::read_to_string(&file).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "{path} differs from what remedy generates; run REMEDY_UPDATE_GOLDEN=1 cargo test --test generated"
-    );
-}
-
-/// Runs a Prometheus tool, failing clearly when it is missing.
-fn tool(name: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(name)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{name} not runnable ({e}): run the tests through scripts/test, which installs it"
-            )
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    support::tools::remedy_stdout(args)
 }
 
 fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {

@@ -5,37 +5,8 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(tool: &str, args: &[&str]) -> (bool, String) {
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new(tool)
-        .args(args)
-        .current_dir(root())
-        .env("HOME", home.path())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{tool} not runnable ({e}): run the tests through scripts/test, which installs it"
-            )
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(tool: &str, args: &[&str]) -> String {
-    let (ok, out) = run(tool, args);
-    assert!(ok, "{tool} {args:?} failed:\n{out}");
-    out
-}
+use support::tools::{must, root, run};
 
 fn examples() -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(root().join("helm/remedy/examples"))
@@ -236,32 +207,9 @@ fn chart_rules_and_dashboard_are_what_the_binary_generates() {
         support::launcher::binary(),
         &["rules", "--format", "prometheusrule"],
     );
-    let committed =
-        std::fs::read_to_string(root().join("helm/remedy/files/prometheusrule.yaml")).unwrap();
     let dash = must(support::launcher::binary(), &["dashboard"]);
-    let committed_dash =
-        std::fs::read_to_string(root().join("helm/remedy/files/remedy-dashboard.json")).unwrap();
-    if std::env::var_os("REMEDY_UPDATE_GOLDEN").is_some() {
-        std::fs::write(
-            root().join("helm/remedy/files/prometheusrule.yaml"),
-            &gen_rules,
-        )
-        .unwrap();
-        std::fs::write(
-            root().join("helm/remedy/files/remedy-dashboard.json"),
-            &dash,
-        )
-        .unwrap();
-        return;
-    }
-    assert!(
-        committed == gen_rules,
-        "helm/remedy/files/prometheusrule.yaml is stale: REMEDY_UPDATE_GOLDEN=1 cargo test --test helm"
-    );
-    assert!(
-        committed_dash == dash,
-        "helm/remedy/files/remedy-dashboard.json is stale: REMEDY_UPDATE_GOLDEN=1 cargo test --test helm"
-    );
+    support::tools::assert_golden("helm/remedy/files/prometheusrule.yaml", &gen_rules);
+    support::tools::assert_golden("helm/remedy/files/remedy-dashboard.json", &dash);
     // The rendered PrometheusRule carries exactly the generated groups.
     let rendered = documents(&template("1.30.0", &[]))
         .into_iter()

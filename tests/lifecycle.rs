@@ -52,7 +52,7 @@ fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
     assert_eq!(s.responses("api", 200, "none", "upstream"), 3.0);
     assert_eq!(s.in_flight("api"), 0.0);
     assert_eq!(remedy.wait_exit(Duration::from_secs(20)), Some(0));
-    assert!(remedy.logs().contains("drained"));
+    remedy.wait_log("drained");
 }
 
 #[test]
@@ -134,7 +134,7 @@ fn bad_reload_keeps_the_running_config_and_says_why() {
         s.get("remedy_config_last_reload_successful", &[]),
         Some(0.0)
     );
-    assert!(remedy.logs().contains("keeping the running config"));
+    remedy.wait_log("keeping the running config");
 
     std::fs::write(&remedy.config_path, &good).unwrap();
     assert_eq!(

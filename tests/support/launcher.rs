@@ -126,6 +126,16 @@ impl Remedy {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits until the log holds `needle` (log lines arrive through a pipe, a little later
+    /// than the responses they describe).
+    pub fn wait_log(&self, needle: &str) {
+        wait_for(
+            &format!("{needle:?} in the log"),
+            Duration::from_secs(10),
+            || self.logs().contains(needle).then_some(()),
+        );
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod launcher;
 pub mod scrape;
+pub mod tools;
 pub mod upstream;
 
 pub use client::{Reply, raw, request, send};
