@@ -233,9 +233,7 @@ impl Recorder {
     fn handles(&self, name: &str, catalog: &Catalog) -> SourceMetrics {
         SourceMetrics {
             name: name.to_owned(),
-            remediation: (100..600)
-                .map(|code| catalog.remediation_label(code).to_owned())
-                .collect(),
+            catalog: catalog.clone(),
             responses_vec: self.responses.clone(),
             responses: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
             duration_vec: self.duration.clone(),
@@ -319,8 +317,8 @@ const CODE_SLOTS: usize = 500 * 2;
 /// One source's handles. Cheap to share behind an `Arc`.
 pub struct SourceMetrics {
     name: String,
-    /// `remediation` label per code 100–599, from the catalog the handles were made with.
-    remediation: Box<[String]>,
+    /// The catalog the handles were made with: the `remediation` label of each code.
+    catalog: Catalog,
     responses_vec: IntCounterVec,
     responses: Box<[OnceLock<IntCounter>]>,
     duration_vec: HistogramVec,
@@ -377,7 +375,7 @@ impl SourceMetrics {
                 self.name.as_str(),
                 &code,
                 class_label(status),
-                &self.remediation[usize::from(status - 100)],
+                self.catalog.remediation_label(status),
                 origin.as_str(),
             ])
         })
