@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod framing;
 pub mod metrics;
 pub mod proxy;
 pub mod redact;

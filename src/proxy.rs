@@ -140,9 +140,14 @@ impl Drop for Pending {
 pub async fn handle(
     routes: Arc<Routes>,
     client_ip: HeaderValue,
+    ambiguous_framing: bool,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
+    if ambiguous_framing {
+        tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
+        return Ok(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
+    }
     let host = req
         .headers()
         .get(header::HOST)
@@ -275,13 +280,13 @@ pub async fn handle(
 fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Response<ResponseBody> {
     let status = match why {
         NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
-        NoRoute::UnsafePath(_) => StatusCode::BAD_REQUEST,
+        NoRoute::UnsafePath(_) | NoRoute::AmbiguousFraming => StatusCode::BAD_REQUEST,
         NoRoute::Unmatched => StatusCode::NOT_FOUND,
     };
     let mut pending = Pending::new(unmatched.clone(), start);
     pending.status = status.as_u16();
     let mut resp = text(status, format!("remedy: {why}\n"));
-    if status == StatusCode::METHOD_NOT_ALLOWED {
+    if matches!(why, NoRoute::Connect | NoRoute::AmbiguousFraming) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -46,6 +46,11 @@ pub enum NoRoute {
     #[error("the request path is not allowed: {0}")]
     UnsafePath(&'static str),
     #[error(
+        "the request carries both Content-Length and Transfer-Encoding; remedy refuses \
+         ambiguous framing (request smuggling)"
+    )]
+    AmbiguousFraming,
+    #[error(
         "no source matched this request. Add a source to remedy's config whose \
          match.path_prefix starts this path, or whose match.hosts names this host:\n\n\
          sources:\n  - name: example\n    upstream: https://api.example.com\n    \
@@ -60,6 +65,7 @@ impl NoRoute {
         match self {
             NoRoute::Connect => "CONNECT is not tunnelled",
             NoRoute::UnsafePath(why) => why,
+            NoRoute::AmbiguousFraming => "both Content-Length and Transfer-Encoding",
             NoRoute::Unmatched => "no source matched",
         }
     }

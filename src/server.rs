@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{self, Config};
+use crate::framing::{Guarded, Verdicts};
 use crate::metrics::Recorder;
 use crate::proxy::{self, Routes};
 
@@ -284,10 +285,13 @@ async fn serve_proxy(
         let _ = stream.set_nodelay(true);
         let sidecar = sidecar.clone();
         let client_ip = proxy::client_ip(peer);
+        let verdicts = Verdicts::default();
+        let io = Guarded::new(stream, verdicts.clone());
         let service = service_fn(move |req| {
-            proxy::handle(sidecar.routes.load_full(), client_ip.clone(), req)
+            let refused = verdicts.next_is_refused();
+            proxy::handle(sidecar.routes.load_full(), client_ip.clone(), refused, req)
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

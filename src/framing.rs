@@ -1,0 +1,338 @@
+//! Request-smuggling guard for the proxy listener.
+//!
+//! hyper accepts a request that carries both `Content-Length` and `Transfer-Encoding` (it
+//! reads the body as chunked, drops `Content-Length` and closes the connection after), and
+//! no longer shows the request's `Content-Length` to the service. A proxy should refuse such a
+//! request outright (RFC 9112 §6.3), so this wrapper reads the same bytes hyper reads, finds
+//! each request head and its body framing, and leaves a verdict per request that the proxy
+//! checks before forwarding anything.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Verdicts for the requests of one connection, in order: `true` means refuse.
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts(Arc<Mutex<VecDeque<bool>>>);
+
+impl Verdicts {
+    fn push(&self, refuse: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(refuse);
+    }
+
+    /// Whether the next request on the connection must be refused.
+    pub fn next_is_refused(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .unwrap_or(false)
+    }
+}
+
+/// Longest head the guard buffers; past it hyper answers 431 and closes anyway.
+const MAX_HEAD: usize = 128 * 1024;
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug)]
+enum State {
+    /// Reading a request head; the bytes so far are in `head`.
+    Head,
+    /// Inside a body of known length.
+    Fixed(u64),
+    /// Reading a chunk-size line (in `line`).
+    ChunkSize,
+    /// Inside chunk data, then its CRLF.
+    ChunkData(u64),
+    /// Reading trailer lines after the last chunk.
+    Trailers,
+    /// Not inspecting any more: hyper will reject or close this connection.
+    Off,
+}
+
+pin_project_lite::pin_project! {
+    /// Passes every byte through untouched; only observes.
+    pub struct Guarded<IO> {
+        #[pin]
+        inner: IO,
+        state: State,
+        head: Vec<u8>,
+        line: Vec<u8>,
+        verdicts: Verdicts,
+    }
+}
+
+impl<IO> Guarded<IO> {
+    pub fn new(inner: IO, verdicts: Verdicts) -> Self {
+        Guarded {
+            inner,
+            state: State::Head,
+            head: Vec::new(),
+            line: Vec::new(),
+            verdicts,
+        }
+    }
+}
+
+/// What a complete head says about the body that follows.
+enum Framing {
+    Length(u64),
+    Chunked,
+    Refuse,
+    Unknown,
+}
+
+/// Headers the guard parses at most; a head with more is left to hyper (which refuses it
+/// above `proxy.max_headers`) and the connection is no longer inspected.
+const GUARD_HEADERS: usize = 128;
+
+fn framing(head: &[u8]) -> Option<(usize, Framing)> {
+    let mut storage = [httparse::EMPTY_HEADER; GUARD_HEADERS];
+    let mut req = httparse::Request::new(&mut storage);
+    let len = match req.parse(head) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some((head.len(), Framing::Unknown)),
+    };
+    let mut content_length = None;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (content_length, v) {
+                (_, None) => return Some((len, Framing::Unknown)),
+                (Some(a), Some(b)) if a != b => return Some((len, Framing::Unknown)),
+                (_, v) => content_length = v,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
+            chunked_last = h
+                .value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    Some((
+        len,
+        match (transfer_encoding, content_length) {
+            (true, Some(_)) => Framing::Refuse,
+            (true, None) if chunked_last => Framing::Chunked,
+            (true, None) => Framing::Unknown,
+            (false, n) => Framing::Length(n.unwrap_or(0)),
+        },
+    ))
+}
+
+/// Advances the framing state over `data`.
+fn observe(
+    state: &mut State,
+    head: &mut Vec<u8>,
+    line: &mut Vec<u8>,
+    verdicts: &Verdicts,
+    mut data: &[u8],
+) {
+    while !data.is_empty() {
+        match state {
+            State::Off => return,
+            State::Head => {
+                // Blank lines before a request line are allowed (RFC 9112 §2.2).
+                if head.is_empty() {
+                    let skip = data
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
+                    data = &data[skip..];
+                    if data.is_empty() {
+                        return;
+                    }
+                }
+                // A head that arrives whole is parsed where it lies, without a copy.
+                let start = head.len();
+                let parsed = if start == 0 {
+                    framing(data)
+                } else {
+                    head.extend_from_slice(data);
+                    framing(head)
+                };
+                match parsed {
+                    None => {
+                        if start == 0 {
+                            head.extend_from_slice(data);
+                        }
+                        if head.len() > MAX_HEAD {
+                            *state = State::Off;
+                        }
+                        return;
+                    }
+                    Some((len, f)) => {
+                        let used = len - start;
+                        data = &data[used.min(data.len())..];
+                        head.clear();
+                        *state = match f {
+                            Framing::Length(0) => State::Head,
+                            Framing::Length(n) => State::Fixed(n),
+                            Framing::Chunked => State::ChunkSize,
+                            Framing::Refuse => {
+                                verdicts.push(true);
+                                State::Off
+                            }
+                            Framing::Unknown => State::Off,
+                        };
+                        if !matches!(state, State::Off) {
+                            verdicts.push(false);
+                        }
+                    }
+                }
+            }
+            State::Fixed(n) => {
+                let take = (*n).min(data.len() as u64);
+                *n -= take;
+                data = &data[take as usize..];
+                if *n == 0 {
+                    *state = State::Head;
+                }
+            }
+            State::ChunkData(n) => {
+                let take = (*n).min(data.len() as u64);
+                *n -= take;
+                data = &data[take as usize..];
+                if *n == 0 {
+                    *state = State::ChunkSize;
+                }
+            }
+            State::ChunkSize | State::Trailers => {
+                let Some(end) = data.iter().position(|b| *b == b'\n') else {
+                    line.extend_from_slice(data);
+                    if line.len() > MAX_LINE {
+                        *state = State::Off;
+                    }
+                    return;
+                };
+                line.extend_from_slice(&data[..end]);
+                data = &data[end + 1..];
+                let text = line.trim_ascii();
+                *state = if matches!(state, State::Trailers) {
+                    if text.is_empty() {
+                        State::Head
+                    } else {
+                        State::Trailers
+                    }
+                } else if text.is_empty() {
+                    // The CRLF that ends a chunk's data.
+                    State::ChunkSize
+                } else {
+                    let size = text.split(|b| *b == b';').next().unwrap_or_default();
+                    match std::str::from_utf8(size)
+                        .ok()
+                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                    {
+                        Some(0) => State::Trailers,
+                        Some(n) => State::ChunkData(n),
+                        None => State::Off,
+                    }
+                };
+                line.clear();
+            }
+        }
+    }
+}
+
+impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.inner.poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            let new = &buf.filled()[before..];
+            observe(this.state, this.head, this.line, this.verdicts, new);
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdicts_for(chunks: &[&[u8]]) -> Vec<bool> {
+        let v = Verdicts::default();
+        let (mut state, mut head, mut line) = (State::Head, Vec::new(), Vec::new());
+        for c in chunks {
+            observe(&mut state, &mut head, &mut line, &v, c);
+        }
+        let mut out = Vec::new();
+        while let Some(x) = v.0.lock().unwrap().pop_front() {
+            out.push(x);
+        }
+        out
+    }
+
+    #[test]
+    fn pipelined_requests_with_bodies_each_get_a_verdict() {
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+GET /b HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n\
+POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(verdicts_for(&[stream]), [false, false, false, true]);
+        // The same bytes split at every position give the same verdicts.
+        for cut in 1..stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(
+                verdicts_for(&[a, b]),
+                [false, false, false, true],
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn smuggled_head_inside_a_body_is_not_a_request() {
+        let body = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        let head = format!(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        assert_eq!(verdicts_for(&[head.as_bytes(), body]), [false]);
+    }
+}
