@@ -414,19 +414,11 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
 
     // Every dashboard query returns data from this Prometheus.
     let dashboard: Value = serde_json::from_str(&remedy::dashboard::render(&catalog)).unwrap();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for t in panel["targets"].as_array().into_iter().flatten() {
-            let expr = t["expr"]
-                .as_str()
-                .unwrap()
-                .replace("$source", ".*")
-                .replace("$__rate_interval", "20s")
-                .replace("$__range", "10m");
-            assert!(
-                !query(&prom, &expr).is_empty(),
-                "no data for dashboard query {expr}; logs in {logs}"
-            );
-        }
+    for expr in remedy::dashboard::queries(&dashboard, "20s", "10m") {
+        assert!(
+            !query(&prom, &expr).is_empty(),
+            "no data for dashboard query {expr}; logs in {logs}"
+        );
     }
 
     // Phase 2: errors stop; the alerts resolve.

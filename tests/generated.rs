@@ -92,17 +92,7 @@ fn promtool_unit_tests_of_every_alert_pass() {
 #[test]
 fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
     let dashboard: serde_json::Value = serde_json::from_str(&remedy(&["dashboard"])).unwrap();
-    let mut queries = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for t in panel["targets"].as_array().into_iter().flatten() {
-            let expr = t["expr"].as_str().unwrap();
-            queries.push(
-                expr.replace("$source", ".*")
-                    .replace("$__rate_interval", "5m")
-                    .replace("$__range", "1h"),
-            );
-        }
-    }
+    let queries = remedy::dashboard::queries(&dashboard, "5m", "1h");
     assert!(queries.len() >= 9, "{queries:?}");
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, q) in queries.iter().enumerate() {
