@@ -5,9 +5,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
 
-use support::{Remedy, Upstream, raw, send, wait_for};
+use support::{Remedy, Upstream, raw, send};
 
 fn source(url: &str, extra: &str) -> String {
     format!(
@@ -114,9 +113,7 @@ fn connector_disconnect_mid_download_leaves_nothing_in_flight() {
     }
     assert_eq!(remedy.scrape().in_flight("api"), 1.0);
     drop(s);
-    wait_for("in-flight back to 0", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 0.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 0.0);
     assert_eq!(
         remedy.scrape().responses("api", 200, "none", "upstream"),
         1.0
@@ -134,13 +131,9 @@ fn connector_disconnect_mid_upload_cancels_the_upstream_request() {
     for _ in 0..16 {
         s.write_all(&chunk).unwrap();
     }
-    wait_for("the upload in flight", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 1.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 1.0);
     drop(s);
-    wait_for("in-flight back to 0", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 0.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 0.0);
     // The upstream saw the request start and end without a complete body; nothing is counted
     // as a success.
     assert_eq!(u.hits(), 1);
@@ -157,13 +150,9 @@ fn connector_disconnect_before_the_head_counts_499() {
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    wait_for("the request in flight", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 1.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 1.0);
     drop(s);
-    wait_for("in-flight back to 0", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 0.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 0.0);
     assert_eq!(
         remedy.scrape().responses("api", 499, "unlisted", "proxy"),
         1.0
@@ -178,11 +167,7 @@ fn in_flight_cap_answers_503_instead_of_queueing() {
     let mut held = TcpStream::connect(remedy.proxy).unwrap();
     held.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    wait_for(
-        "the first request in flight",
-        Duration::from_secs(10),
-        || (remedy.scrape().in_flight("api") == 1.0).then_some(()),
-    );
+    remedy.wait_in_flight("api", 1.0);
     let r = send(remedy.proxy, "/api/x");
     assert_eq!(r.status, 503);
     drop(held);

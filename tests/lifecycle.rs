@@ -27,9 +27,7 @@ fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
     let slow: Vec<_> = (0..3)
         .map(|_| std::thread::spawn(move || send(proxy, "/api/slow/800").status))
         .collect();
-    wait_for("three requests in flight", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 3.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 3.0);
     remedy.signal("TERM");
     wait_for("/-/ready to turn 503", Duration::from_secs(5), || {
         (send(remedy.admin, "/-/ready").status == 503).then_some(())
@@ -67,9 +65,7 @@ fn a_second_signal_exits_at_once() {
     let _held = std::thread::spawn(move || {
         support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
     });
-    wait_for("a request in flight", Duration::from_secs(10), || {
-        (remedy.scrape().in_flight("api") == 1.0).then_some(())
-    });
+    remedy.wait_in_flight("api", 1.0);
     remedy.signal("TERM");
     wait_for("draining", Duration::from_secs(5), || {
         (send(remedy.admin, "/-/ready").status == 503).then_some(())

@@ -11,19 +11,21 @@ const SIZE: u64 = 100 * 1024 * 1024;
 /// Headroom over the resident memory before the transfer: buffers, not bodies.
 const BOUND_KIB: u64 = 16 * 1024;
 
-fn remedy_for(u: &Upstream) -> Remedy {
-    Remedy::start(&format!(
+/// An upstream, remedy in front of it after one warm-up request, and remedy's RSS then.
+fn started() -> (Upstream, Remedy, u64) {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&format!(
         "sources:\n  - {{ name: bulk, upstream: '{}', match: {{ path_prefix: /bulk }} }}\n",
         u.url()
-    ))
+    ));
+    send(remedy.proxy, "/bulk/warm-up");
+    let before = remedy.rss_kib();
+    (u, remedy, before)
 }
 
 #[test]
 fn hundred_mib_download_streams_with_bounded_memory() {
-    let u = Upstream::http();
-    let remedy = remedy_for(&u);
-    send(remedy.proxy, "/bulk/warm-up");
-    let before = remedy.rss_kib();
+    let (_u, remedy, before) = started();
 
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     write!(
@@ -68,10 +70,7 @@ fn hundred_mib_download_streams_with_bounded_memory() {
 
 #[test]
 fn hundred_mib_upload_streams_with_bounded_memory() {
-    let u = Upstream::http();
-    let remedy = remedy_for(&u);
-    send(remedy.proxy, "/bulk/warm-up");
-    let before = remedy.rss_kib();
+    let (_u, remedy, before) = started();
 
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     write!(

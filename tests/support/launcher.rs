@@ -126,6 +126,15 @@ impl Remedy {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits until `source` has exactly `n` requests in flight.
+    pub fn wait_in_flight(&self, source: &str, n: f64) {
+        wait_for(
+            &format!("{n} requests of {source} in flight"),
+            Duration::from_secs(10),
+            || (self.scrape().in_flight(source) == n).then_some(()),
+        );
+    }
+
     /// Waits until the log holds `needle` (log lines arrive through a pipe, a little later
     /// than the responses they describe).
     pub fn wait_log(&self, needle: &str) {
