@@ -65,6 +65,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// The built-in catalog with `catalog_overrides` applied; filled in by validation.
     #[serde(skip, default = "Catalog::builtin")]
     pub catalog: Catalog,
@@ -333,6 +335,16 @@ impl Default for ShutdownConfig {
             linger: default_linger(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Re-read the config file when its content changes, checking this often (Kubernetes
+    /// updates a mounted ConfigMap in place). Off when absent; SIGHUP and `POST /-/reload`
+    /// work either way.
+    #[serde(default)]
+    pub watch_interval: Option<Dur>,
 }
 
 /// A duration written as `250ms`, `5s`, `15m`, `1h30m`.
@@ -728,6 +740,14 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
                 "must be a rate in requests per second, 0 or more".into(),
             ));
         }
+    }
+    if let Some(d) = c.reload.watch_interval
+        && d.0 < Duration::from_millis(100)
+    {
+        return Err((
+            "reload.watch_interval".into(),
+            "must be at least 100ms (or left out to turn watching off)".into(),
+        ));
     }
     if c.proxy.max_connections == 0 {
         return Err(("proxy.max_connections".into(), "must be at least 1".into()));

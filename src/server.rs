@@ -197,6 +197,7 @@ pub fn run(
 
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(signals(sidecar.clone(), stop_tx));
+        tokio::spawn(watch_config(sidecar.clone()));
         sidecar.ready.store(true, Ordering::Release);
         tracing::info!(
             sources = config.sources.len(),
@@ -243,6 +244,34 @@ async fn signals(sidecar: Arc<Sidecar>, stop: watch::Sender<bool>) {
         sidecar.ready.store(false, Ordering::Release);
         tracing::info!(signal = name, "shutting down: draining in-flight requests");
         let _ = stop.send(true);
+    }
+}
+
+/// Reloads when the config file's content changes, if `reload.watch_interval` asks for it.
+/// Content, not modification time: a ConfigMap update swaps a symlink.
+async fn watch_config(sidecar: Arc<Sidecar>) {
+    let fingerprint = |path: &std::path::Path| {
+        use std::hash::{Hash, Hasher};
+        let bytes = std::fs::read(path).ok()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Some(h.finish())
+    };
+    let mut last = fingerprint(&sidecar.config_path);
+    loop {
+        let Some(interval) = sidecar.config().reload.watch_interval else {
+            // Off: look again later, in case a reload turns it on.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        tokio::time::sleep(interval.0).await;
+        let now = fingerprint(&sidecar.config_path);
+        if now != last && now.is_some() {
+            last = now;
+            tracing::info!("config file changed on disk; reloading");
+            let s = sidecar.clone();
+            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+        }
     }
 }
 

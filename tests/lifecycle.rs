@@ -191,3 +191,29 @@ fn reloads_under_continuous_traffic_fail_no_request() {
     let s = remedy.scrape();
     assert_eq!(s.responses("alpha", 200, "none", "upstream"), sent as f64);
 }
+
+#[test]
+fn a_changed_config_file_is_picked_up_when_watching() {
+    let (a, b) = (Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&format!(
+        "reload: {{ watch_interval: 200ms }}\nsources:\n{}",
+        source("alpha", &a)
+    ));
+    assert_eq!(send(remedy.proxy, "/beta/x").status, 404);
+    let config = std::fs::read_to_string(&remedy.config_path).unwrap();
+    std::fs::write(
+        &remedy.config_path,
+        format!("{config}{}", source("beta", &b)),
+    )
+    .unwrap();
+    wait_for("beta to be routed", Duration::from_secs(10), || {
+        (send(remedy.proxy, "/beta/x").status == 200).then_some(())
+    });
+    remedy.wait_log("config file changed on disk");
+    assert_eq!(
+        remedy
+            .scrape()
+            .get("remedy_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+}

@@ -54,6 +54,10 @@ alerts:
 runtime:
   worker_threads: {{ .Values.runtime.worker_threads }}
 {{- end }}
+{{- if .Values.reload.watch_interval }}
+reload:
+  watch_interval: {{ .Values.reload.watch_interval }}
+{{- end }}
 shutdown:
   {{- toYaml .Values.shutdown | nindent 2 }}
 {{- end }}
