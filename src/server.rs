@@ -165,12 +165,16 @@ pub fn run(
         .worker_threads
         .map(|n| n.get())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("remedy-proxy")
-        .enable_all()
-        .build()
-        .map_err(StartError::Runtime)?;
+    // One worker needs no work stealing: a current-thread runtime skips its cross-thread
+    // queues and atomics, as linkerd2-proxy does on a single core.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers).thread_name("remedy-proxy");
+        b
+    };
+    let runtime = builder.enable_all().build().map_err(StartError::Runtime)?;
 
     let admin_addr = bound.admin.local_addr().ok();
     let admin = {

@@ -18,8 +18,9 @@ fn source(name: &str, u: &Upstream) -> String {
 #[test]
 fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
     let u = Upstream::http();
+    // One worker: the current-thread runtime drains the same way.
     let yaml = format!(
-        "shutdown: {{ drain_timeout: 10s, linger: 2s }}\nsources:\n{}",
+        "runtime: {{ worker_threads: 1 }}\nshutdown: {{ drain_timeout: 10s, linger: 2s }}\nsources:\n{}",
         source("api", &u)
     );
     let mut remedy = Remedy::start(&yaml);

@@ -11,7 +11,7 @@ use support::{Remedy, Upstream, raw, send};
 
 fn remedy_for(u: &Upstream, proxy: &str) -> Remedy {
     Remedy::start(&format!(
-        "proxy: {{ listen: 127.0.0.1:0, {proxy} }}\nsources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api, hosts: [api.example.com] }} }}\n",
+        "proxy: {{ listen: 127.0.0.1:0, {proxy} }}\nruntime: {{ worker_threads: 1 }}\nsources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api, hosts: [api.example.com] }} }}\n",
         u.url()
     ))
 }
