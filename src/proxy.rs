@@ -206,6 +206,8 @@ pub async fn handle(
     let method = req.method().clone();
     let logged_path = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned());
+    // Kept for the warn line of a failure (a reference-counted clone, not a copy).
+    let connector_uri = req.uri().clone();
     let (mut parts, body) = req.into_parts();
     rewrite_request(
         &mut parts.headers,
@@ -228,7 +230,7 @@ pub async fn handle(
             tracing::warn!(
                 source = target.metrics.name(),
                 %method,
-                path = logged_path.as_deref().unwrap_or(""),
+                path = %crate::redact::path_and_query(connector_uri.path(), connector_uri.query()),
                 status = status.as_u16(),
                 kind = failure.kind.as_str(),
                 cause = %failure.cause,

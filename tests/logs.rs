@@ -28,6 +28,7 @@ fn no_secret_reaches_the_logs_at_debug_level() {
     remedy.wait_log("\"message\":\"proxied\"");
     remedy.wait_log("token=REDACTED&page=2");
     remedy.wait_log("upstream unreachable");
+    remedy.wait_log("/down/x?api_key=REDACTED");
     remedy.wait_log("password=REDACTED");
     let logs = remedy.logs();
     for secret in [
