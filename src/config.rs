@@ -422,12 +422,6 @@ pub struct Upstream {
     pub base_path: String,
 }
 
-impl Upstream {
-    pub fn is_https(&self) -> bool {
-        self.scheme == http::uri::Scheme::HTTPS
-    }
-}
-
 impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
@@ -955,7 +949,7 @@ mod tests {
     #[test]
     fn upstream_urls_split_into_parts() {
         let u: Upstream = "https://api.example.com:8443/v2/".parse().unwrap();
-        assert!(u.is_https());
+        assert_eq!(u.scheme, http::uri::Scheme::HTTPS);
         assert_eq!(u.authority.as_str(), "api.example.com:8443");
         assert_eq!(u.base_path, "/v2");
         for bad in [

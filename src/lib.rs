@@ -29,6 +29,3 @@ pub const REVISION: &str = match option_env!("REMEDY_REVISION") {
     Some(r) => r,
     None => "unknown",
 };
-
-/// `--version` text.
-pub const LONG_VERSION: &str = env!("CARGO_PKG_VERSION");

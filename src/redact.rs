@@ -1,6 +1,7 @@
 //! Keeps secrets out of log lines.
 //!
-//! remedy never logs header values. Paths are logged with the values of query parameters
+//! remedy never logs header values (so `Authorization`, `Cookie` and the like never reach a
+//! log line). Paths are logged with the values of query parameters
 //! whose names look like credentials replaced by `REDACTED`.
 
 use std::borrow::Cow;
@@ -22,14 +23,6 @@ const SECRET_NAMES: &[&str] = &[
 ];
 
 pub const REDACTED: &str = "REDACTED";
-
-/// Headers whose values are secrets; never logged, listed for documentation and tests.
-pub const SECRET_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
 
 /// `path?query` with credential-like parameter values replaced.
 pub fn path_and_query<'a>(path: &'a str, query: Option<&'a str>) -> Cow<'a, str> {

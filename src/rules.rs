@@ -229,8 +229,8 @@ pub fn meaning_text(r: &Remediation<'_>) -> String {
         .join(" ")
 }
 
-/// The FAQ's advised action for the key, every sentence word for word, each once.
-pub fn advice_text(r: &Remediation<'_>) -> String {
+/// The FAQ's advice sentences for the key's codes, word for word, each once.
+pub fn advice_sentences<'a>(r: &Remediation<'a>) -> Vec<&'a str> {
     let mut sentences: Vec<&str> = Vec::new();
     for e in &r.entries {
         for a in &e.advice {
@@ -239,7 +239,12 @@ pub fn advice_text(r: &Remediation<'_>) -> String {
             }
         }
     }
-    sentences.join(" ")
+    sentences
+}
+
+/// The FAQ's advised action for the key as one paragraph.
+pub fn advice_text(r: &Remediation<'_>) -> String {
+    advice_sentences(r).join(" ")
 }
 
 fn share_expr(selector: &str, window: &str, s: &Settings) -> String {

@@ -29,14 +29,8 @@ pub fn render(catalog: &Catalog) -> String {
             phrase = rules::codes_phrase(&r),
             meaning = rules::meaning_text(&r),
         );
-        let mut seen: Vec<&str> = Vec::new();
-        for e in &r.entries {
-            for a in &e.advice {
-                if !seen.contains(&a.as_str()) {
-                    seen.push(a);
-                    let _ = writeln!(md, "- {a}");
-                }
-            }
+        for a in rules::advice_sentences(&r) {
+            let _ = writeln!(md, "- {a}");
         }
         let _ = write!(
             md,
