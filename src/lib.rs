@@ -12,6 +12,7 @@ pub mod config;
 pub mod dashboard;
 pub mod framing;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod redact;
 pub mod route;

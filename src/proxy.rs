@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -23,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::{self, SourceConfig};
 use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
+use crate::pool::Lease;
 use crate::route::{NoRoute, Router};
 use crate::upstream::{self, Upstream};
 
@@ -79,7 +81,7 @@ impl Target {
         })
     }
 
-    fn upstream_uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+    fn upstream_path(&self, path: &str, query: Option<&str>) -> Option<PathAndQuery> {
         let base = &self.upstream_url.base_path;
         let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, str::len) + 1);
         pq.push_str(base);
@@ -88,12 +90,7 @@ impl Target {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.upstream_url.scheme.clone())
-            .authority(self.upstream_url.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .ok()
+        PathAndQuery::try_from(pq).ok()
     }
 }
 
@@ -154,11 +151,11 @@ pub async fn handle(
         .and_then(|h| h.to_str().ok());
 
     // Phase 1: pick the upstream.
-    let (target, uri) = match routes.router.route(req.method(), req.uri(), host) {
+    let (target, upstream_path) = match routes.router.route(req.method(), req.uri(), host) {
         Ok(r) => {
             let target = &routes.targets[r.source];
-            match target.upstream_uri(r.path, r.query) {
-                Some(uri) => (target, uri),
+            match target.upstream_path(r.path, r.query) {
+                Some(path) => (target, path),
                 None => {
                     return Ok(refuse(
                         &routes.unmatched,
@@ -215,12 +212,11 @@ pub async fn handle(
         &client_ip,
         target.preserve_host,
     );
-    parts.uri = uri;
     let req = Request::from_parts(parts, body);
 
     // Phase 4: forward and wait for the response head.
-    let resp = match target.client.send(req).await {
-        Ok(resp) => resp,
+    let (resp, lease) = match target.client.send(upstream_path, req).await {
+        Ok(sent) => sent,
         Err(failure) => {
             let status = if failure.kind == ErrorKind::Timeout {
                 StatusCode::GATEWAY_TIMEOUT
@@ -268,6 +264,10 @@ pub async fn handle(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let idle = target.idle;
+    let lease = lease.map(|mut l| {
+        l.set_complete(body.is_end_stream());
+        l
+    });
     Ok(Response::from_parts(
         parts,
         ResponseBody::Stream {
@@ -275,6 +275,7 @@ pub async fn handle(
             idle: tokio::time::sleep(idle),
             idle_after: idle,
             pending: Some(pending),
+            lease,
         },
     ))
 }
@@ -409,6 +410,8 @@ pin_project! {
             idle: Sleep,
             idle_after: Duration,
             pending: Option<Pending>,
+            // The upstream connection, when this body drives it.
+            lease: Option<Lease>,
         },
         Full { data: Option<Bytes> },
     }
@@ -430,43 +433,55 @@ impl Body for ResponseBody {
         match self.project() {
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Stream {
-                body,
+                mut body,
                 mut idle,
                 idle_after,
                 pending,
-            } => match body.poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    idle.as_mut().reset(Instant::now() + *idle_after);
-                    Poll::Ready(Some(Ok(frame)))
+                lease,
+            } => {
+                if let Some(l) = lease.as_mut() {
+                    l.drive(cx);
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    if let Some(p) = pending.take() {
-                        tracing::warn!(
-                            source = p.metrics.name(),
-                            status = p.status,
-                            cause = %upstream::causes(&e),
-                            "upstream failed mid-body; the connector sees a broken response"
-                        );
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        idle.as_mut().reset(Instant::now() + *idle_after);
+                        if let Some(l) = lease.as_mut() {
+                            l.set_complete(body.is_end_stream());
+                        }
+                        Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e.into())))
-                }
-                Poll::Ready(None) => {
-                    pending.take();
-                    Poll::Ready(None)
-                }
-                Poll::Pending => {
-                    ready!(idle.poll(cx));
-                    if let Some(p) = pending.take() {
-                        tracing::warn!(
-                            source = p.metrics.name(),
-                            status = p.status,
-                            idle = ?idle_after,
-                            "upstream body stalled past the idle timeout; aborting the response"
-                        );
+                    Poll::Ready(Some(Err(e))) => {
+                        if let Some(p) = pending.take() {
+                            tracing::warn!(
+                                source = p.metrics.name(),
+                                status = p.status,
+                                cause = %upstream::causes(&e),
+                                "upstream failed mid-body; the connector sees a broken response"
+                            );
+                        }
+                        Poll::Ready(Some(Err(e.into())))
                     }
-                    Poll::Ready(Some(Err(IdleTimeout(*idle_after).into())))
+                    Poll::Ready(None) => {
+                        if let Some(l) = lease.as_mut() {
+                            l.set_complete(true);
+                        }
+                        pending.take();
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => {
+                        ready!(idle.poll(cx));
+                        if let Some(p) = pending.take() {
+                            tracing::warn!(
+                                source = p.metrics.name(),
+                                status = p.status,
+                                idle = ?idle_after,
+                                "upstream body stalled past the idle timeout; aborting the response"
+                            );
+                        }
+                        Poll::Ready(Some(Err(IdleTimeout(*idle_after).into())))
+                    }
                 }
-            },
+            }
         }
     }
 

@@ -1,12 +1,20 @@
-//! Connections to one upstream API: a keep-alive pool, TLS by rustls (public roots plus an
+//! Connections to one upstream API: keep-alive pools, TLS by rustls (public roots plus an
 //! optional CA file), HTTP/2 by ALPN, and the `connect` / `response_header` timeouts. A
 //! failure becomes an [`ErrorKind`], which the proxy turns into a 502 or 504.
+//!
+//! A plain-HTTP upstream's requests without a body go through [`Pool`], whose connections
+//! the request's own task drives. TLS upstreams, and uploads, use hyper-util's client, which
+//! gives each connection a task of its own: an upload then keeps flowing to the upstream even
+//! while the connector is not reading an early answer.
 
 use std::error::Error as StdError;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -15,11 +23,15 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
+use crate::pool::{Lease, Pool};
 
-/// A pooled client for one source.
-#[derive(Clone)]
+/// The connection pools for one source.
 pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
     client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    /// For `http://` upstreams.
+    direct: Option<Arc<Pool>>,
     response_header: Duration,
 }
 
@@ -82,29 +94,69 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
+        let upstream = &source.upstream;
+        let direct = (upstream.scheme == Scheme::HTTP).then(|| {
+            let origin = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(upstream.authority.clone())
+                .path_and_query("/")
+                .build()
+                .expect("a scheme and an authority make a URI");
+            Pool::new(origin, http, t.idle.0)
+        });
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(t.idle.0)
             .build(https);
         Ok(Upstream {
+            scheme: upstream.scheme.clone(),
+            authority: upstream.authority.clone(),
             client,
+            direct,
             response_header: t.response_header.0,
         })
     }
 
-    /// Sends `req` and waits for the response head, within the `response_header` timeout.
+    /// Sends `req` to `path` on the upstream and waits for the response head, within the
+    /// `response_header` timeout. A [`Lease`] comes back when the response body must drive
+    /// the connection it arrives on.
     pub async fn send(
         &self,
-        req: http::Request<Incoming>,
-    ) -> Result<http::Response<Incoming>, Failure> {
-        match tokio::time::timeout(self.response_header, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(Failure {
-                kind: classify(&e),
-                cause: causes(&e),
-            }),
+        path: PathAndQuery,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
+        let exchange = async {
+            match &self.direct {
+                Some(pool) if req.body().is_end_stream() => {
+                    let (mut parts, body) = req.into_parts();
+                    parts.uri = Uri::from(path);
+                    let (resp, lease) = pool.send(Request::from_parts(parts, body)).await?;
+                    Ok((resp, Some(lease)))
+                }
+                _ => {
+                    let (mut parts, body) = req.into_parts();
+                    parts.uri = Uri::from_parts({
+                        let mut uri = http::uri::Parts::default();
+                        uri.scheme = Some(self.scheme.clone());
+                        uri.authority = Some(self.authority.clone());
+                        uri.path_and_query = Some(path);
+                        uri
+                    })
+                    .expect("a scheme, an authority and a path make a URI");
+                    match self.client.request(Request::from_parts(parts, body)).await {
+                        Ok(resp) => Ok((resp, None)),
+                        Err(e) => Err(Failure {
+                            kind: classify(&e, ErrorKind::Reset),
+                            cause: causes(&e),
+                        }),
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(self.response_header, exchange).await {
+            Ok(result) => result,
             Err(_) => Err(Failure {
                 kind: ErrorKind::Timeout,
                 cause: format!(
@@ -116,9 +168,9 @@ impl Upstream {
     }
 }
 
-/// The failure kind, from the error's chain of causes.
-pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
-    let mut is_connect = false;
+/// The failure kind, from the error's chain of causes; `fallback` when nothing in it tells.
+pub fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
+    let mut kind = fallback;
     // Causes hide behind `io::Error::get_ref` and boxed errors as well as `source()`.
     let mut stack: Vec<&(dyn StdError + 'static)> = vec![e];
     while let Some(err) = stack.pop() {
@@ -136,7 +188,7 @@ pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
         if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
             && h.is_connect()
         {
-            is_connect = true;
+            kind = ErrorKind::Connect;
         }
         if err.to_string().starts_with("dns error") {
             return ErrorKind::Dns;
@@ -145,11 +197,7 @@ pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
             stack.push(next);
         }
     }
-    if is_connect {
-        ErrorKind::Connect
-    } else {
-        ErrorKind::Reset
-    }
+    kind
 }
 
 /// `outer: inner: innermost`, for logs.

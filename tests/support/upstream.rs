@@ -5,6 +5,7 @@
 //! - `/download/N` streams N bytes, `/upload` counts the body without keeping it;
 //! - `/slow/MS` waits MS milliseconds before answering, `/stall` never answers, `/stall-body` stops after 3 bytes of 10,
 //!   `/reset-mid-body` breaks the connection after 100 bytes of 1000;
+//! - `close=1` in the query answers with `Connection: close`;
 //! - everything else echoes the request as JSON (method, target, version, headers, body).
 //!
 //! Plain HTTP/1.1, or TLS with a generated certificate and ALPN h2/http1.1.
@@ -31,6 +32,9 @@ use tokio::sync::oneshot;
 pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    close_all: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<()>>,
     /// PEM of the certificate, for a source's `ca_file` (TLS fixtures only).
     pub ca_file: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
@@ -76,7 +80,12 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (close_all, mut close_rx) =
+            tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<()>>();
         let counted = hits.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (accepted_in, open_in) = (accepted.clone(), open.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -89,11 +98,20 @@ impl Upstream {
                 loop {
                     let (stream, _) = tokio::select! {
                         a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                        Some(done) = close_rx.recv() => {
+                            conns.abort_all();
+                            while conns.join_next().await.is_some() {}
+                            let _ = done.send(());
+                            continue;
+                        }
                         _ = &mut stop_rx => break,
                     };
+                    accepted_in.fetch_add(1, Ordering::SeqCst);
                     let hits = counted.clone();
                     let tls = tls.clone();
+                    let open = OpenGuard::new(open_in.clone());
                     conns.spawn(async move {
+                        let _open = open;
                         let svc = service_fn(move |req| respond(req, hits.clone()));
                         let builder = auto::Builder::new(TokioExecutor::new());
                         match tls {
@@ -115,6 +133,9 @@ impl Upstream {
         Upstream {
             addr,
             hits,
+            accepted,
+            open,
+            close_all,
             ca_file: None,
             _dir: None,
             stop: Some(stop_tx),
@@ -137,6 +158,26 @@ impl Upstream {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Closes every open connection, as a server's keep-alive timeout does, and returns once
+    /// they are closed; the listener stays.
+    pub fn close_connections(&self) {
+        let (done, closed) = oneshot::channel();
+        self.close_all.send(done).expect("fixture running");
+        closed
+            .blocking_recv()
+            .expect("fixture closed its connections");
+    }
+
     /// Closes the listener and every connection; later connects are refused.
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -151,6 +192,22 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Counts a connection as open until its task ends or is aborted.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(open)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -174,6 +231,7 @@ async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply
             }
             Some(("ratelimit", v)) => builder = builder.header("ratelimit-remaining", v),
             Some(("x_ratelimit", v)) => builder = builder.header("x-ratelimit-remaining", v),
+            Some(("close", "1")) => builder = builder.header("connection", "close"),
             _ => {}
         }
     }

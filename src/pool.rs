@@ -1,0 +1,253 @@
+//! Plain-HTTP/1.1 upstream connections, kept idle between requests and driven by the request
+//! that holds them.
+//!
+//! hyper-util's pooled client runs each connection as a task of its own and passes every
+//! request and response head across channels to it, so a proxied request wakes two or three
+//! tasks. Here the request's task polls the upstream connection itself, while it waits for the
+//! head and while the body streams back: the connector's socket, the upstream's and the
+//! bookkeeping between them are one task, as in nginx's event loop. A connection goes back to
+//! the pool only after a complete exchange, when hyper says it is ready for the next request.
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use crate::metrics::ErrorKind;
+use crate::upstream::{Failure, causes, classify};
+
+/// Idle connections to one upstream, most recently used last.
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    connector: HttpConnector,
+    /// `http://host:port`, what the connector dials.
+    origin: Uri,
+    /// The `Host` header for requests that do not keep the connector's.
+    host: HeaderValue,
+    idle_timeout: Duration,
+    sweeping: AtomicBool,
+}
+
+struct Idle {
+    conn: Box<Conn>,
+    since: Instant,
+}
+
+struct Conn {
+    sender: SendRequest<Incoming>,
+    /// `None` once the connection has closed.
+    driver: Option<Connection<TokioIo<TcpStream>, Incoming>>,
+}
+
+impl Conn {
+    /// Lets the connection read and write; forgets it once it has closed.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = &mut self.driver
+            && Pin::new(driver).poll(cx).is_ready()
+        {
+            self.driver = None;
+        }
+    }
+
+    /// Whether a new request can be sent now. Polls once without a waker, which is enough to
+    /// notice a peer's close or finish the previous exchange's bookkeeping.
+    fn is_reusable(&mut self) -> bool {
+        if !self.sender.is_ready() {
+            self.drive(&mut Context::from_waker(Waker::noop()));
+        }
+        self.driver.is_some() && self.sender.is_ready()
+    }
+}
+
+impl Pool {
+    /// A pool for `origin` (`http://host[:port]`), with idle connections closed after
+    /// `idle_timeout`.
+    pub fn new(origin: Uri, connector: HttpConnector, idle_timeout: Duration) -> Arc<Self> {
+        let host = origin
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        Arc::new(Pool {
+            idle: Mutex::new(Vec::new()),
+            connector,
+            origin,
+            host,
+            idle_timeout,
+            sweeping: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends `req` (origin-form URI) and drives the connection until the response head.
+    /// A request that a reused connection closed before taking is sent once more on a new
+    /// connection, as hyper-util's client does.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, self.host.clone());
+        }
+        let (mut conn, mut reused) = match self.checkout() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        loop {
+            match exchange(&mut conn, req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        conn: Some(conn),
+                        pool: self.clone(),
+                        complete: false,
+                    };
+                    return Ok((resp, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        req = unsent;
+                        conn = self.connect().await?;
+                        reused = false;
+                    }
+                    _ => {
+                        let e = e.into_error();
+                        return Err(Failure {
+                            kind: classify(&e, ErrorKind::Reset),
+                            cause: causes(&e),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    fn checkout(&self) -> Option<Box<Conn>> {
+        loop {
+            let mut idle = self.lock().pop()?;
+            if idle.since.elapsed() < self.idle_timeout && idle.conn.is_reusable() {
+                return Some(idle.conn);
+            }
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Box<Conn>, Failure> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.origin.clone())
+            .await
+            .map_err(|e| Failure {
+                kind: classify(&e, ErrorKind::Connect),
+                cause: causes(&e),
+            })?;
+        let (sender, driver) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| Failure {
+                kind: classify(&e, ErrorKind::Connect),
+                cause: causes(&e),
+            })?;
+        self.start_sweeping();
+        Ok(Box::new(Conn {
+            sender,
+            driver: Some(driver),
+        }))
+    }
+
+    fn put(&self, conn: Box<Conn>) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        if idle
+            .first()
+            .is_some_and(|oldest| now - oldest.since >= self.idle_timeout)
+        {
+            idle.retain(|i| now - i.since < self.idle_timeout);
+        }
+        idle.push(Idle { conn, since: now });
+    }
+
+    /// Closes connections idle past the timeout, for pools that see no more traffic.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool: Weak<Pool> = Arc::downgrade(self);
+        let every = self.idle_timeout.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = pool.upgrade() else { return };
+                let now = Instant::now();
+                pool.lock().retain(|i| now - i.since < pool.idle_timeout);
+            }
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sends one request and polls the connection until its response head arrives.
+async fn exchange(
+    conn: &mut Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+    let mut head = pin!(conn.sender.try_send_request(req));
+    poll_fn(|cx| {
+        conn.drive(cx);
+        head.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A connection in use by one response. The response body drives it; dropped after the
+/// body ended, it goes back to the pool, otherwise it is closed.
+pub struct Lease {
+    conn: Option<Box<Conn>>,
+    pool: Arc<Pool>,
+    complete: bool,
+}
+
+impl Lease {
+    /// Lets the connection read the rest of the response.
+    pub fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn {
+            conn.drive(cx);
+        }
+    }
+
+    /// Marks the response as fully read, which makes the connection reusable.
+    pub fn set_complete(&mut self, complete: bool) {
+        self.complete = complete;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && self.complete
+            && conn.is_reusable()
+        {
+            self.pool.put(conn);
+        }
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("complete", &self.complete)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,90 @@
+//! Upstream connections are kept alive and reused between requests, closed when idle too
+//! long, and a connection the upstream closed is replaced without the connector noticing.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Remedy, Upstream, request, send, wait_for};
+
+fn source(u: &Upstream, extra: &str) -> String {
+    let ca = u
+        .ca_file
+        .as_ref()
+        .map(|p| format!("    ca_file: {}\n", p.display()))
+        .unwrap_or_default();
+    format!(
+        "sources:\n  - name: api\n    upstream: '{}'\n    match: {{ path_prefix: /api }}\n{ca}{extra}",
+        u.url()
+    )
+}
+
+#[test]
+fn sequential_requests_share_one_upstream_connection() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u, ""));
+    for i in 0..20 {
+        assert_eq!(send(remedy.proxy, &format!("/api/r/{i}")).status, 200);
+    }
+    assert_eq!(u.hits(), 20);
+    assert_eq!(u.accepted(), 1);
+}
+
+#[test]
+fn uploads_and_tls_upstreams_reuse_connections_too() {
+    let plain = Upstream::http();
+    let tls = Upstream::tls();
+    for u in [&plain, &tls] {
+        let remedy = Remedy::start(&source(u, ""));
+        for _ in 0..10 {
+            let r = request(remedy.proxy, "POST", "/api/upload", &[], b"0123456789");
+            assert_eq!(r.status, 200);
+            assert_eq!(r.json()["body_len"], 10);
+        }
+        assert_eq!(u.accepted(), 1, "{}", u.url());
+    }
+}
+
+#[test]
+fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u, ""));
+    assert_eq!(send(remedy.proxy, "/api/first").status, 200);
+    u.close_connections();
+    assert_eq!(u.open(), 0);
+    for i in 0..5 {
+        assert_eq!(send(remedy.proxy, &format!("/api/after/{i}")).status, 200);
+    }
+    assert_eq!(u.accepted(), 2);
+    let scrape = remedy.scrape();
+    assert_eq!(scrape.responses("api", 200, "none", "upstream"), 6.0);
+    assert_eq!(scrape.sum("remedy_upstream_request_errors_total", &[]), 0.0);
+}
+
+#[test]
+fn connection_close_from_the_upstream_is_honoured() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u, ""));
+    for _ in 0..3 {
+        assert_eq!(send(remedy.proxy, "/api/x?close=1").status, 200);
+    }
+    assert_eq!(u.accepted(), 3);
+    wait_for(
+        "upstream connections closed",
+        Duration::from_secs(5),
+        || (u.open() == 0).then_some(()),
+    );
+}
+
+#[test]
+fn idle_connections_close_after_the_idle_timeout() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u, "    timeouts: { idle: 300ms }\n"));
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    assert_eq!(u.accepted(), 1);
+    wait_for("the idle connection closed", Duration::from_secs(5), || {
+        (u.open() == 0).then_some(())
+    });
+    assert_eq!(send(remedy.proxy, "/api/y").status, 200);
+    assert_eq!(u.accepted(), 2);
+}
