@@ -272,8 +272,9 @@ pub async fn handle(
         parts,
         ResponseBody::Stream {
             body,
-            idle: tokio::time::sleep(idle),
+            idle: None,
             idle_after: idle,
+            last_progress: start,
             pending: Some(pending),
             lease,
         },
@@ -406,9 +407,13 @@ pin_project! {
         Stream {
             #[pin]
             body: Incoming,
+            // Armed at the first wait for the upstream rather than reset for every chunk, so a
+            // body that arrives whole with its head never touches the timer wheel.
             #[pin]
-            idle: Sleep,
+            idle: Option<Sleep>,
             idle_after: Duration,
+            // When the last chunk came, once the timer is armed.
+            last_progress: Instant,
             pending: Option<Pending>,
             // The upstream connection, when this body drives it.
             lease: Option<Lease>,
@@ -436,6 +441,7 @@ impl Body for ResponseBody {
                 mut body,
                 mut idle,
                 idle_after,
+                last_progress,
                 pending,
                 lease,
             } => {
@@ -444,7 +450,9 @@ impl Body for ResponseBody {
                 }
                 match body.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        idle.as_mut().reset(Instant::now() + *idle_after);
+                        if idle.is_some() {
+                            *last_progress = Instant::now();
+                        }
                         if let Some(l) = lease.as_mut() {
                             l.set_complete(body.is_end_stream());
                         }
@@ -469,7 +477,19 @@ impl Body for ResponseBody {
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
-                        ready!(idle.poll(cx));
+                        if idle.is_none() {
+                            *last_progress = Instant::now();
+                            idle.set(Some(tokio::time::sleep_until(*last_progress + *idle_after)));
+                        }
+                        let mut timer = idle.as_pin_mut().expect("armed above");
+                        loop {
+                            ready!(timer.as_mut().poll(cx));
+                            let due = *last_progress + *idle_after;
+                            if due <= Instant::now() {
+                                break;
+                            }
+                            timer.as_mut().reset(due);
+                        }
                         if let Some(p) = pending.take() {
                             tracing::warn!(
                                 source = p.metrics.name(),

@@ -100,6 +100,19 @@ fn body_stalled_past_idle_timeout_is_aborted() {
 }
 
 #[test]
+fn a_slow_body_that_keeps_coming_outlasts_the_idle_timeout() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    // Eight chunks 200 ms apart: 1.6 s in all, never more than 500 ms without one.
+    let r = send(remedy.proxy, "/api/drip/8/200");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"dddddddd");
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 200, "none", "upstream"), 1.0);
+    assert_eq!(s.sum("remedy_upstream_request_errors_total", &[]), 0.0);
+}
+
+#[test]
 fn connector_disconnect_mid_download_leaves_nothing_in_flight() {
     let u = Upstream::http();
     let remedy = Remedy::start(&source(&u.url(), ""));

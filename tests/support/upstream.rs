@@ -3,6 +3,7 @@
 //! - any path segment that is a status code (`/x/429`) sets the status;
 //! - `retry_after=`, `ratelimit=` and `x_ratelimit=` in the query set those headers;
 //! - `/download/N` streams N bytes, `/upload` counts the body without keeping it;
+//! - `/drip/N/MS` sends N one-byte chunks MS milliseconds apart;
 //! - `/slow/MS` waits MS milliseconds before answering, `/stall` never answers, `/stall-body` stops after 3 bytes of 10,
 //!   `/reset-mid-body` breaks the connection after 100 bytes of 1000;
 //! - `close=1` in the query answers with `Connection: close`;
@@ -258,6 +259,17 @@ async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply
         .and_then(|(_, n)| n.parse().ok())
     {
         FixtureBody::Repeat { remaining: n }
+    } else if let Some((n, ms)) = path.rsplit_once("/drip/").and_then(|(_, rest)| {
+        let (n, ms) = rest.split_once('/')?;
+        Some((n.parse::<u64>().ok()?, ms.parse::<u64>().ok()?))
+    }) {
+        builder = builder.header("content-length", n.to_string());
+        let every = std::time::Duration::from_millis(ms);
+        FixtureBody::Drip {
+            remaining: n,
+            every,
+            next: Box::pin(tokio::time::sleep(every)),
+        }
     } else if path.ends_with("/upload") {
         let mut body = req.into_body();
         let mut n: u64 = 0;
@@ -318,6 +330,12 @@ pub enum FixtureBody {
     Stalled {
         sent: bool,
     },
+    /// One byte per `every`.
+    Drip {
+        remaining: u64,
+        every: std::time::Duration,
+        next: Pin<Box<tokio::time::Sleep>>,
+    },
     /// 100 bytes, a pause so they leave the server, then an error.
     Broken {
         sent: bool,
@@ -351,6 +369,19 @@ impl Body for FixtureBody {
                 let n = (*remaining).min(CHUNK as u64) as usize;
                 *remaining -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
+            }
+            FixtureBody::Drip {
+                remaining,
+                every,
+                next,
+            } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                std::task::ready!(next.as_mut().poll(cx));
+                next.as_mut().reset(tokio::time::Instant::now() + *every);
+                *remaining -= 1;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"d")))))
             }
             FixtureBody::Stalled { sent } => {
                 if *sent {
