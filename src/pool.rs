@@ -101,7 +101,7 @@ impl Pool {
         }
         let (mut conn, mut reused) = match self.checkout() {
             Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
+            None => (Box::pin(self.connect()).await?, false),
         };
         loop {
             match exchange(&mut conn, req).await {
@@ -116,7 +116,7 @@ impl Pool {
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         req = unsent;
-                        conn = self.connect().await?;
+                        conn = Box::pin(self.connect()).await?;
                         reused = false;
                     }
                     _ => {

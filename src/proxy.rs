@@ -201,10 +201,10 @@ pub async fn handle(
 
     // Phase 3: rewrite the request for the upstream.
     let method = req.method().clone();
-    let logged_path = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned());
-    // Kept for the warn line of a failure (a reference-counted clone, not a copy).
-    let connector_uri = req.uri().clone();
+    // A copy, for the log lines: a clone of the `Uri` would keep hyper's read buffer shared
+    // and make it allocate a fresh one for the next request on this connection.
+    let logged_path =
+        crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned();
     let (mut parts, body) = req.into_parts();
     rewrite_request(
         &mut parts.headers,
@@ -226,7 +226,7 @@ pub async fn handle(
             tracing::warn!(
                 source = target.metrics.name(),
                 %method,
-                path = %crate::redact::path_and_query(connector_uri.path(), connector_uri.query()),
+                path = logged_path.as_str(),
                 status = status.as_u16(),
                 kind = failure.kind.as_str(),
                 cause = %failure.cause,
@@ -248,17 +248,15 @@ pub async fn handle(
     pending.status = resp.status().as_u16();
     pending.origin = Origin::Upstream;
     observe_headers(&target.metrics, resp.headers());
-    if let Some(path) = &logged_path {
-        tracing::debug!(
-            source = target.metrics.name(),
-            %method,
-            path = path.as_str(),
-            status = pending.status,
-            origin = "upstream",
-            head_ms = start.elapsed().as_secs_f64() * 1e3,
-            "proxied"
-        );
-    }
+    tracing::debug!(
+        source = target.metrics.name(),
+        %method,
+        path = logged_path.as_str(),
+        status = pending.status,
+        origin = "upstream",
+        head_ms = start.elapsed().as_secs_f64() * 1e3,
+        "proxied"
+    );
 
     // Phase 6: stream the body back; the outcome is recorded when it ends.
     let (mut parts, body) = resp.into_parts();
@@ -309,8 +307,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     resp
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), removed in both directions.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and `Transfer-Encoding`, removed in both directions
+/// (hyper frames each side's body itself).
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -319,28 +318,42 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::UPGRADE,
+    header::TRANSFER_ENCODING,
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names is cheaper than nine removals.
-    let present = headers
-        .keys()
-        .any(|k| *k == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(k));
-    if !present {
+    // One pass over the names finds which are present; most messages carry at most
+    // `Connection: keep-alive`, so nothing is allocated and only present names are removed.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Headers the sender named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    // Headers the sender named in `Connection` are hop-by-hop too; `close` and `keep-alive`
+    // are the usual tokens and need no lookup of their own.
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::TRANSFER_ENCODING);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
 }
 
 /// The connector's address as a header value, made once per connection.
@@ -351,6 +364,8 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 
 fn rewrite_request(
     headers: &mut HeaderMap,
@@ -393,8 +408,8 @@ fn observe_headers(m: &SourceMetrics, headers: &HeaderMap) {
         m.retry_after(secs);
     }
     let remaining = headers
-        .get("ratelimit-remaining")
-        .or_else(|| headers.get("x-ratelimit-remaining"));
+        .get(RATELIMIT_REMAINING)
+        .or_else(|| headers.get(X_RATELIMIT_REMAINING));
     if let Some(n) = remaining.and_then(|v| metrics::parse_ratelimit_remaining(v.as_bytes())) {
         m.ratelimit_remaining(n);
     }
@@ -540,6 +555,31 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::AUTHORIZATION));
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_goes_and_end_to_end_ones_stay() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Trace ,Upgrade"),
+        );
+        for name in HOP_BY_HOP.iter().skip(1) {
+            h.insert(name, HeaderValue::from_static("v"));
+        }
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "x-kept"]);
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
     }
 
     #[test]

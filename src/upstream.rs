@@ -127,35 +127,7 @@ impl Upstream {
         path: PathAndQuery,
         req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
-        let exchange = async {
-            match &self.direct {
-                Some(pool) if req.body().is_end_stream() => {
-                    let (mut parts, body) = req.into_parts();
-                    parts.uri = Uri::from(path);
-                    let (resp, lease) = pool.send(Request::from_parts(parts, body)).await?;
-                    Ok((resp, Some(lease)))
-                }
-                _ => {
-                    let (mut parts, body) = req.into_parts();
-                    parts.uri = Uri::from_parts({
-                        let mut uri = http::uri::Parts::default();
-                        uri.scheme = Some(self.scheme.clone());
-                        uri.authority = Some(self.authority.clone());
-                        uri.path_and_query = Some(path);
-                        uri
-                    })
-                    .expect("a scheme, an authority and a path make a URI");
-                    match self.client.request(Request::from_parts(parts, body)).await {
-                        Ok(resp) => Ok((resp, None)),
-                        Err(e) => Err(Failure {
-                            kind: classify(&e, ErrorKind::Reset),
-                            cause: causes(&e),
-                        }),
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(self.response_header, exchange).await {
+        match tokio::time::timeout(self.response_header, self.exchange(path, req)).await {
             Ok(result) => result,
             Err(_) => Err(Failure {
                 kind: ErrorKind::Timeout,
@@ -164,6 +136,40 @@ impl Upstream {
                     self.response_header
                 ),
             }),
+        }
+    }
+
+    /// The request's trip to the upstream, by the pool that suits it.
+    async fn exchange(
+        &self,
+        path: PathAndQuery,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
+        match &self.direct {
+            Some(pool) if req.body().is_end_stream() => {
+                let (mut parts, body) = req.into_parts();
+                parts.uri = Uri::from(path);
+                let (resp, lease) = pool.send(Request::from_parts(parts, body)).await?;
+                Ok((resp, Some(lease)))
+            }
+            _ => {
+                let (mut parts, body) = req.into_parts();
+                parts.uri = Uri::from_parts({
+                    let mut uri = http::uri::Parts::default();
+                    uri.scheme = Some(self.scheme.clone());
+                    uri.authority = Some(self.authority.clone());
+                    uri.path_and_query = Some(path);
+                    uri
+                })
+                .expect("a scheme, an authority and a path make a URI");
+                match self.client.request(Request::from_parts(parts, body)).await {
+                    Ok(resp) => Ok((resp, None)),
+                    Err(e) => Err(Failure {
+                        kind: classify(&e, ErrorKind::Reset),
+                        cause: causes(&e),
+                    }),
+                }
+            }
         }
     }
 }
