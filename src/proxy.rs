@@ -402,15 +402,26 @@ fn rewrite_request(
 }
 
 fn observe_headers(m: &SourceMetrics, headers: &HeaderMap) {
-    if let Some(v) = headers.get(header::RETRY_AFTER)
+    // One walk over a handful of names is cheaper than three hashed lookups.
+    let (mut retry_after, mut remaining, mut x_remaining) = (None, None, None);
+    for (name, value) in headers {
+        if name == header::RETRY_AFTER {
+            retry_after.get_or_insert(value);
+        } else if name == RATELIMIT_REMAINING {
+            remaining.get_or_insert(value);
+        } else if name == X_RATELIMIT_REMAINING {
+            x_remaining.get_or_insert(value);
+        }
+    }
+    if let Some(v) = retry_after
         && let Some(secs) = metrics::parse_retry_after(v.as_bytes(), SystemTime::now())
     {
         m.retry_after(secs);
     }
-    let remaining = headers
-        .get(RATELIMIT_REMAINING)
-        .or_else(|| headers.get(X_RATELIMIT_REMAINING));
-    if let Some(n) = remaining.and_then(|v| metrics::parse_ratelimit_remaining(v.as_bytes())) {
+    if let Some(n) = remaining
+        .or(x_remaining)
+        .and_then(|v| metrics::parse_ratelimit_remaining(v.as_bytes()))
+    {
         m.ratelimit_remaining(n);
     }
 }
