@@ -31,6 +31,21 @@ fn sequential_requests_share_one_upstream_connection() {
 }
 
 #[test]
+fn answers_without_a_body_leave_the_connection_reusable() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u, ""));
+    for i in 0..5 {
+        let head = request(remedy.proxy, "HEAD", &format!("/api/h/{i}"), &[], b"");
+        assert_eq!(head.status, 200);
+        assert!(head.body.is_empty());
+        let empty = send(remedy.proxy, &format!("/api/e/{i}/204"));
+        assert_eq!(empty.status, 204);
+    }
+    assert_eq!(u.hits(), 10);
+    assert_eq!(u.accepted(), 1);
+}
+
+#[test]
 fn uploads_and_tls_upstreams_reuse_connections_too() {
     let plain = Upstream::http();
     let tls = Upstream::tls();
