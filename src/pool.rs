@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
@@ -95,7 +95,6 @@ impl Pool {
         self: &Arc<Self>,
         mut req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
-        *req.version_mut() = Version::HTTP_11;
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }

@@ -211,3 +211,20 @@ fn tls_upstream_speaks_http2_by_alpn_with_an_extra_ca() {
         3.0
     );
 }
+
+#[test]
+fn http_1_0_connectors_are_forwarded_as_http_1_1() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    for (method, body) in [("GET", ""), ("POST", "abc")] {
+        let head = format!(
+            "{method} /api/v HTTP/1.0\r\nHost: api.example.com\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let r = support::raw(remedy.proxy, head.as_bytes()).expect("a complete answer");
+        assert_eq!(r.status, 200, "{method}");
+        let echo = r.json();
+        assert_eq!(echo["version"], "HTTP/1.1", "{method}");
+        assert_eq!(echo["body"], body, "{method}");
+    }
+}
