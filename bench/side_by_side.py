@@ -17,12 +17,11 @@ import threading
 import time
 import urllib.request
 
+from proxies import ADMIN, PORTS, commands, origin_command, wait_port, write_configs
+
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 TICK = os.sysconf("SC_CLK_TCK")
-PORTS = {"direct": 18001, "nginx": 18002, "haproxy": 18003, "remedy": 18004}
-ADMIN = 18005
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCENARIOS = [
     # name, path, connections, paced, scraped
@@ -50,19 +49,6 @@ def stop_all():
             p.wait(timeout=5)
         except Exception:
             p.kill()
-
-
-def wait_port(port):
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/ok", timeout=1).read()
-            return
-        except urllib.error.HTTPError:
-            return
-        except Exception:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing answers on port {port}")
 
 
 def pids_of(p):
@@ -120,60 +106,18 @@ def scraper(stop):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="remedy-bench-")
-    open(os.path.join(tmp, "4k.txt"), "w").write("x" * 4096)
-    open(os.path.join(tmp, "origin.conf"), "w").write(f"""
-worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
-events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 1000000;
-  server {{ listen 127.0.0.1:{PORTS['direct']};
-    location = /ok {{ return 200 "ok\\n"; }}
-    location = /4k {{ default_type text/plain; alias {tmp}/4k.txt; }}
-    location = /429 {{ return 429 "slow down\\n"; }} }} }}
-""")
-    open(os.path.join(tmp, "proxy.conf"), "w").write(f"""
-worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log {tmp}/proxy.err;
-events {{ worker_connections 4096; }}
-http {{ access_log off; keepalive_requests 1000000;
-  upstream origin {{ server 127.0.0.1:{PORTS['direct']}; keepalive 512; keepalive_requests 1000000; }}
-  server {{ listen 127.0.0.1:{PORTS['nginx']};
-    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
-""")
-    open(os.path.join(tmp, "haproxy.cfg"), "w").write(f"""
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:{PORTS['haproxy']}
-  default_backend origin
-backend origin
-  server o1 127.0.0.1:{PORTS['direct']}
-""")
-    open(os.path.join(tmp, "remedy.yaml"), "w").write(f"""
-proxy: {{ listen: 127.0.0.1:{PORTS['remedy']}, max_connections: 4096 }}
-admin: {{ listen: 127.0.0.1:{ADMIN} }}
-runtime: {{ worker_threads: 1 }}
-shutdown: {{ drain_timeout: 1s, linger: 0s }}
-sources:
-  - {{ name: origin, upstream: 'http://127.0.0.1:{PORTS['direct']}', match: {{ path_prefix: / }} }}
-""")
+    write_configs(tmp)
     # 8 connections each waiting 4 ms between requests: about 2,000 requests/s.
     open(os.path.join(tmp, "pace.lua"), "w").write("function delay() return 4 end\n")
 
-    nginx = "/usr/sbin/nginx"
-    start([nginx, "-c", os.path.join(tmp, "origin.conf"), "-p", tmp])
+    start(origin_command(tmp))
     wait_port(PORTS["direct"])
+    cmds = commands(tmp)
     targets = {
         "direct": None,
-        "nginx": start([nginx, "-c", os.path.join(tmp, "proxy.conf"), "-p", tmp]),
-        "haproxy": start(["/usr/sbin/haproxy", "-f", os.path.join(tmp, "haproxy.cfg")]),
-        "remedy": start([os.path.join(ROOT, "target/release/remedy"), "run", "--config",
-                         os.path.join(tmp, "remedy.yaml")], env={**os.environ, "REMEDY_LOG": "warn"}),
+        "nginx": start(cmds["nginx"]),
+        "haproxy": start(cmds["haproxy"]),
+        "remedy": start(cmds["remedy"], env={**os.environ, "REMEDY_LOG": "warn"}),
     }
     for name, port in PORTS.items():
         wait_port(port)

@@ -1,0 +1,88 @@
+"""The benchmark's cast, shared by `side_by_side.py` and `instructions.py`: an nginx origin and
+nginx, HAProxy and remedy as reverse proxies in front of it, one worker each, on loopback."""
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+PORTS = {"direct": 18001, "nginx": 18002, "haproxy": 18003, "remedy": 18004}
+ADMIN = 18005
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NGINX = "/usr/sbin/nginx"
+HAPROXY = "/usr/sbin/haproxy"
+REMEDY = os.path.join(ROOT, "target/release/remedy")
+
+
+def write_configs(tmp):
+    """Writes the origin's and the three proxies' configs into `tmp`."""
+    open(os.path.join(tmp, "4k.txt"), "w").write("x" * 4096)
+    open(os.path.join(tmp, "origin.conf"), "w").write(f"""
+worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{PORTS['direct']};
+    location = /ok {{ return 200 "ok\\n"; }}
+    location = /4k {{ default_type text/plain; alias {tmp}/4k.txt; }}
+    location = /429 {{ return 429 "slow down\\n"; }} }} }}
+""")
+    open(os.path.join(tmp, "proxy.conf"), "w").write(f"""
+worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log {tmp}/proxy.err;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  upstream origin {{ server 127.0.0.1:{PORTS['direct']}; keepalive 512; keepalive_requests 1000000; }}
+  server {{ listen 127.0.0.1:{PORTS['nginx']};
+    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+    open(os.path.join(tmp, "haproxy.cfg"), "w").write(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{PORTS['haproxy']}
+  default_backend origin
+backend origin
+  server o1 127.0.0.1:{PORTS['direct']}
+""")
+    open(os.path.join(tmp, "remedy.yaml"), "w").write(f"""
+proxy: {{ listen: 127.0.0.1:{PORTS['remedy']}, max_connections: 4096 }}
+admin: {{ listen: 127.0.0.1:{ADMIN} }}
+runtime: {{ worker_threads: 1 }}
+shutdown: {{ drain_timeout: 1s, linger: 0s }}
+sources:
+  - {{ name: origin, upstream: 'http://127.0.0.1:{PORTS['direct']}', match: {{ path_prefix: / }} }}
+""")
+
+
+def commands(tmp):
+    """The command line of each proxy, in the foreground with one worker."""
+    return {
+        "nginx": [NGINX, "-c", os.path.join(tmp, "proxy.conf"), "-p", tmp],
+        "haproxy": [HAPROXY, "-db", "-f", os.path.join(tmp, "haproxy.cfg")],
+        "remedy": [REMEDY, "run", "--config", os.path.join(tmp, "remedy.yaml")],
+    }
+
+
+def origin_command(tmp):
+    return [NGINX, "-c", os.path.join(tmp, "origin.conf"), "-p", tmp]
+
+
+def wait_port(port, limit=15):
+    """Polls `/ok` on `port` until something answers."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ok", timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answers on port {port}")
