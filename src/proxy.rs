@@ -201,10 +201,10 @@ pub async fn handle(
 
     // Phase 3: rewrite the request for the upstream.
     let method = req.method().clone();
-    // A copy, for the log lines: a clone of the `Uri` would keep hyper's read buffer shared
-    // and make it allocate a fresh one for the next request on this connection.
-    let logged_path =
-        crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned();
+    let logged_path = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned());
+    // Kept for the warn line of a failure (a reference-counted clone, not a copy).
+    let connector_uri = req.uri().clone();
     let (mut parts, body) = req.into_parts();
     rewrite_request(
         &mut parts.headers,
@@ -226,7 +226,7 @@ pub async fn handle(
             tracing::warn!(
                 source = target.metrics.name(),
                 %method,
-                path = logged_path.as_str(),
+                path = %crate::redact::path_and_query(connector_uri.path(), connector_uri.query()),
                 status = status.as_u16(),
                 kind = failure.kind.as_str(),
                 cause = %failure.cause,
@@ -248,15 +248,17 @@ pub async fn handle(
     pending.status = resp.status().as_u16();
     pending.origin = Origin::Upstream;
     observe_headers(&target.metrics, resp.headers());
-    tracing::debug!(
-        source = target.metrics.name(),
-        %method,
-        path = logged_path.as_str(),
-        status = pending.status,
-        origin = "upstream",
-        head_ms = start.elapsed().as_secs_f64() * 1e3,
-        "proxied"
-    );
+    if let Some(path) = &logged_path {
+        tracing::debug!(
+            source = target.metrics.name(),
+            %method,
+            path = path.as_str(),
+            status = pending.status,
+            origin = "upstream",
+            head_ms = start.elapsed().as_secs_f64() * 1e3,
+            "proxied"
+        );
+    }
 
     // Phase 6: stream the body back; the outcome is recorded when it ends.
     let (mut parts, body) = resp.into_parts();

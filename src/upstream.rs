@@ -143,11 +143,10 @@ impl Upstream {
     async fn exchange(
         &self,
         path: PathAndQuery,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
         // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
         // connection to a TLS upstream sets its own version).
-        let mut req = req;
         *req.version_mut() = http::Version::HTTP_11;
         match &self.direct {
             Some(pool) if req.body().is_end_stream() => {
