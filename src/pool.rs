@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::metrics::ErrorKind;
-use crate::upstream::{Failure, causes, classify};
+use crate::upstream::Failure;
 
 /// Idle connections to one upstream, most recently used last.
 pub struct Pool {
@@ -119,11 +119,7 @@ impl Pool {
                         reused = false;
                     }
                     _ => {
-                        let e = e.into_error();
-                        return Err(Failure {
-                            kind: classify(&e, ErrorKind::Reset),
-                            cause: causes(&e),
-                        });
+                        return Err(Failure::from_error(&e.into_error(), ErrorKind::Reset));
                     }
                 },
             }
@@ -145,17 +141,11 @@ impl Pool {
             .clone()
             .call(self.origin.clone())
             .await
-            .map_err(|e| Failure {
-                kind: classify(&e, ErrorKind::Connect),
-                cause: causes(&e),
-            })?;
+            .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;
         let (sender, driver) = http1::Builder::new()
             .handshake(io)
             .await
-            .map_err(|e| Failure {
-                kind: classify(&e, ErrorKind::Connect),
-                cause: causes(&e),
-            })?;
+            .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;
         self.start_sweeping();
         Ok(Box::new(Conn {
             sender,
@@ -163,16 +153,10 @@ impl Pool {
         }))
     }
 
+    /// Expired connections are left to checkout and the sweeper.
     fn put(&self, conn: Box<Conn>) {
-        let now = Instant::now();
-        let mut idle = self.lock();
-        if idle
-            .first()
-            .is_some_and(|oldest| now - oldest.since >= self.idle_timeout)
-        {
-            idle.retain(|i| now - i.since < self.idle_timeout);
-        }
-        idle.push(Idle { conn, since: now });
+        let since = Instant::now();
+        self.lock().push(Idle { conn, since });
     }
 
     /// Closes connections idle past the timeout, for pools that see no more traffic.
@@ -240,13 +224,5 @@ impl Drop for Lease {
         {
             self.pool.put(conn);
         }
-    }
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("complete", &self.complete)
-            .finish_non_exhaustive()
     }
 }

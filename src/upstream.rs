@@ -54,6 +54,16 @@ pub struct Failure {
     pub cause: String,
 }
 
+impl Failure {
+    /// The failure an error stands for; `fallback` is the kind when its causes do not tell.
+    pub fn from_error(e: &(dyn StdError + 'static), fallback: ErrorKind) -> Self {
+        Failure {
+            kind: classify(e, fallback),
+            cause: causes(e),
+        }
+    }
+}
+
 impl Upstream {
     pub fn new(source: &SourceConfig) -> Result<Self, BuildError> {
         let mut roots = rustls::RootCertStore {
@@ -167,10 +177,7 @@ impl Upstream {
                 .expect("a scheme, an authority and a path make a URI");
                 match self.client.request(Request::from_parts(parts, body)).await {
                     Ok(resp) => Ok((resp, None)),
-                    Err(e) => Err(Failure {
-                        kind: classify(&e, ErrorKind::Reset),
-                        cause: causes(&e),
-                    }),
+                    Err(e) => Err(Failure::from_error(&e, ErrorKind::Reset)),
                 }
             }
         }
@@ -178,7 +185,7 @@ impl Upstream {
 }
 
 /// The failure kind, from the error's chain of causes; `fallback` when nothing in it tells.
-pub fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
+fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
     let mut kind = fallback;
     // Causes hide behind `io::Error::get_ref` and boxed errors as well as `source()`.
     let mut stack: Vec<&(dyn StdError + 'static)> = vec![e];
