@@ -1,4 +1,5 @@
-//! Request-smuggling guard for the proxy listener.
+//! The proxy listener's view of each connection's bytes: request-smuggling guard and
+//! header read timeout.
 //!
 //! hyper accepts a request that carries both `Content-Length` and `Transfer-Encoding` (it
 //! reads the body as chunked, drops `Content-Length` and closes the connection after), and
@@ -6,34 +7,126 @@
 //! request outright (RFC 9112 §6.3), so this wrapper reads the same bytes hyper reads, finds
 //! each request head and its body framing, and leaves a verdict per request that the proxy
 //! checks before forwarding anything.
+//!
+//! The same wrapper keeps `proxy.header_read_timeout`: a connection with no request in service
+//! (idle, or part-way through a head) for that long is closed, as hyper's own timeout would.
+//! hyper arms and drops a timer for every request; this one is armed once per connection and
+//! moves only when it fires ([`LazyDeadline`]).
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
-/// Verdicts for the requests of one connection, in order: `true` means refuse.
-#[derive(Debug, Clone, Default)]
-pub struct Verdicts(Arc<Mutex<VecDeque<bool>>>);
+use crate::deadline::LazyDeadline;
 
-impl Verdicts {
-    fn push(&self, refuse: bool) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(refuse);
+/// One connection's requests, as its reader and its service both see them.
+#[derive(Debug)]
+pub struct Requests {
+    /// Heads the guard has judged.
+    judged: AtomicU64,
+    /// 1 + the index of the head the guard refused, or 0. A refused head is the last one the
+    /// guard judges: it stops inspecting the connection there.
+    refused: AtomicU64,
+    /// Requests handed to the service.
+    served: AtomicU64,
+    /// Requests in service: handed over and their response not yet sent.
+    in_flight: AtomicU64,
+    /// When the connection last had no request in service, in nanoseconds after `born`.
+    idle_since: AtomicU64,
+    born: Instant,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests {
+            judged: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+}
+
+impl Requests {
+    fn judge(&self, refuse: bool) {
+        let index = self.judged.fetch_add(1, Relaxed);
+        if refuse {
+            self.refused.store(index + 1, Relaxed);
+        }
     }
 
-    /// Whether the next request on the connection must be refused.
-    pub fn next_is_refused(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-            .unwrap_or(false)
+    /// Takes the next request into service: whether it must be refused, and a guard that
+    /// marks it answered when dropped (with the response body).
+    pub fn serve(self: &Arc<Self>) -> (bool, InService) {
+        let index = self.served.fetch_add(1, Relaxed);
+        self.in_flight.fetch_add(1, Relaxed);
+        (
+            self.refused.load(Relaxed) == index + 1,
+            InService(self.clone()),
+        )
+    }
+
+    /// The moment from which the header read timeout runs, if no request is in service.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Relaxed) == 0)
+            .then(|| self.born + Duration::from_nanos(self.idle_since.load(Relaxed)))
+    }
+}
+
+/// A request in service; dropped once its response has been handed to the connection.
+#[derive(Debug)]
+pub struct InService(Arc<Requests>);
+
+impl Drop for InService {
+    fn drop(&mut self) {
+        let r = &self.0;
+        if r.in_flight.fetch_sub(1, Relaxed) == 1 {
+            let nanos = r.born.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+            r.idle_since.store(nanos, Relaxed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in service until hyper drops it, which it does
+    /// once the body has ended (or the connection has).
+    pub struct Answering<B> {
+        #[pin]
+        body: B,
+        request: InService,
+    }
+}
+
+impl<B> Answering<B> {
+    pub fn new(body: B, request: InService) -> Self {
+        Answering { body, request }
+    }
+}
+
+impl<B: Body> Body for Answering<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -65,18 +158,22 @@ pin_project_lite::pin_project! {
         state: State,
         head: Vec<u8>,
         line: Vec<u8>,
-        verdicts: Verdicts,
+        requests: Arc<Requests>,
+        header_read_timeout: Duration,
+        header_deadline: LazyDeadline,
     }
 }
 
 impl<IO> Guarded<IO> {
-    pub fn new(inner: IO, verdicts: Verdicts) -> Self {
+    pub fn new(inner: IO, requests: Arc<Requests>, header_read_timeout: Duration) -> Self {
         Guarded {
             inner,
             state: State::Head,
             head: Vec::new(),
             line: Vec::new(),
-            verdicts,
+            requests,
+            header_read_timeout,
+            header_deadline: LazyDeadline::default(),
         }
     }
 }
@@ -139,7 +236,7 @@ fn observe(
     state: &mut State,
     head: &mut Vec<u8>,
     line: &mut Vec<u8>,
-    verdicts: &Verdicts,
+    requests: &Requests,
     mut data: &[u8],
 ) {
     while !data.is_empty() {
@@ -184,13 +281,13 @@ fn observe(
                             Framing::Length(n) => State::Fixed(n),
                             Framing::Chunked => State::ChunkSize,
                             Framing::Refuse => {
-                                verdicts.push(true);
+                                requests.judge(true);
                                 State::Off
                             }
                             Framing::Unknown => State::Off,
                         };
                         if !matches!(state, State::Off) {
-                            verdicts.push(false);
+                            requests.judge(false);
                         }
                     }
                 }
@@ -256,12 +353,31 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        let result = this.inner.poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &result {
-            let new = &buf.filled()[before..];
-            observe(this.state, this.head, this.line, this.verdicts, new);
+        match this.inner.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                observe(this.state, this.head, this.line, this.requests, new);
+                Poll::Ready(Ok(()))
+            }
+            // Only a read that has to wait needs the deadline, to be woken by it.
+            Poll::Pending => match this.requests.idle_since() {
+                Some(since)
+                    if this
+                        .header_deadline
+                        .poll_passed(since + *this.header_read_timeout, cx) =>
+                {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no request head within proxy.header_read_timeout ({:?})",
+                            this.header_read_timeout
+                        ),
+                    )))
+                }
+                _ => Poll::Pending,
+            },
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
-        result
     }
 }
 
@@ -296,16 +412,12 @@ mod tests {
     use super::*;
 
     fn verdicts_for(chunks: &[&[u8]]) -> Vec<bool> {
-        let v = Verdicts::default();
+        let r = Arc::new(Requests::default());
         let (mut state, mut head, mut line) = (State::Head, Vec::new(), Vec::new());
         for c in chunks {
-            observe(&mut state, &mut head, &mut line, &v, c);
+            observe(&mut state, &mut head, &mut line, &r, c);
         }
-        let mut out = Vec::new();
-        while let Some(x) = v.0.lock().unwrap().pop_front() {
-            out.push(x);
-        }
-        out
+        (0..r.judged.load(Relaxed)).map(|_| r.serve().0).collect()
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dashboard;
+pub mod deadline;
 pub mod framing;
 pub mod metrics;
 pub mod pool;

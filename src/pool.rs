@@ -12,18 +12,19 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, Uri, header};
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant as Deadline;
 use tower_service::Service;
 
+use crate::deadline::LazyDeadline;
 use crate::metrics::ErrorKind;
 use crate::upstream::Failure;
 
@@ -48,6 +49,8 @@ struct Conn {
     sender: SendRequest<Incoming>,
     /// `None` once the connection has closed.
     driver: Option<Connection<TokioIo<TcpStream>, Incoming>>,
+    /// The response-head deadline, one timer for all the connection's requests.
+    head_deadline: LazyDeadline,
 }
 
 impl Conn {
@@ -88,22 +91,24 @@ impl Pool {
         })
     }
 
-    /// Sends `req` (origin-form URI) and drives the connection until the response head.
-    /// A request that a reused connection closed before taking is sent once more on a new
-    /// connection, as hyper-util's client does.
+    /// Sends `req` (origin-form URI) and drives the connection until the response head, which
+    /// must come by `deadline` (`Err(None)` when it does not). A request that a reused
+    /// connection closed before taking is sent once more on a new connection, as hyper-util's
+    /// client does.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        deadline: Deadline,
+    ) -> Result<(Response<Incoming>, Lease), Option<Failure>> {
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
         let (mut conn, mut reused) = match self.checkout() {
             Some(conn) => (conn, true),
-            None => (Box::pin(self.connect()).await?, false),
+            None => (self.connect_by(deadline).await?, false),
         };
         loop {
-            match exchange(&mut conn, req).await {
+            match exchange(&mut conn, req, deadline).await {
                 Ok(resp) => {
                     let lease = Lease {
                         conn: Some(conn),
@@ -112,17 +117,32 @@ impl Pool {
                     };
                     return Ok((resp, lease));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => {
-                        req = unsent;
-                        conn = Box::pin(self.connect()).await?;
-                        reused = false;
-                    }
-                    _ => {
-                        return Err(Failure::from_error(&e.into_error(), ErrorKind::Reset));
-                    }
-                },
+                Err(Unanswered::Unsent(unsent)) if reused => {
+                    req = *unsent;
+                    conn = self.connect_by(deadline).await?;
+                    reused = false;
+                }
+                Err(Unanswered::Unsent(_)) => {
+                    return Err(Some(Failure {
+                        kind: ErrorKind::Reset,
+                        cause: "connection closed before the request was sent".into(),
+                    }));
+                }
+                Err(Unanswered::Failed(e)) => {
+                    return Err(Some(Failure::from_error(&e, ErrorKind::Reset)));
+                }
+                Err(Unanswered::TimedOut) => return Err(None),
             }
+        }
+    }
+
+    async fn connect_by(
+        self: &Arc<Self>,
+        deadline: Deadline,
+    ) -> Result<Box<Conn>, Option<Failure>> {
+        match tokio::time::timeout_at(deadline, Box::pin(self.connect())).await {
+            Ok(conn) => conn.map_err(Some),
+            Err(_) => Err(None),
         }
     }
 
@@ -142,7 +162,9 @@ impl Pool {
             .call(self.origin.clone())
             .await
             .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;
+        // Flat writes: a request head goes out in one `write`.
         let (sender, driver) = http1::Builder::new()
+            .writev(false)
             .handshake(io)
             .await
             .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;
@@ -150,6 +172,7 @@ impl Pool {
         Ok(Box::new(Conn {
             sender,
             driver: Some(driver),
+            head_deadline: LazyDeadline::default(),
         }))
     }
 
@@ -181,15 +204,34 @@ impl Pool {
     }
 }
 
+/// Why an exchange brought no response head.
+enum Unanswered {
+    /// The connection closed before taking the request, which comes back.
+    Unsent(Box<Request<Incoming>>),
+    Failed(hyper::Error),
+    TimedOut,
+}
+
 /// Sends one request and polls the connection until its response head arrives.
 async fn exchange(
     conn: &mut Conn,
     req: Request<Incoming>,
-) -> Result<Response<Incoming>, TrySendError<Request<Incoming>>> {
+    deadline: Deadline,
+) -> Result<Response<Incoming>, Unanswered> {
     let mut head = pin!(conn.sender.try_send_request(req));
     poll_fn(|cx| {
         conn.drive(cx);
-        head.as_mut().poll(cx)
+        match head.as_mut().poll(cx) {
+            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
+            Poll::Ready(Err(mut e)) => Poll::Ready(Err(match e.take_message() {
+                Some(unsent) => Unanswered::Unsent(Box::new(unsent)),
+                None => Unanswered::Failed(e.into_error()),
+            })),
+            Poll::Pending if conn.head_deadline.poll_passed(deadline, cx) => {
+                Poll::Ready(Err(Unanswered::TimedOut))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     })
     .await
 }

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::{self, SourceConfig};
+use crate::framing::{Answering, InService};
 use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::pool::Lease;
 use crate::route::{NoRoute, Router};
@@ -134,16 +135,19 @@ impl Drop for Pending {
 }
 
 /// Serves one request from the connector. Never fails: every problem is an HTTP answer.
+/// `request` keeps it counted as in service on its connection until the response has gone.
 pub async fn handle(
     routes: Arc<Routes>,
     client_ip: HeaderValue,
-    ambiguous_framing: bool,
+    (ambiguous_framing, request): (bool, InService),
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<Answering<ResponseBody>>, Infallible> {
+    // Every return goes through here (a wrapping future would copy this one's state).
+    let answer = |resp: Response<ResponseBody>| Ok(resp.map(|b| Answering::new(b, request)));
     let start = Instant::now();
     if ambiguous_framing {
         tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
-        return Ok(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
+        return answer(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
     }
     let host = req
         .headers()
@@ -157,7 +161,7 @@ pub async fn handle(
             match target.upstream_path(r.path, r.query) {
                 Some(path) => (target, path),
                 None => {
-                    return Ok(refuse(
+                    return answer(refuse(
                         &routes.unmatched,
                         start,
                         NoRoute::UnsafePath("it does not form a valid upstream URI"),
@@ -176,7 +180,7 @@ pub async fn handle(
                     "request not forwarded"
                 );
             }
-            return Ok(refuse(&routes.unmatched, start, no));
+            return answer(refuse(&routes.unmatched, start, no));
         }
     };
     let mut pending = Pending::new(target.metrics.clone(), start);
@@ -191,7 +195,7 @@ pub async fn handle(
                     source = target.metrics.name(),
                     "in-flight cap reached: answering 503"
                 );
-                return Ok(text(
+                return answer(text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "remedy: this source's max_in_flight is reached; retry later\n",
                 ));
@@ -240,7 +244,7 @@ pub async fn handle(
                 failure.kind.as_str(),
                 failure.cause
             );
-            return Ok(text(status, body));
+            return answer(text(status, body));
         }
     };
 
@@ -268,7 +272,7 @@ pub async fn handle(
         l.set_complete(body.is_end_stream());
         l
     });
-    Ok(Response::from_parts(
+    answer(Response::from_parts(
         parts,
         ResponseBody::Stream {
             body,

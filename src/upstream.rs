@@ -20,6 +20,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
@@ -135,38 +136,23 @@ impl Upstream {
     pub async fn send(
         &self,
         path: PathAndQuery,
-        req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
-        match tokio::time::timeout(self.response_header, self.exchange(path, req)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure {
-                kind: ErrorKind::Timeout,
-                cause: format!(
-                    "no response head within the response_header timeout of {:?}",
-                    self.response_header
-                ),
-            }),
-        }
-    }
-
-    /// The request's trip to the upstream, by the pool that suits it.
-    async fn exchange(
-        &self,
-        path: PathAndQuery,
         mut req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
+        let deadline = Instant::now() + self.response_header;
         // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
         // connection to a TLS upstream sets its own version).
         *req.version_mut() = http::Version::HTTP_11;
+        let (mut parts, body) = req.into_parts();
         match &self.direct {
-            Some(pool) if req.body().is_end_stream() => {
-                let (mut parts, body) = req.into_parts();
+            Some(pool) if body.is_end_stream() => {
                 parts.uri = Uri::from(path);
-                let (resp, lease) = pool.send(Request::from_parts(parts, body)).await?;
+                let (resp, lease) = pool
+                    .send(Request::from_parts(parts, body), deadline)
+                    .await
+                    .map_err(|e| e.unwrap_or_else(|| self.timed_out()))?;
                 Ok((resp, Some(lease)))
             }
             _ => {
-                let (mut parts, body) = req.into_parts();
                 parts.uri = Uri::from_parts({
                     let mut uri = http::uri::Parts::default();
                     uri.scheme = Some(self.scheme.clone());
@@ -175,11 +161,23 @@ impl Upstream {
                     uri
                 })
                 .expect("a scheme, an authority and a path make a URI");
-                match self.client.request(Request::from_parts(parts, body)).await {
-                    Ok(resp) => Ok((resp, None)),
-                    Err(e) => Err(Failure::from_error(&e, ErrorKind::Reset)),
+                let sent = self.client.request(Request::from_parts(parts, body));
+                match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(Ok(resp)) => Ok((resp, None)),
+                    Ok(Err(e)) => Err(Failure::from_error(&e, ErrorKind::Reset)),
+                    Err(_) => Err(self.timed_out()),
                 }
             }
+        }
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure {
+            kind: ErrorKind::Timeout,
+            cause: format!(
+                "no response head within the response_header timeout of {:?}",
+                self.response_header
+            ),
         }
     }
 }

@@ -43,6 +43,19 @@ fn stalled_upstream_is_504_from_the_proxy() {
 }
 
 #[test]
+fn a_reused_upstream_connection_still_times_out_a_stalled_head() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&source(&u.url(), ""));
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    assert_eq!(send(remedy.proxy, "/api/stall").status, 504);
+    // The stalled request went out on the first request's connection, which is then dropped.
+    assert_eq!(u.accepted(), 1);
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    assert_eq!(u.accepted(), 2);
+    assert_eq!(remedy.scrape().errors("api", "timeout"), 1.0);
+}
+
+#[test]
 fn untrusted_certificate_is_502_tls() {
     let u = Upstream::tls();
     let remedy = Remedy::start(&source(&u.url(), ""));

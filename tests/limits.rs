@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Remedy, Upstream, raw, send};
+use support::{Remedy, Upstream, raw, read_one, send};
 
 fn remedy_for(u: &Upstream, proxy: &str) -> Remedy {
     Remedy::start(&format!(
@@ -52,13 +52,58 @@ fn slow_header_clients_are_cut_off_without_hurting_others() {
     slow.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut buf = Vec::new();
-    let _ = slow.read_to_end(&mut buf);
+    slow.read_to_end(&mut buf)
+        .expect("the slow client was never cut off");
     let text = String::from_utf8_lossy(&buf);
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
     assert_eq!(u.hits(), 1);
+}
+
+#[test]
+fn requests_slower_than_the_header_read_timeout_are_not_cut() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "header_read_timeout: 300ms");
+    let mut s = TcpStream::connect(remedy.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A response that takes about a second to stream.
+    s.write_all(b"GET /api/drip/5/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let r = read_one(&mut s).expect("the slow response, whole");
+    assert_eq!((r.status, r.body.len()), (200, 5));
+    // An upload that takes about a second to send, on the same connection.
+    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    for byte in b"abcde" {
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&[*byte]).unwrap();
+    }
+    let r = read_one(&mut s).expect("the upload's answer");
+    assert_eq!(r.json()["body_len"], 5, "{}", r.text());
+    assert_eq!(u.hits(), 2);
+}
+
+#[test]
+fn a_connection_idle_past_the_header_read_timeout_is_closed() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "header_read_timeout: 300ms");
+    let mut s = TcpStream::connect(remedy.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_one(&mut s).map(|r| r.status), Some(200));
+    }
+    // Then nothing: remedy closes the connection rather than keep it forever.
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        s.read(&mut buf).unwrap(),
+        0,
+        "expected the connection closed"
+    );
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
 }
 
 #[test]

@@ -65,6 +65,25 @@ pub fn request(
     raw(addr, &bytes).unwrap_or_else(|| panic!("no complete response to {method} {target}"))
 }
 
+/// Reads one response (its body framed by length or chunks) from a connection that stays
+/// open; `None` if the connection ends first.
+pub fn read_one(s: &mut TcpStream) -> Option<Reply> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(reply) = parse(&buf)
+            && (reply.header("content-length").is_some()
+                || reply.header("transfer-encoding").is_some())
+        {
+            return Some(reply);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// `GET path` with no extra headers.
 pub fn send(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"")

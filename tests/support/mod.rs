@@ -9,7 +9,7 @@ pub mod scrape;
 pub mod tools;
 pub mod upstream;
 
-pub use client::{Reply, raw, request, send};
+pub use client::{Reply, raw, read_one, request, send};
 pub use launcher::Remedy;
 pub use scrape::Scrape;
 pub use upstream::Upstream;
