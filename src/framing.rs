@@ -191,9 +191,11 @@ enum Framing {
 const GUARD_HEADERS: usize = 128;
 
 fn framing(head: &[u8]) -> Option<(usize, Framing)> {
-    let mut storage = [httparse::EMPTY_HEADER; GUARD_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    let len = match req.parse(head) {
+    // Left uninitialised: httparse writes only the headers it finds.
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; GUARD_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(head, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return None,
         Err(_) => return Some((head.len(), Framing::Unknown)),

@@ -219,7 +219,7 @@ pub async fn handle(
     let req = Request::from_parts(parts, body);
 
     // Phase 4: forward and wait for the response head.
-    let (resp, lease) = match target.client.send(upstream_path, req).await {
+    let (resp, lease) = match target.client.send(upstream_path, req, start).await {
         Ok(sent) => sent,
         Err(failure) => {
             let status = if failure.kind == ErrorKind::Timeout {
@@ -327,12 +327,28 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The index of `name` in [`HOP_BY_HOP`]: one match on the name rather than nine comparisons.
+fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "te" => 5,
+        "trailer" => 6,
+        "upgrade" => 7,
+        "transfer-encoding" => 8,
+        _ => return None,
+    })
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which are present; most messages carry at most
     // `Connection: keep-alive`, so nothing is allocated and only present names are removed.
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop(name) {
             present |= 1 << i;
         }
     }
@@ -341,7 +357,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Headers the sender named in `Connection` are hop-by-hop too; `close` and `keep-alive`
     // are the usual tokens and need no lookup of their own.
-    if present & 1 != 0 {
+    let usual = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
+    if present & 1 != 0 && !headers.get_all(header::CONNECTION).iter().all(usual) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -557,6 +577,15 @@ impl Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hop_by_hop_name_is_matched_to_its_own_index() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop(&header::CONTENT_LENGTH), None);
+        assert_eq!(hop_by_hop(&HeaderName::from_static("x-te")), None);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

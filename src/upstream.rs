@@ -131,14 +131,15 @@ impl Upstream {
     }
 
     /// Sends `req` to `path` on the upstream and waits for the response head, within the
-    /// `response_header` timeout. A [`Lease`] comes back when the response body must drive
-    /// the connection it arrives on.
+    /// `response_header` timeout counted from `start` (when the request arrived). A [`Lease`]
+    /// comes back when the response body must drive the connection it arrives on.
     pub async fn send(
         &self,
         path: PathAndQuery,
         mut req: Request<Incoming>,
+        start: Instant,
     ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
-        let deadline = Instant::now() + self.response_header;
+        let deadline = start + self.response_header;
         // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
         // connection to a TLS upstream sets its own version).
         *req.version_mut() = http::Version::HTTP_11;
