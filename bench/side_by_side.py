@@ -4,6 +4,10 @@ Starts an nginx origin (/ok 3 bytes, /4k, /429), then nginx, HAProxy and remedy 
 proxies in front of it; runs wrk against the origin directly and through each proxy,
 alternating targets, for several rounds; reads each proxy's CPU time and resident memory from
 /proc; prints a markdown table. Every process it starts is stopped when it ends.
+
+With two CPUs or more, the load (wrk, the origin, this script) runs on one CPU and the proxies
+on another, so that each proxy is measured on a CPU of its own rather than wherever the
+scheduler last put it: the same for all three, and steadier from run to run.
 """
 
 import os
@@ -35,9 +39,16 @@ SCENARIOS = [
 
 procs = []
 
+ALLOWED = sorted(os.sched_getaffinity(0))
+# (load CPUs, proxy CPUs); None where there is only one CPU to run on.
+PINNED = ({ALLOWED[0]}, {ALLOWED[1]}) if len(ALLOWED) >= 2 else None
 
-def start(cmd, **kw):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+def start(cmd, proxy=False, **kw):
+    pin = None
+    if PINNED and proxy:
+        pin = lambda: os.sched_setaffinity(0, PINNED[1])
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin, **kw)
     procs.append(p)
     return p
 
@@ -110,14 +121,17 @@ def main():
     # 8 connections each waiting 4 ms between requests: about 2,000 requests/s.
     open(os.path.join(tmp, "pace.lua"), "w").write("function delay() return 4 end\n")
 
+    if PINNED:
+        # Inherited by the origin and wrk.
+        os.sched_setaffinity(0, PINNED[0])
     start(origin_command(tmp))
     wait_port(PORTS["direct"])
     cmds = commands(tmp)
     targets = {
         "direct": None,
-        "nginx": start(cmds["nginx"]),
-        "haproxy": start(cmds["haproxy"]),
-        "remedy": start(cmds["remedy"], env={**os.environ, "REMEDY_LOG": "warn"}),
+        "nginx": start(cmds["nginx"], proxy=True),
+        "haproxy": start(cmds["haproxy"], proxy=True),
+        "remedy": start(cmds["remedy"], proxy=True, env={**os.environ, "REMEDY_LOG": "warn"}),
     }
     for name, port in PORTS.items():
         wait_port(port)
@@ -148,8 +162,10 @@ def main():
     peak = {n: mem_kib(pids_of(p), "VmHWM:") for n, p in targets.items() if p}
 
     med = lambda xs: statistics.median(xs)
+    placement = (f" wrk and the origin on CPU {min(PINNED[0])}, the proxies on CPU {min(PINNED[1])}."
+                 if PINNED else "")
     print(f"\n{ROUNDS} rounds x {SECONDS}s per scenario and target; medians. CPU: proxy process(es) "
-          f"utime+stime per request. Machine: {os.cpu_count()} CPUs.\n")
+          f"utime+stime per request. Machine: {os.cpu_count()} CPUs.{placement}\n")
     print("| scenario | target | req/s | p50 µs | p99 µs | added p50 µs | added p99 µs | CPU µs/req |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, *_ in SCENARIOS:
