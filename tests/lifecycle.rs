@@ -218,3 +218,42 @@ fn a_changed_config_file_is_picked_up_when_watching() {
         Some(1.0)
     );
 }
+
+/// Each thread of the process: its name and its scheduling policy (0 normal, 5 idle).
+fn thread_policies(pid: i32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised name start at field 3; the policy is field 41.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap();
+        out.push((name.trim().to_owned(), fields[38].parse().unwrap()));
+    }
+    out
+}
+
+#[test]
+fn the_admin_thread_gives_way_to_the_proxy_workers() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&format!(
+        "runtime: {{ worker_threads: 2 }}\nsources:\n{}",
+        source("api", &u)
+    ));
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    let threads = thread_policies(remedy.pid());
+    let policy = |name: &str| {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(policy("remedy-admin"), [5], "{threads:?}");
+    assert_eq!(policy("remedy-proxy"), [0, 0], "{threads:?}");
+}
