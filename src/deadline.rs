@@ -43,6 +43,11 @@ mod tests {
     use std::task::Poll;
     use std::time::Duration;
 
+    /// Whether `deadline` has passed, after one poll.
+    async fn passed(d: &mut LazyDeadline, deadline: Instant) -> bool {
+        poll_fn(|cx| Poll::Ready(d.poll_passed(deadline, cx))).await
+    }
+
     /// Polls until the deadline passes; returns how many times it was polled.
     async fn wait(d: &mut LazyDeadline, deadline: Instant) -> u32 {
         let mut polls = 0;
@@ -63,9 +68,7 @@ mod tests {
         let start = Instant::now();
         let mut d = LazyDeadline::default();
         // Armed for one deadline, which later requests push back without re-arming.
-        assert!(
-            !poll_fn(|cx| Poll::Ready(d.poll_passed(start + Duration::from_secs(1), cx))).await
-        );
+        assert!(!passed(&mut d, start + Duration::from_secs(1)).await);
         let later = start + Duration::from_secs(5);
         let polls = wait(&mut d, later).await;
         assert_eq!(Instant::now(), later);
@@ -77,9 +80,7 @@ mod tests {
     async fn an_earlier_deadline_pulls_the_timer_in() {
         let start = Instant::now();
         let mut d = LazyDeadline::default();
-        assert!(
-            !poll_fn(|cx| Poll::Ready(d.poll_passed(start + Duration::from_secs(9), cx))).await
-        );
+        assert!(!passed(&mut d, start + Duration::from_secs(9)).await);
         let sooner = start + Duration::from_secs(2);
         wait(&mut d, sooner).await;
         assert_eq!(Instant::now(), sooner);
@@ -90,6 +91,6 @@ mod tests {
         let mut d = LazyDeadline::default();
         tokio::time::advance(Duration::from_secs(3)).await;
         let past = Instant::now() - Duration::from_secs(1);
-        assert!(poll_fn(|cx| Poll::Ready(d.poll_passed(past, cx))).await);
+        assert!(passed(&mut d, past).await);
     }
 }

@@ -62,12 +62,18 @@ fn slow_header_clients_are_cut_off_without_hurting_others() {
     assert_eq!(u.hits(), 1);
 }
 
+/// A connection to the proxy for several requests in turn.
+fn keep_alive(remedy: &Remedy) -> TcpStream {
+    let s = TcpStream::connect(remedy.proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 #[test]
 fn requests_slower_than_the_header_read_timeout_are_not_cut() {
     let u = Upstream::http();
     let remedy = remedy_for(&u, "header_read_timeout: 300ms");
-    let mut s = TcpStream::connect(remedy.proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = keep_alive(&remedy);
     // A response that takes about a second to stream.
     s.write_all(b"GET /api/drip/5/200 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -89,8 +95,7 @@ fn requests_slower_than_the_header_read_timeout_are_not_cut() {
 fn a_connection_idle_past_the_header_read_timeout_is_closed() {
     let u = Upstream::http();
     let remedy = remedy_for(&u, "header_read_timeout: 300ms");
-    let mut s = TcpStream::connect(remedy.proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = keep_alive(&remedy);
     for _ in 0..2 {
         s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
