@@ -2,11 +2,12 @@
 //!
 //! Arming a tokio timer for every request and dropping it when the request finishes costs an
 //! allocation or two and a lock-protected insert and removal on the timer wheel, which
-//! callgrind puts at about a thousand instructions a time. The deadlines remedy keeps per
-//! connection (the header read timeout, the upstream's response-head timeout) move forward with
-//! every request and almost never pass, so one timer per connection is kept armed at a deadline
-//! that is never later than the one that counts; when it fires early it moves to the current
-//! deadline, so a busy connection re-arms once per timeout period rather than once per request.
+//! callgrind puts at about a thousand instructions a time. remedy's deadlines (the header read
+//! timeout of a connector's connection, the response-head timeout of an upstream connection,
+//! the idle timeout of a streaming body) move forward with every request or chunk and almost
+//! never pass, so one timer is kept armed at a deadline that is never later than the one that
+//! counts; when it fires early it moves to the current deadline, so a busy connection re-arms
+//! once per timeout period rather than once per request.
 
 use std::pin::Pin;
 use std::task::Context;

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -20,9 +20,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::config::{self, SourceConfig};
+use crate::deadline::LazyDeadline;
 use crate::framing::{Answering, InService};
 use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::pool::Lease;
@@ -276,9 +277,9 @@ pub async fn handle(
         parts,
         ResponseBody::Stream {
             body,
-            idle: None,
+            idle: LazyDeadline::default(),
             idle_after: idle,
-            last_progress: start,
+            last_progress: None,
             pending: Some(pending),
             lease,
         },
@@ -459,13 +460,12 @@ pin_project! {
         Stream {
             #[pin]
             body: Incoming,
-            // Armed at the first wait for the upstream rather than reset for every chunk, so a
-            // body that arrives whole with its head never touches the timer wheel.
-            #[pin]
-            idle: Option<Sleep>,
+            // Armed at the first wait for the upstream, so a body that arrives whole with its
+            // head never touches the timer wheel, and then moved only when it fires.
+            idle: LazyDeadline,
             idle_after: Duration,
-            // When the last chunk came, once the timer is armed.
-            last_progress: Instant,
+            // When the last chunk came, from the first wait on.
+            last_progress: Option<Instant>,
             pending: Option<Pending>,
             // The upstream connection, when this body drives it.
             lease: Option<Lease>,
@@ -491,7 +491,7 @@ impl Body for ResponseBody {
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Stream {
                 mut body,
-                mut idle,
+                idle,
                 idle_after,
                 last_progress,
                 pending,
@@ -502,8 +502,8 @@ impl Body for ResponseBody {
                 }
                 match body.as_mut().poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        if idle.is_some() {
-                            *last_progress = Instant::now();
+                        if last_progress.is_some() {
+                            *last_progress = Some(Instant::now());
                         }
                         if let Some(l) = lease.as_mut() {
                             l.set_complete(body.is_end_stream());
@@ -529,18 +529,9 @@ impl Body for ResponseBody {
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
-                        if idle.is_none() {
-                            *last_progress = Instant::now();
-                            idle.set(Some(tokio::time::sleep_until(*last_progress + *idle_after)));
-                        }
-                        let mut timer = idle.as_pin_mut().expect("armed above");
-                        loop {
-                            ready!(timer.as_mut().poll(cx));
-                            let due = *last_progress + *idle_after;
-                            if due <= Instant::now() {
-                                break;
-                            }
-                            timer.as_mut().reset(due);
+                        let since = *last_progress.get_or_insert_with(Instant::now);
+                        if !idle.poll_passed(since + *idle_after, cx) {
+                            return Poll::Pending;
                         }
                         if let Some(p) = pending.take() {
                             tracing::warn!(
