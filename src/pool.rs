@@ -117,19 +117,16 @@ impl Pool {
                     };
                     return Ok((resp, lease));
                 }
-                Err(Unanswered::Unsent(unsent)) if reused => {
+                Err(Unanswered::Failed {
+                    unsent: Some(unsent),
+                    ..
+                }) if reused => {
                     req = *unsent;
                     conn = self.connect_by(deadline).await?;
                     reused = false;
                 }
-                Err(Unanswered::Unsent(_)) => {
-                    return Err(Some(Failure {
-                        kind: ErrorKind::Reset,
-                        cause: "connection closed before the request was sent".into(),
-                    }));
-                }
-                Err(Unanswered::Failed(e)) => {
-                    return Err(Some(Failure::from_error(&e, ErrorKind::Reset)));
+                Err(Unanswered::Failed { error, .. }) => {
+                    return Err(Some(Failure::from_error(&error, ErrorKind::Reset)));
                 }
                 Err(Unanswered::TimedOut) => return Err(None),
             }
@@ -206,9 +203,11 @@ impl Pool {
 
 /// Why an exchange brought no response head.
 enum Unanswered {
-    /// The connection closed before taking the request, which comes back.
-    Unsent(Box<Request<Incoming>>),
-    Failed(hyper::Error),
+    /// With the request when the connection closed before taking it.
+    Failed {
+        error: hyper::Error,
+        unsent: Option<Box<Request<Incoming>>>,
+    },
     TimedOut,
 }
 
@@ -223,9 +222,9 @@ async fn exchange(
         conn.drive(cx);
         match head.as_mut().poll(cx) {
             Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp)),
-            Poll::Ready(Err(mut e)) => Poll::Ready(Err(match e.take_message() {
-                Some(unsent) => Unanswered::Unsent(Box::new(unsent)),
-                None => Unanswered::Failed(e.into_error()),
+            Poll::Ready(Err(mut e)) => Poll::Ready(Err(Unanswered::Failed {
+                unsent: e.take_message().map(Box::new),
+                error: e.into_error(),
             })),
             Poll::Pending if conn.head_deadline.poll_passed(deadline, cx) => {
                 Poll::Ready(Err(Unanswered::TimedOut))

@@ -357,20 +357,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // Headers the sender named in `Connection` are hop-by-hop too; `close` and `keep-alive`
-    // are the usual tokens and need no lookup of their own.
-    let usual = |v: &HeaderValue| {
-        let v = v.as_bytes();
-        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
-    };
-    if present & 1 != 0 && !headers.get_all(header::CONNECTION).iter().all(usual) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
+    // are the usual tokens (often the whole value) and need no lookup of their own.
+    let usual =
+        |t: &[u8]| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close");
+    let connection = headers.get_all(header::CONNECTION);
+    if present & 1 != 0 && !connection.iter().all(|v| usual(v.as_bytes())) {
+        let named: Vec<HeaderName> = connection
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !usual(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in &named {
             headers.remove(name);
