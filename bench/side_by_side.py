@@ -191,14 +191,16 @@ def main():
         print(f"| {n} | {idle[n]} | {peak[n]} |")
 
     def ratio(metric, scenario, a, b):
+        """The ratio of medians, then each round's own ratio (the targets ran seconds apart)."""
         ra, rb = results.get((scenario, a)), results.get((scenario, b))
         i = {"rps": 0, "cpu": 3}[metric]
-        return med([x[i] for x in ra]) / med([x[i] for x in rb])
+        rounds = ", ".join(f"{x[i] / y[i]:.2f}" for x, y in zip(ra, rb))
+        return f"{med([x[i] for x in ra]) / med([x[i] for x in rb]):.2f} ({rounds})"
 
-    print("\n| ratio (remedy / other) | nginx | haproxy |\n|---|---:|---:|")
+    print("\n| ratio (remedy / other): of the medians (each round's) | nginx | haproxy |\n|---|---:|---:|")
     for label, metric, scen in [("req/s, /ok c=32", "rps", "/ok c=32"), ("CPU per request, /ok c=32", "cpu", "/ok c=32"),
                                 ("req/s, /ok c=256", "rps", "/ok c=256"), ("CPU per request, /ok c=256", "cpu", "/ok c=256")]:
-        print(f"| {label} | {ratio(metric, scen, 'remedy', 'nginx'):.2f} | {ratio(metric, scen, 'remedy', 'haproxy'):.2f} |")
+        print(f"| {label} | {ratio(metric, scen, 'remedy', 'nginx')} | {ratio(metric, scen, 'remedy', 'haproxy')} |")
     print(f"| RSS idle | {idle['remedy'] / idle['nginx']:.2f} | {idle['remedy'] / idle['haproxy']:.2f} |")
     print(f"| RSS peak | {peak['remedy'] / peak['nginx']:.2f} | {peak['remedy'] / peak['haproxy']:.2f} |")
     scr = results.get(("paced 2k/s + 10 scrapes/s", "remedy"))
