@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
@@ -141,7 +141,7 @@ pub async fn handle(
     routes: Arc<Routes>,
     client_ip: HeaderValue,
     (ambiguous_framing, request): (bool, InService),
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Answering<ResponseBody>>, Infallible> {
     // Every return goes through here (a wrapping future would copy this one's state).
     let answer = |resp: Response<ResponseBody>| Ok(resp.map(|b| Answering::new(b, request)));
@@ -210,14 +210,7 @@ pub async fn handle(
         .then(|| crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned());
     // Kept for the warn line of a failure (a reference-counted clone, not a copy).
     let connector_uri = req.uri().clone();
-    let (mut parts, body) = req.into_parts();
-    rewrite_request(
-        &mut parts.headers,
-        &parts.uri,
-        &client_ip,
-        target.preserve_host,
-    );
-    let req = Request::from_parts(parts, body);
+    rewrite_request(&mut req, &client_ip, target.preserve_host);
 
     // Phase 4: forward and wait for the response head.
     let (resp, lease) = match target.client.send(upstream_path, req, start).await {
@@ -391,17 +384,14 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 
-fn rewrite_request(
-    headers: &mut HeaderMap,
-    uri: &Uri,
-    client_ip: &HeaderValue,
-    preserve_host: bool,
-) {
-    strip_hop_by_hop(headers);
-    let original_host = match uri.authority() {
+/// Rewrites `req`'s headers in place (moving a request costs a copy of its head).
+fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_host: bool) {
+    let original_host = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => headers.get(header::HOST).cloned(),
+        None => req.headers().get(header::HOST).cloned(),
     };
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
     let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
             let ip = client_ip.to_str().unwrap_or_default();
@@ -618,16 +608,18 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_set_and_host_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8780"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        let uri: Uri = "/github/x".parse().unwrap();
+        let mut req = Request::builder()
+            .uri("/github/x")
+            .header(header::HOST, "127.0.0.1:8780")
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(())
+            .unwrap();
         rewrite_request(
-            &mut h,
-            &uri,
+            &mut req,
             &client_ip("127.0.0.1:5000".parse().unwrap()),
             false,
         );
+        let h = req.headers();
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "127.0.0.1:8780");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -636,14 +628,15 @@ mod tests {
 
     #[test]
     fn preserve_host_keeps_the_connector_host() {
-        let mut h = HeaderMap::new();
-        let uri: Uri = "http://api.github.com/user".parse().unwrap();
+        let mut req = Request::builder()
+            .uri("http://api.github.com/user")
+            .body(())
+            .unwrap();
         rewrite_request(
-            &mut h,
-            &uri,
+            &mut req,
             &client_ip("127.0.0.1:5000".parse().unwrap()),
             true,
         );
-        assert_eq!(h[header::HOST], "api.github.com");
+        assert_eq!(req.headers()[header::HOST], "api.github.com");
     }
 }

@@ -143,18 +143,17 @@ impl Upstream {
         // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
         // connection to a TLS upstream sets its own version).
         *req.version_mut() = http::Version::HTTP_11;
-        let (mut parts, body) = req.into_parts();
         match &self.direct {
-            Some(pool) if body.is_end_stream() => {
-                parts.uri = Uri::from(path);
+            Some(pool) if req.body().is_end_stream() => {
+                *req.uri_mut() = Uri::from(path);
                 let (resp, lease) = pool
-                    .send(Request::from_parts(parts, body), deadline)
+                    .send(req, deadline)
                     .await
                     .map_err(|e| e.unwrap_or_else(|| self.timed_out()))?;
                 Ok((resp, Some(lease)))
             }
             _ => {
-                parts.uri = Uri::from_parts({
+                *req.uri_mut() = Uri::from_parts({
                     let mut uri = http::uri::Parts::default();
                     uri.scheme = Some(self.scheme.clone());
                     uri.authority = Some(self.authority.clone());
@@ -162,7 +161,7 @@ impl Upstream {
                     uri
                 })
                 .expect("a scheme, an authority and a path make a URI");
-                let sent = self.client.request(Request::from_parts(parts, body));
+                let sent = self.client.request(req);
                 match tokio::time::timeout_at(deadline, sent).await {
                     Ok(Ok(resp)) => Ok((resp, None)),
                     Ok(Err(e)) => Err(Failure::from_error(&e, ErrorKind::Reset)),
