@@ -1,7 +1,10 @@
-"""The benchmark's cast, shared by `side_by_side.py` and `instructions.py`: an nginx origin and
-nginx, HAProxy and remedy as reverse proxies in front of it, one worker each, on loopback."""
+"""The benchmark's cast, shared by `side_by_side.py`, `instructions.py` and `profile.py`: an nginx
+origin and nginx, HAProxy and remedy as reverse proxies in front of it, one worker each, on
+loopback; and the helpers that start them (the proxies on a CPU of their own where there are
+two) and read their CPU time and memory from /proc."""
 
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -86,3 +89,56 @@ def wait_port(port, limit=15):
         except Exception:
             time.sleep(0.05)
     raise SystemExit(f"nothing answers on port {port}")
+
+
+procs = []
+
+ALLOWED = sorted(os.sched_getaffinity(0))
+# (load CPUs, proxy CPUs); None where there is only one CPU to run on.
+PINNED = ({ALLOWED[0]}, {ALLOWED[1]}) if len(ALLOWED) >= 2 else None
+
+
+def start(cmd, proxy=False, **kw):
+    pin = None
+    if PINNED and proxy:
+        pin = lambda: os.sched_setaffinity(0, PINNED[1])
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin, **kw)
+    procs.append(p)
+    return p
+
+
+def stop_all():
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=5)
+        except Exception:
+            p.kill()
+
+
+def pids_of(p):
+    """The process and its children (nginx's workers)."""
+    out = [p.pid]
+    try:
+        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+        out += [int(k) for k in kids]
+    except OSError:
+        pass
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def mem_kib(pids, field):
+    total = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(field):
+                total += int(line.split()[1])
+    return total

@@ -12,7 +12,6 @@ scheduler last put it: the same for all three, and steadier from run to run.
 
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,8 @@ import threading
 import time
 import urllib.request
 
-from proxies import ADMIN, PORTS, commands, origin_command, wait_port, write_configs
+from proxies import (ADMIN, PINNED, PORTS, commands, cpu_ticks, mem_kib, origin_command, pids_of, start,
+                     stop_all, wait_port, write_configs)
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -36,59 +36,6 @@ SCENARIOS = [
     ("paced 2k/s", "/ok", 8, True, False),
     ("paced 2k/s + 10 scrapes/s", "/ok", 8, True, True),
 ]
-
-procs = []
-
-ALLOWED = sorted(os.sched_getaffinity(0))
-# (load CPUs, proxy CPUs); None where there is only one CPU to run on.
-PINNED = ({ALLOWED[0]}, {ALLOWED[1]}) if len(ALLOWED) >= 2 else None
-
-
-def start(cmd, proxy=False, **kw):
-    pin = None
-    if PINNED and proxy:
-        pin = lambda: os.sched_setaffinity(0, PINNED[1])
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin, **kw)
-    procs.append(p)
-    return p
-
-
-def stop_all():
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=5)
-        except Exception:
-            p.kill()
-
-
-def pids_of(p):
-    """The process and its children (nginx's workers)."""
-    out = [p.pid]
-    try:
-        kids = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-        out += [int(k) for k in kids]
-    except OSError:
-        pass
-    return out
-
-
-def cpu_ticks(pids):
-    total = 0
-    for pid in pids:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total
-
-
-def mem_kib(pids, field):
-    total = 0
-    for pid in pids:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith(field):
-                total += int(line.split()[1])
-    return total
-
 
 def wrk(port, path, conns, paced, lua_dir):
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{path}"]
