@@ -12,11 +12,10 @@ than `side_by_side.py`'s; the split is what this is for.
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 
-from proxies import PORTS, commands, cpu_ticks, origin_command, pids_of, start, stop_all, wait_port, write_configs, PINNED
+from proxies import PINNED, PORTS, commands, cpu_ticks, origin_command, pids_of, start, stop_all, wait_port, write_configs
 
 SECONDS = int(os.environ.get("PROFILE_SECONDS", "8"))
 TICK = os.sysconf("SC_CLK_TCK")
