@@ -386,12 +386,13 @@ const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-r
 
 /// Rewrites `req`'s headers in place (moving a request costs a copy of its head).
 fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_host: bool) {
+    // First, so that a `Host` the connector named in `Connection` is not forwarded either.
+    strip_hop_by_hop(req.headers_mut());
     let original_host = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
     };
     let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
     let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
             let ip = client_ip.to_str().unwrap_or_default();
