@@ -628,6 +628,23 @@ mod tests {
     }
 
     #[test]
+    fn a_host_named_in_connection_is_not_forwarded() {
+        let mut req = Request::builder()
+            .uri("/github/x")
+            .header(header::HOST, "127.0.0.1:8780")
+            .header(header::CONNECTION, "host")
+            .body(())
+            .unwrap();
+        rewrite_request(
+            &mut req,
+            &client_ip("127.0.0.1:5000".parse().unwrap()),
+            true,
+        );
+        assert!(!req.headers().contains_key(header::HOST));
+        assert!(!req.headers().contains_key("x-forwarded-host"));
+    }
+
+    #[test]
     fn preserve_host_keeps_the_connector_host() {
         let mut req = Request::builder()
             .uri("http://api.github.com/user")
