@@ -13,12 +13,12 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 
-from proxies import PORTS, commands, origin_command, wait_port, write_configs
+from proxies import PORTS, commands, origin_command, wait_port, workdir, write_configs
+from proxies import wrk as run_wrk
 
 N1, N2 = 1000, 4000
-STOP = {"nginx": signal.SIGQUIT, "haproxy": signal.SIGUSR1, "remedy": signal.SIGTERM}
+STOP = {"nginx": signal.SIGQUIT, "haproxy": signal.SIGUSR1, "remedy": signal.SIGTERM, "baseline": signal.SIGTERM}
 
 
 def count(cmd, port, stop_signal, requests, tmp):
@@ -31,9 +31,8 @@ def count(cmd, port, stop_signal, requests, tmp):
     try:
         wait_port(port, limit=60)
         # wrk stops sending after `requests` answers; its main thread still sleeps out -d.
-        report = subprocess.run(["wrk", "-t1", "-c8", "-d40s", "-s", os.path.join(tmp, "stop.lua"),
-                                 f"http://127.0.0.1:{port}/ok"], env={**os.environ, "N": str(requests)},
-                                capture_output=True, text=True, check=True, timeout=120).stdout
+        report = run_wrk(["-t1", "-c8", "-d40s", "-s", os.path.join(tmp, "stop.lua"), f"http://127.0.0.1:{port}/ok"],
+                         env={**os.environ, "N": str(requests)}, timeout=120)
         done = int(re.search(r"(\d+) requests in", report).group(1))
         if done < requests:
             raise SystemExit(f"only {done} of {requests} requests within 40 s under callgrind")
@@ -47,7 +46,7 @@ def count(cmd, port, stop_signal, requests, tmp):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="remedy-instructions-")
+    tmp = workdir("remedy-instructions-")
     write_configs(tmp)
     open(os.path.join(tmp, "stop.lua"), "w").write(
         'local n = 0\nlocal limit = tonumber(os.getenv("N"))\n'

@@ -12,10 +12,10 @@ than `side_by_side.py`'s; the split is what this is for.
 import os
 import re
 import subprocess
-import tempfile
 import time
 
-from proxies import PINNED, PORTS, commands, cpu_ticks, origin_command, pids_of, start, stop_all, wait_port, write_configs
+from proxies import PINNED, PORTS, commands, cpu_ticks, origin_command, pids_of, start, stop_all, wait_port, workdir, write_configs
+from proxies import wrk as run_wrk
 
 SECONDS = int(os.environ.get("PROFILE_SECONDS", "8"))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -30,8 +30,7 @@ def record(pids, port, conns, out):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
     before = cpu_ticks(pids)
-    report = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", f"http://127.0.0.1:{port}/ok"],
-                            capture_output=True, text=True, check=True, timeout=SECONDS + 30).stdout
+    report = run_wrk(["-t1", f"-c{conns}", f"-d{SECONDS}s", f"http://127.0.0.1:{port}/ok"], timeout=SECONDS + 30)
     cpu = (cpu_ticks(pids) - before) / TICK
     perf.wait(timeout=30)
     return int(re.search(r"(\d+) requests in", report).group(1)), cpu
@@ -50,7 +49,7 @@ def shares(data, key):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="remedy-profile-")
+    tmp = workdir("remedy-profile-")
     write_configs(tmp)
     if PINNED:
         os.sched_setaffinity(0, PINNED[0])

@@ -1,21 +1,53 @@
 """The benchmark's cast, shared by `side_by_side.py`, `instructions.py` and `profile.py`: an nginx
 origin and nginx, HAProxy and remedy as reverse proxies in front of it, one worker each, on
 loopback; and the helpers that start them (the proxies on a CPU of their own where there are
-two) and read their CPU time and memory from /proc."""
+two), run wrk and read their CPU time and memory from /proc."""
 
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 
 PORTS = {"direct": 18001, "nginx": 18002, "haproxy": 18003, "remedy": 18004}
 ADMIN = 18005
+# Another remedy binary to run beside this checkout's, as one more target ("baseline"): a
+# build without the profile, or of an earlier commit, measured in the same run.
+BASELINE = os.environ.get("BENCH_BASELINE")
+BASELINE_ADMIN = 18007
+if BASELINE:
+    PORTS["baseline"] = 18006
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NGINX = "/usr/sbin/nginx"
 HAPROXY = "/usr/sbin/haproxy"
 REMEDY = os.path.join(ROOT, "target/release/remedy")
+
+
+def workdir(prefix):
+    """A scratch directory the origin's workers can read files from: nginx started as root
+    serves files as `www-data`, and `mkdtemp` makes directories only their owner may enter."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)
+    return tmp
+
+
+def wrk(args, expect_2xx=True, env=None, timeout=60):
+    """Runs wrk with `args` and returns its report, after checking that the answers were what
+    the scenario asks for (all 2xx, or none with `expect_2xx=False`): a benchmark of error
+    pages would measure the wrong thing."""
+    out = subprocess.run(["wrk", *args], capture_output=True, text=True, check=True, timeout=timeout,
+                         env=env).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    other = int(m.group(1)) if m else 0
+    wrong = other if expect_2xx else requests - other
+    if requests == 0 or wrong:
+        raise SystemExit(f"wrk {' '.join(args)}: {wrong} of {requests} answers "
+                         f"{'not ' if expect_2xx else ''}2xx\n{out}")
+    return out
 
 
 def write_configs(tmp):
@@ -54,9 +86,10 @@ frontend fe
 backend origin
   server o1 127.0.0.1:{PORTS['direct']}
 """)
-    open(os.path.join(tmp, "remedy.yaml"), "w").write(f"""
-proxy: {{ listen: 127.0.0.1:{PORTS['remedy']}, max_connections: 4096 }}
-admin: {{ listen: 127.0.0.1:{ADMIN} }}
+    for name, admin in (("remedy", ADMIN), ("baseline", BASELINE_ADMIN)):
+        open(os.path.join(tmp, f"{name}.yaml"), "w").write(f"""
+proxy: {{ listen: 127.0.0.1:{PORTS.get(name, 0)}, max_connections: 4096 }}
+admin: {{ listen: 127.0.0.1:{admin} }}
 runtime: {{ worker_threads: 1 }}
 shutdown: {{ drain_timeout: 1s, linger: 0s }}
 sources:
@@ -66,11 +99,14 @@ sources:
 
 def commands(tmp):
     """The command line of each proxy, in the foreground with one worker."""
-    return {
+    cmds = {
         "nginx": [NGINX, "-c", os.path.join(tmp, "proxy.conf"), "-p", tmp],
         "haproxy": [HAPROXY, "-db", "-f", os.path.join(tmp, "haproxy.cfg")],
         "remedy": [REMEDY, "run", "--config", os.path.join(tmp, "remedy.yaml")],
     }
+    if BASELINE:
+        cmds["baseline"] = [BASELINE, "run", "--config", os.path.join(tmp, "baseline.yaml")]
+    return cmds
 
 
 def origin_command(tmp):

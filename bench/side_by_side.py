@@ -13,15 +13,14 @@ scheduler last put it: the same for all three, and steadier from run to run.
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
 from proxies import (ADMIN, PINNED, PORTS, commands, cpu_ticks, mem_kib, origin_command, pids_of, start,
-                     stop_all, wait_port, write_configs)
+                     stop_all, wait_port, workdir, write_configs)
+from proxies import wrk as run_wrk
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -38,10 +37,10 @@ SCENARIOS = [
 ]
 
 def wrk(port, path, conns, paced, lua_dir):
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{path}"]
+    args = ["-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{path}"]
     if paced:
-        cmd[1:1] = ["-s", os.path.join(lua_dir, "pace.lua")]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=SECONDS + 30).stdout
+        args[0:0] = ["-s", os.path.join(lua_dir, "pace.lua")]
+    out = run_wrk(args, expect_2xx=path != "/429", timeout=SECONDS + 30)
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -63,7 +62,7 @@ def scraper(stop):
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="remedy-bench-")
+    tmp = workdir("remedy-bench-")
     write_configs(tmp)
     # 8 connections each waiting 4 ms between requests: about 2,000 requests/s.
     open(os.path.join(tmp, "pace.lua"), "w").write("function delay() return 4 end\n")
@@ -78,7 +77,8 @@ def main():
         "direct": None,
         "nginx": start(cmds["nginx"], proxy=True),
         "haproxy": start(cmds["haproxy"], proxy=True),
-        "remedy": start(cmds["remedy"], proxy=True, env={**os.environ, "REMEDY_LOG": "warn"}),
+        **{n: start(cmds[n], proxy=True, env={**os.environ, "REMEDY_LOG": "warn"}) for n in ("remedy", "baseline")
+           if n in cmds},
     }
     for name, port in PORTS.items():
         wait_port(port)
@@ -144,12 +144,14 @@ def main():
         rounds = ", ".join(f"{x[i] / y[i]:.2f}" for x, y in zip(ra, rb))
         return f"{med([x[i] for x in ra]) / med([x[i] for x in rb]):.2f} ({rounds})"
 
-    print("\n| ratio (remedy / other): of the medians (each round's) | nginx | haproxy |\n|---|---:|---:|")
+    others = [n for n in ("nginx", "haproxy", "baseline") if n in targets]
+    print(f"\n| ratio (remedy / other): of the medians (each round's) | {' | '.join(others)} |\n"
+          f"|---|{'---:|' * len(others)}")
     for label, metric, scen in [("req/s, /ok c=32", "rps", "/ok c=32"), ("CPU per request, /ok c=32", "cpu", "/ok c=32"),
                                 ("req/s, /ok c=256", "rps", "/ok c=256"), ("CPU per request, /ok c=256", "cpu", "/ok c=256")]:
-        print(f"| {label} | {ratio(metric, scen, 'remedy', 'nginx')} | {ratio(metric, scen, 'remedy', 'haproxy')} |")
-    print(f"| RSS idle | {idle['remedy'] / idle['nginx']:.2f} | {idle['remedy'] / idle['haproxy']:.2f} |")
-    print(f"| RSS peak | {peak['remedy'] / peak['nginx']:.2f} | {peak['remedy'] / peak['haproxy']:.2f} |")
+        print(f"| {label} | {' | '.join(ratio(metric, scen, 'remedy', o) for o in others)} |")
+    for label, mem in (("RSS idle", idle), ("RSS peak", peak)):
+        print(f"| {label} | " + " | ".join(f"{mem['remedy'] / mem[o]:.2f}" for o in others) + " |")
     scr = results.get(("paced 2k/s + 10 scrapes/s", "remedy"))
     pac = results.get(("paced 2k/s", "remedy"))
     if scr and pac:

@@ -6,9 +6,10 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+
+from proxies import workdir
 
 TOTAL = int(os.environ.get("SOAK_REQUESTS", "1000000"))
 WARM = 100_000
@@ -51,7 +52,7 @@ def scrape():
 
 
 def main():
-    tmp = tempfile.mkdtemp(prefix="remedy-soak-")
+    tmp = workdir("remedy-soak-")
     locations = "\n".join(f'    location = /s/{c} {{ return {c} "{c}\\n"; }}' for c in sorted(set(CODES)))
     open(f"{tmp}/origin.conf", "w").write(f"""
 worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
