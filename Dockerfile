@@ -5,13 +5,16 @@ ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
-# Dependencies first, against placeholder sources, so code changes reuse this layer.
+# Dependencies first, against placeholder sources, so code changes reuse this layer. Both
+# builds go through scripts/build: release, optimised with the execution profile in pgo/.
 COPY Cargo.toml Cargo.lock ./
+COPY scripts/build ./scripts/build
+COPY pgo ./pgo
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && for b in record route render; do echo 'fn main() {}' > "benches/$b.rs"; done \
-    && cargo build --release --locked \
+    && scripts/build \
     && rm -rf src benches
 COPY src ./src
 COPY benches ./benches
@@ -19,7 +22,7 @@ COPY config ./config
 ARG REMEDY_REVISION=unknown
 ENV REMEDY_REVISION=${REMEDY_REVISION}
 # The same command scripts/test runs, so the tested binary is the shipped one.
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && scripts/build
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 ARG REMEDY_REVISION=unknown

@@ -236,8 +236,14 @@ fn dockerfile_passes_hadolint_and_yaml_passes_yamllint() {
 fn dockerfile_builds_the_binary_the_way_the_tests_do() {
     let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
     let script = std::fs::read_to_string(root().join("scripts/test")).unwrap();
-    assert!(dockerfile.contains("cargo build --release --locked"));
-    assert!(script.contains("cargo build --release --locked"));
+    let build = std::fs::read_to_string(root().join("scripts/build")).unwrap();
+    // Both build through scripts/build, so the image's binary has the same profile-guided
+    // optimisation as the tested and benchmarked one.
+    assert!(dockerfile.contains("COPY pgo ./pgo"));
+    assert!(dockerfile.contains("scripts/build"));
+    assert!(script.contains("\nscripts/build\n"));
+    assert!(build.contains("-Cprofile-use=$PWD/pgo/remedy.profdata"));
+    assert!(build.contains("cargo build --release --locked"));
     assert!(dockerfile.contains("ENTRYPOINT [\"remedy\"]"));
     assert!(dockerfile.contains("CMD [\"run\", \"--config\", \"/etc/remedy/remedy.yaml\"]"));
 }
