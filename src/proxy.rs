@@ -557,6 +557,15 @@ impl Body for ResponseBody {
 mod tests {
     use super::*;
 
+    /// Rewrites `req` as the handler does for a connector at 127.0.0.1:5000.
+    fn rewrite_from_loopback<B>(req: &mut Request<B>, preserve_host: bool) {
+        rewrite_request(
+            req,
+            &client_ip("127.0.0.1:5000".parse().unwrap()),
+            preserve_host,
+        );
+    }
+
     #[test]
     fn every_hop_by_hop_name_is_matched_to_its_own_index() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
@@ -615,11 +624,7 @@ mod tests {
             .header("x-forwarded-for", "10.0.0.1")
             .body(())
             .unwrap();
-        rewrite_request(
-            &mut req,
-            &client_ip("127.0.0.1:5000".parse().unwrap()),
-            false,
-        );
+        rewrite_from_loopback(&mut req, false);
         let h = req.headers();
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "127.0.0.1:8780");
@@ -635,11 +640,7 @@ mod tests {
             .header(header::CONNECTION, "host")
             .body(())
             .unwrap();
-        rewrite_request(
-            &mut req,
-            &client_ip("127.0.0.1:5000".parse().unwrap()),
-            true,
-        );
+        rewrite_from_loopback(&mut req, true);
         assert!(!req.headers().contains_key(header::HOST));
         assert!(!req.headers().contains_key("x-forwarded-host"));
     }
@@ -650,11 +651,7 @@ mod tests {
             .uri("http://api.github.com/user")
             .body(())
             .unwrap();
-        rewrite_request(
-            &mut req,
-            &client_ip("127.0.0.1:5000".parse().unwrap()),
-            true,
-        );
+        rewrite_from_loopback(&mut req, true);
         assert_eq!(req.headers()[header::HOST], "api.github.com");
     }
 }
