@@ -87,8 +87,10 @@ backend origin
   server o1 127.0.0.1:{PORTS['direct']}
 """)
     for name, admin in (("remedy", ADMIN), ("baseline", BASELINE_ADMIN)):
+        if name not in PORTS:
+            continue
         open(os.path.join(tmp, f"{name}.yaml"), "w").write(f"""
-proxy: {{ listen: 127.0.0.1:{PORTS.get(name, 0)}, max_connections: 4096 }}
+proxy: {{ listen: 127.0.0.1:{PORTS[name]}, max_connections: 4096 }}
 admin: {{ listen: 127.0.0.1:{admin} }}
 runtime: {{ worker_threads: 1 }}
 shutdown: {{ drain_timeout: 1s, linger: 0s }}
