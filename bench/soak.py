@@ -9,13 +9,12 @@ import sys
 import time
 import urllib.request
 
-from proxies import workdir
+from proxies import REMEDY, workdir
 
 TOTAL = int(os.environ.get("SOAK_REQUESTS", "1000000"))
 WARM = 100_000
 ORIGIN, PROXY, ADMIN = 18101, 18102, 18103
 CODES = [200, 200, 200, 200, 401, 404, 429, 500, 503, 418]
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def rss_kib(pid):
     for line in open(f"/proc/{pid}/status"):
@@ -69,7 +68,7 @@ sources:
   - {{ name: origin, upstream: 'http://127.0.0.1:{ORIGIN}', match: {{ path_prefix: / }} }}
 """)
     origin = subprocess.Popen(["/usr/sbin/nginx", "-c", f"{tmp}/origin.conf", "-p", tmp])
-    remedy = subprocess.Popen([f"{ROOT}/target/release/remedy", "run", "--config", f"{tmp}/remedy.yaml"],
+    remedy = subprocess.Popen([REMEDY, "run", "--config", f"{tmp}/remedy.yaml"],
                               env={**os.environ, "REMEDY_LOG": "warn"})
     try:
         deadline = time.time() + 15
