@@ -85,7 +85,10 @@ impl Target {
 
     fn upstream_path(&self, path: &str, query: Option<&str>) -> Option<PathAndQuery> {
         let base = &self.upstream_url.base_path;
-        let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, str::len) + 1);
+        // Exactly the length: `Bytes` takes over a full `Vec` as is, and allocates a shared
+        // header for one with spare capacity.
+        let len = base.len() + path.len() + query.map_or(0, |q| q.len() + 1);
+        let mut pq = String::with_capacity(len);
         pq.push_str(base);
         pq.push_str(path);
         if let Some(q) = query {
