@@ -45,6 +45,7 @@ if ONLY:
                          f"there are: {', '.join(s[0] for s in SCENARIOS)}")
     SCENARIOS = [s for s in SCENARIOS if s[0] in ONLY]
 
+
 def wrk(port, path, conns, paced, lua_dir):
     args = ["-t1", f"-c{conns}", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{path}"]
     if paced:

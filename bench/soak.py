@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from proxies import REMEDY, workdir
+from proxies import NGINX, REMEDY, workdir
 
 TOTAL = int(os.environ.get("SOAK_REQUESTS", "1000000"))
 WARM = 100_000
@@ -67,7 +67,7 @@ shutdown: {{ drain_timeout: 1s, linger: 0s }}
 sources:
   - {{ name: origin, upstream: 'http://127.0.0.1:{ORIGIN}', match: {{ path_prefix: / }} }}
 """)
-    origin = subprocess.Popen(["/usr/sbin/nginx", "-c", f"{tmp}/origin.conf", "-p", tmp])
+    origin = subprocess.Popen([NGINX, "-c", f"{tmp}/origin.conf", "-p", tmp])
     remedy = subprocess.Popen([REMEDY, "run", "--config", f"{tmp}/remedy.yaml"],
                               env={**os.environ, "REMEDY_LOG": "warn"})
     try:
