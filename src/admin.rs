@@ -16,6 +16,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -90,11 +91,16 @@ pub fn serve_blocking(
                     continue;
                 }
             };
+            let on_close = sidecar.clone();
             let sidecar = sidecar.clone();
             let web = web.clone();
+            // Set when this connection carries a scrape rendered after the drain.
+            let final_scrape = Arc::new(AtomicBool::new(false));
+            let served_final = final_scrape.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let sidecar = sidecar.clone();
                 let web = web.clone();
+                let final_scrape = final_scrape.clone();
                 async move {
                     let auth = req
                         .headers()
@@ -114,22 +120,37 @@ pub fn serve_blocking(
                         );
                         return Ok::<_, Infallible>(r);
                     }
-                    Ok(respond(&sidecar, &req).await)
+                    let is_final = req.method() == Method::GET
+                        && req.uri().path() == "/metrics"
+                        && sidecar.is_drained();
+                    let mut resp = respond(&sidecar, &req).await;
+                    if is_final {
+                        // Closing the connection after this response tells us, when
+                        // `serve_connection` returns, that every byte was written out.
+                        resp.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
+                        final_scrape.store(true, Ordering::Release);
+                    }
+                    Ok(resp)
                 }
             });
             let http = http.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                match tls {
+                let served = match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            let _ = http.serve_connection(TokioIo::new(s), service).await;
+                        Ok(s) => http.serve_connection(TokioIo::new(s), service).await,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "admin TLS handshake failed");
+                            return;
                         }
-                        Err(e) => tracing::debug!(error = %e, "admin TLS handshake failed"),
                     },
-                    None => {
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                    }
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
+                };
+                if served.is_ok() && served_final.load(Ordering::Acquire) {
+                    on_close.final_scrape_served();
                 }
             });
         }

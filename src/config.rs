@@ -220,9 +220,19 @@ pub struct AlertsConfig {
     /// Runbook link template; `{remediation}` is replaced by the key.
     #[serde(default = "default_runbook_url")]
     pub runbook_url: String,
-    /// Per remediation key (or remedy's own alert name): threshold, for, severity, min_rate.
+    /// Labels every alert is aggregated by, and so names: a pod label the PodMonitor copies
+    /// onto the series (the CronJob's name, say) lets an alert name the extract. Must hold
+    /// `source`.
+    #[serde(default = "default_group_by")]
+    pub group_by: Vec<String>,
+    /// Per remediation key (or remedy's own alert name): threshold, for, keep_firing_for,
+    /// severity, min_requests.
     #[serde(default)]
     pub overrides: BTreeMap<String, AlertOverride>,
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["namespace".to_owned(), "source".to_owned()]
 }
 
 pub const DEFAULT_RUNBOOK_URL: &str =
@@ -240,6 +250,7 @@ impl Default for AlertsConfig {
         Self {
             window: default_window(),
             runbook_url: default_runbook_url(),
+            group_by: default_group_by(),
             overrides: BTreeMap::new(),
         }
     }
@@ -253,9 +264,16 @@ pub struct AlertOverride {
     /// How long the condition must hold.
     #[serde(rename = "for")]
     pub for_: Option<Dur>,
+    /// How long the alert keeps firing after the condition clears (Prometheus 2.42+): a
+    /// CronJob's failure stays visible between its runs.
+    pub keep_firing_for: Option<Dur>,
     /// `severity` label: critical, warning or info.
     pub severity: Option<Severity>,
-    /// Requests per second the source must make for the alert to be considered.
+    /// Responses the source must have had within `alerts.window` for the alert to be
+    /// considered.
+    pub min_requests: Option<u64>,
+    /// Older form of `min_requests`, in requests per second: it now means
+    /// `min_requests = ceil(min_rate × window)`.
     pub min_rate: Option<f64>,
 }
 
@@ -316,7 +334,8 @@ pub struct ShutdownConfig {
     /// After SIGTERM, in-flight requests may finish within this.
     #[serde(default = "default_drain")]
     pub drain_timeout: Dur,
-    /// Then `/metrics` stays up this long for a last scrape.
+    /// Then `/metrics` stays up until one scrape has seen the final counts, and remedy exits
+    /// right after it; this is only the longest it waits (for pods nobody scrapes).
     #[serde(default = "default_linger")]
     pub linger: Dur,
 }
@@ -325,7 +344,7 @@ fn default_drain() -> Dur {
     Dur(Duration::from_secs(30))
 }
 fn default_linger() -> Dur {
-    Dur(Duration::from_secs(5))
+    Dur(Duration::from_secs(60))
 }
 
 impl Default for ShutdownConfig {
@@ -734,7 +753,14 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
                 "must be a rate in requests per second, 0 or more".into(),
             ));
         }
+        if o.min_rate.is_some() && o.min_requests.is_some() {
+            return Err((
+                format!("{path}.min_rate"),
+                "set min_requests (responses per window) or min_rate, not both".into(),
+            ));
+        }
     }
+    validate_group_by(&a.group_by)?;
     if let Some(d) = c.reload.watch_interval
         && d.0 < Duration::from_millis(100)
     {
@@ -807,6 +833,35 @@ fn is_below(path: &str, parent: &str) -> bool {
     path.len() > parent.len()
         && path.starts_with(parent)
         && (parent.is_empty() || matches!(path.as_bytes()[parent.len()], b'.' | b'['))
+}
+
+/// `alerts.group_by`: Prometheus label names, each once, `source` among them.
+fn validate_group_by(labels: &[String]) -> Result<(), (String, String)> {
+    let path = "alerts.group_by".to_owned();
+    for (i, l) in labels.iter().enumerate() {
+        let mut chars = l.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !l.starts_with("__");
+        if !valid {
+            return Err((
+                format!("{path}[{i}]"),
+                format!("{l:?} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+            ));
+        }
+        if labels[..i].contains(l) {
+            return Err((format!("{path}[{i}]"), format!("{l:?} is listed twice")));
+        }
+    }
+    if !labels.iter().any(|l| l == "source") {
+        return Err((
+            path,
+            "must contain source: every alert is about one source".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Finds the line of a key path in YAML text.

@@ -26,32 +26,45 @@ pub struct Settings {
     /// Share of the source's responses, in (0, 1].
     pub threshold: f64,
     pub for_: Dur,
+    /// How long the alert stays firing once the condition clears; zero leaves it out.
+    pub keep_firing_for: Dur,
     pub severity: Severity,
-    /// Requests per second below which the alert stays silent.
-    pub min_rate: f64,
+    /// Responses within the window below which the alert stays silent.
+    pub min_requests: u64,
 }
 
-const DEFAULT_MIN_RATE: f64 = 0.02;
-
 /// The defaults per remediation key (or own alert name), before overrides.
+///
+/// `for` stays well inside the window, so that a run shorter than one scrape interval,
+/// whose counts the window holds for one window's length, still fires; `keep_firing_for`
+/// keeps a CronJob's alert up between runs. The guard counts responses, not a rate: a
+/// fail-fast run makes one call.
 pub fn default_settings(key: &str) -> Settings {
-    let (threshold, minutes, severity) = match key {
-        // A rejected credential or permission fails every call until a human acts.
-        "check_credentials" | "check_permissions" => (0.5, 2, Severity::Critical),
-        // Rate limits and server trouble come and go: page only when they persist.
-        "reduce_concurrency" | "retry_later" | "reduce_query_volume" => {
-            (0.05, 15, Severity::Warning)
-        }
-        UNMATCHED_ALERT => (0.01, 5, Severity::Warning),
-        UNREACHABLE_ALERT => (0.05, 5, Severity::Critical),
-        RELOAD_ALERT => (1.0, 5, Severity::Warning),
-        _ => (0.1, 10, Severity::Warning),
+    use Severity::{Critical, Warning};
+    let (threshold, for_s, keep_s, min_requests, severity) = match key {
+        // A rejected credential or permission fails every call until a human acts, and a
+        // fail-fast run makes one call: that one call is the incident.
+        "check_credentials" | "check_permissions" => (0.5, 0, 3600, 1, Critical),
+        // The same request will be refused the same way on every run.
+        "reduce_request_parameters" => (0.1, 60, 1800, 1, Warning),
+        "check_request_config" => (0.1, 60, 1800, 3, Warning),
+        // Connectors probe for resources that may be gone; a few 404s are normal.
+        "check_resource_availability" => (0.1, 120, 1800, 10, Warning),
+        "reduce_concurrency" => (0.05, 60, 1800, 10, Warning),
+        // Server trouble comes and goes: a single 5xx among many responses never pages.
+        "retry_later" => (0.05, 120, 900, 20, Warning),
+        "reduce_query_volume" => (0.05, 120, 900, 5, Warning),
+        UNMATCHED_ALERT => (0.01, 60, 900, 5, Warning),
+        UNREACHABLE_ALERT => (0.05, 60, 900, 3, Critical),
+        RELOAD_ALERT => (1.0, 300, 0, 0, Warning),
+        _ => (0.1, 60, 1800, 5, Warning),
     };
     Settings {
         threshold,
-        for_: Dur(Duration::from_secs(minutes * 60)),
+        for_: Dur(Duration::from_secs(for_s)),
+        keep_firing_for: Dur(Duration::from_secs(keep_s)),
         severity,
-        min_rate: DEFAULT_MIN_RATE,
+        min_requests,
     }
 }
 
@@ -61,14 +74,20 @@ pub fn settings(config: &Config, key: &str) -> Settings {
     if let Some(AlertOverride {
         threshold,
         for_,
+        keep_firing_for,
         severity,
+        min_requests,
         min_rate,
     }) = config.alerts.overrides.get(key)
     {
         s.threshold = threshold.unwrap_or(s.threshold);
         s.for_ = for_.unwrap_or(s.for_);
+        s.keep_firing_for = keep_firing_for.unwrap_or(s.keep_firing_for);
         s.severity = severity.unwrap_or(s.severity);
-        s.min_rate = min_rate.unwrap_or(s.min_rate);
+        s.min_requests = min_requests.unwrap_or(s.min_requests);
+        if let Some(rate) = min_rate {
+            s.min_requests = (rate * config.alerts.window.0.as_secs_f64()).ceil() as u64;
+        }
     }
     s
 }
@@ -96,13 +115,107 @@ pub enum Rule {
         expr: String,
         #[serde(rename = "for")]
         for_: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        keep_firing_for: Option<String>,
         labels: BTreeMap<String, String>,
         annotations: BTreeMap<String, String>,
     },
 }
 
 const RESPONSES: &str = "remedy_upstream_responses_total";
-const BY: &str = "namespace, source";
+
+/// How the rules aggregate and over what range: `alerts.group_by` and `alerts.window`.
+pub struct Shape {
+    /// `alerts.group_by`, joined for a `by (...)` clause.
+    by: String,
+    /// The labels that tell one run (pod) from another, besides `by`.
+    by_run: String,
+    /// The recording rules' level, `namespace_source` by default.
+    level: String,
+    window: String,
+    window_seconds: f64,
+}
+
+impl Shape {
+    pub fn new(config: &Config) -> Self {
+        let group_by = &config.alerts.group_by;
+        let mut run_labels = group_by.clone();
+        for l in ["pod", "instance"] {
+            if !run_labels.iter().any(|g| g == l) {
+                run_labels.push(l.to_owned());
+            }
+        }
+        Shape {
+            by: group_by.join(", "),
+            by_run: run_labels.join(", "),
+            level: group_by.join("_"),
+            window: config.alerts.window.to_string(),
+            window_seconds: config.alerts.window.0.as_secs_f64(),
+        }
+    }
+
+    /// Each series' responses within the window, every run counted from zero.
+    ///
+    /// remedy's counters start at 0 in each process, but Prometheus may first see a short
+    /// run's counters already raised, and `increase()` takes nothing from a series' first
+    /// sample. So: a series that existed when the window opened contributes what it grew by
+    /// since; one born inside the window contributes its whole value. Without extrapolation,
+    /// the figure is the exact count the connector received. A counter that went down (the
+    /// sidecar restarted in place) is taken from zero again.
+    pub fn responses(&self, selector: &str) -> String {
+        let w = &self.window;
+        let last = format!("last_over_time({RESPONSES}{{{selector}}}[{w}])");
+        format!("({last} - {RESPONSES}{{{selector}}} offset {w} >= 0 or {last})")
+    }
+
+    /// Responses within the window, summed by `alerts.group_by`.
+    fn sum(&self, selector: &str) -> String {
+        format!("sum by ({}) {}", self.by, self.responses(selector))
+    }
+
+    /// How many runs (pods) had responses within the window, by `alerts.group_by`.
+    pub fn runs(&self, selector: &str) -> String {
+        format!(
+            "count by ({}) (sum by ({}) {} > 0)",
+            self.by,
+            self.by_run,
+            self.responses(selector)
+        )
+    }
+
+    /// The share of responses matching `selector`, above `threshold`, among at least
+    /// `min_requests` responses.
+    fn share(&self, selector: &str, s: &Settings) -> String {
+        let all = self.sum(MATCHED);
+        format!(
+            "(\n  {part}\n/\n  {all}\n) > {threshold}\nand on ({by})\n  {all} >= {min}",
+            part = self.sum(&format!("{MATCHED},{selector}")),
+            threshold = s.threshold,
+            by = self.by,
+            min = s.min_requests,
+        )
+    }
+
+    /// A template fragment that names how many runs called the alert's source: "3 runs".
+    fn runs_phrase(&self, group_by: &[String]) -> String {
+        let matchers: Vec<String> = group_by
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{l}=%[{}]q", i + 1))
+            .collect();
+        let args: Vec<String> = group_by.iter().map(|l| format!("$labels.{l}")).collect();
+        let query = self.runs(&format!("{MATCHED},{}", matchers.join(",")));
+        format!(
+            "{{{{ with printf `{query}` {args} | query }}}}{{{{ $n := . | first | value }}}}\
+             {{{{ $n }}}} {{{{ if eq $n 1.0 }}}}run{{{{ else }}}}runs{{{{ end }}}}\
+             {{{{ else }}}}No run{{{{ end }}}}",
+            args = args.join(" ")
+        )
+    }
+}
+
+/// Every response of a configured source (not the refused, unmatched ones).
+const MATCHED: &str = "source!=\"unmatched\"";
 
 /// Text of remedy's own alerts: (remediation key, meaning, advised action).
 pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str) {
@@ -127,15 +240,15 @@ pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str)
 
 /// The rules for `config` as a Prometheus rules file.
 pub fn build(config: &Config) -> RulesFile {
-    let window = config.alerts.window.to_string();
-    let recording = recording_rules(&window);
+    let shape = Shape::new(config);
+    let recording = recording_rules(&shape);
     let mut alerts: Vec<Rule> = config
         .catalog
         .remediations()
         .iter()
-        .map(|r| remediation_alert(config, r, &window))
+        .map(|r| remediation_alert(config, &shape, r))
         .collect();
-    alerts.extend(own_alerts(config, &window));
+    alerts.extend(own_alerts(config, &shape));
     RulesFile {
         groups: vec![
             Group {
@@ -150,31 +263,45 @@ pub fn build(config: &Config) -> RulesFile {
     }
 }
 
-/// `level:metric:operations` names shared by the dashboard and users' own alerts.
-pub fn recording_rules(window: &str) -> Vec<Rule> {
-    let matched = format!("{RESPONSES}{{source!=\"{SOURCE_UNMATCHED}\"}}");
+/// `level:metric:operations` names shared by the dashboard and users' own alerts; every run
+/// counted from zero, as in the alerts.
+pub fn recording_rules(shape: &Shape) -> Vec<Rule> {
+    let Shape {
+        by,
+        level,
+        window,
+        window_seconds,
+        ..
+    } = shape;
+    let per = |extra: &str| format!("sum by ({by}{extra}) {}", shape.responses(MATCHED),);
     vec![
         Rule::Record {
-            record: format!("namespace_source:remedy_upstream_responses:rate{window}"),
-            expr: format!("sum by ({BY}) (rate({matched}[{window}]))"),
+            record: format!("{level}:remedy_upstream_responses:increase{window}"),
+            expr: per(""),
         },
         Rule::Record {
-            record: format!("namespace_source_class:remedy_upstream_responses:rate{window}"),
-            expr: format!("sum by ({BY}, class) (rate({matched}[{window}]))"),
+            record: format!("{level}:remedy_upstream_responses:rate{window}"),
+            expr: format!("{} / {window_seconds}", per("")),
         },
         Rule::Record {
-            record: format!("namespace_source_remediation:remedy_upstream_responses:rate{window}"),
-            expr: format!("sum by ({BY}, remediation) (rate({matched}[{window}]))"),
+            record: format!("{level}_class:remedy_upstream_responses:rate{window}"),
+            expr: format!("{} / {window_seconds}", per(", class")),
         },
         Rule::Record {
-            record: format!(
-                "namespace_source_remediation:remedy_upstream_responses:ratio_rate{window}"
-            ),
+            record: format!("{level}_remediation:remedy_upstream_responses:rate{window}"),
+            expr: format!("{} / {window_seconds}", per(", remediation")),
+        },
+        Rule::Record {
+            record: format!("{level}_remediation:remedy_upstream_responses:ratio_rate{window}"),
             expr: format!(
-                "sum by ({BY}, remediation) (rate({matched}[{window}]))\n\
-                 / ignoring (remediation) group_left\n\
-                 sum by ({BY}) (rate({matched}[{window}]))"
+                "{}\n/ ignoring (remediation) group_left\n{}",
+                per(", remediation"),
+                per("")
             ),
+        },
+        Rule::Record {
+            record: format!("{level}:remedy_runs:count{window}"),
+            expr: shape.runs(MATCHED),
         },
     ]
 }
@@ -247,97 +374,123 @@ pub fn advice_text(r: &Remediation<'_>) -> String {
     advice_sentences(r).join(" ")
 }
 
-fn share_expr(selector: &str, window: &str, s: &Settings) -> String {
-    let all = format!("{RESPONSES}{{source!=\"{SOURCE_UNMATCHED}\"}}");
-    format!(
-        "(\n  sum by ({BY}) (rate({RESPONSES}{{{selector}}}[{window}]))\n/\n  \
-         sum by ({BY}) (rate({all}[{window}]))\n) > {threshold}\n\
-         and on ({BY})\n  sum by ({BY}) (rate({all}[{window}])) >= {min_rate}",
-        threshold = s.threshold,
-        min_rate = s.min_rate,
+fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rule {
+    let s = settings(config, r.key);
+    let window = &shape.window;
+    let codes = codes_phrase(r);
+    let summary = if r.key == "reduce_concurrency" {
+        // The FAQ's advice for 429 asks to reduce concurrent runs: say how many there were.
+        format!(
+            "{} called {{{{ $labels.source }}}} in the last {window}; {{{{ $value | humanizePercentage }}}} of responses were {codes} ({}).",
+            shape.runs_phrase(&config.alerts.group_by),
+            r.key
+        )
+    } else {
+        format!(
+            "{{{{ $labels.source }}}}: {{{{ $value | humanizePercentage }}}} of responses over {window} were {codes} ({}).",
+            r.key
+        )
+    };
+    alert(
+        config,
+        r.alert,
+        shape.share(&format!("remediation=\"{}\"", r.key), &s),
+        &s,
+        r.key,
+        summary,
+        meaning_text(r),
+        advice_text(r),
     )
 }
 
-fn remediation_alert(config: &Config, r: &Remediation<'_>, window: &str) -> Rule {
-    let s = settings(config, r.key);
-    let selector = format!(
-        "source!=\"{SOURCE_UNMATCHED}\",remediation=\"{key}\"",
-        key = r.key
-    );
-    Rule::Alert {
-        alert: r.alert.to_owned(),
-        expr: share_expr(&selector, window, &s),
-        for_: s.for_.to_string(),
-        labels: labels(s.severity, r.key),
-        annotations: annotations(
-            config,
-            format!(
-                "{{{{ $labels.source }}}}: {{{{ $value | humanizePercentage }}}} of responses over {window} were {} ({}).",
-                codes_phrase(r),
-                r.key
-            ),
-            meaning_text(r),
-            advice_text(r),
-            r.key,
-        ),
-    }
-}
-
-fn own_alerts(config: &Config, window: &str) -> Vec<Rule> {
-    vec![
+fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
+    let window = &shape.window;
+    let unmatched = {
+        let s = settings(config, UNMATCHED_ALERT);
+        // Unmatched requests belong to no source: aggregate by the rest of group_by.
+        let by: Vec<&str> = config
+            .alerts
+            .group_by
+            .iter()
+            .map(String::as_str)
+            .filter(|l| *l != "source")
+            .collect();
+        let by = by.join(", ");
+        let sum = |selector: &str| format!("sum by ({by}) {}", shape.responses(selector));
+        let all = sum("");
+        let expr = format!(
+            "(\n  {}\n/\n  {all}\n) > {t}\nand on ({by})\n  {all} >= {m}",
+            sum(&format!("source=\"{SOURCE_UNMATCHED}\"")),
+            t = s.threshold,
+            m = s.min_requests
+        );
         own_alert(
             config,
             UNMATCHED_ALERT,
-            |s| {
-                format!(
-                    "(\n  sum by (namespace) (rate({RESPONSES}{{source=\"{SOURCE_UNMATCHED}\"}}[{window}]))\n/\n  \
-                     sum by (namespace) (rate({RESPONSES}[{window}]))\n) > {t}\n\
-                     and on (namespace)\n  sum by (namespace) (rate({RESPONSES}[{window}])) >= {m}",
-                    t = s.threshold,
-                    m = s.min_rate
-                )
-            },
+            expr,
+            &s,
             format!(
                 "{{{{ $value | humanizePercentage }}}} of the connector's requests over {window} matched no source and were refused."
             ),
-        ),
+        )
+    };
+    let unreachable = {
+        let s = settings(config, UNREACHABLE_ALERT);
         own_alert(
             config,
             UNREACHABLE_ALERT,
-            |s| {
-                share_expr(
-                    &format!("source!=\"{SOURCE_UNMATCHED}\",origin=\"proxy\",code=~\"502|504\""),
-                    window,
-                    s,
-                )
-            },
+            shape.share("origin=\"proxy\",code=~\"502|504\"", &s),
+            &s,
             format!(
                 "{{{{ $labels.source }}}}: remedy could not reach the upstream for {{{{ $value | humanizePercentage }}}} of requests over {window}."
             ),
-        ),
+        )
+    };
+    let reload = {
+        let s = settings(config, RELOAD_ALERT);
         own_alert(
             config,
             RELOAD_ALERT,
-            |_| "remedy_config_last_reload_successful == 0".into(),
+            "remedy_config_last_reload_successful == 0".into(),
+            &s,
             "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
-        ),
-    ]
+        )
+    };
+    vec![unmatched, unreachable, reload]
 }
 
-fn own_alert(
+fn own_alert(config: &Config, name: &str, expr: String, s: &Settings, summary: String) -> Rule {
+    let (key, meaning, advice) = own_alert_text(name);
+    alert(
+        config,
+        name,
+        expr,
+        s,
+        key,
+        summary,
+        meaning.into(),
+        advice.into(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn alert(
     config: &Config,
-    alert: &str,
-    expr: impl FnOnce(&Settings) -> String,
+    name: &str,
+    expr: String,
+    s: &Settings,
+    key: &str,
     summary: String,
+    description: String,
+    remediation_text: String,
 ) -> Rule {
-    let s = settings(config, alert);
-    let (key, meaning, advice) = own_alert_text(alert);
     Rule::Alert {
-        alert: alert.into(),
-        expr: expr(&s),
+        alert: name.into(),
+        expr,
         for_: s.for_.to_string(),
+        keep_firing_for: (!s.keep_firing_for.0.is_zero()).then(|| s.keep_firing_for.to_string()),
         labels: labels(s.severity, key),
-        annotations: annotations(config, summary, meaning.into(), advice.into(), key),
+        annotations: annotations(config, summary, description, remediation_text, key),
     }
 }
 
@@ -440,17 +593,51 @@ mod tests {
     }
 
     #[test]
-    fn overrides_change_threshold_for_and_severity() {
+    fn overrides_change_threshold_for_keep_firing_for_and_severity() {
         let c = config(
-            "alerts:\n  window: 2m\n  overrides:\n    reduce_concurrency: { threshold: 0.2, for: 1m, severity: critical, min_rate: 1 }\n",
+            "alerts:\n  window: 2m\n  overrides:\n    reduce_concurrency: { threshold: 0.2, for: 1m, keep_firing_for: 2h, severity: critical, min_requests: 7 }\n",
         );
         let s = settings(&c, "reduce_concurrency");
         assert_eq!(s.threshold, 0.2);
         assert_eq!(s.for_.to_string(), "1m");
+        assert_eq!(s.keep_firing_for.to_string(), "2h");
         assert_eq!(s.severity, Severity::Critical);
+        assert_eq!(s.min_requests, 7);
         let text = render(&c);
-        assert!(text.contains("rate(remedy_upstream_responses_total{source!=\"unmatched\",remediation=\"reduce_concurrency\"}[2m]))"));
+        assert!(text.contains("last_over_time(remedy_upstream_responses_total{source!=\"unmatched\",remediation=\"reduce_concurrency\"}[2m])"));
         assert!(text.contains(") > 0.2\n"));
+        assert!(text.contains(">= 7\n"));
+        assert!(text.contains("keep_firing_for: 2h\n"));
+    }
+
+    #[test]
+    fn min_rate_is_read_as_responses_per_window() {
+        let c =
+            config("alerts:\n  window: 5m\n  overrides:\n    retry_later: { min_rate: 0.02 }\n");
+        assert_eq!(settings(&c, "retry_later").min_requests, 6);
+    }
+
+    #[test]
+    fn a_run_born_inside_the_window_counts_from_zero() {
+        let c = config("");
+        let shape = Shape::new(&c);
+        assert_eq!(
+            shape.responses("code=\"401\""),
+            "(last_over_time(remedy_upstream_responses_total{code=\"401\"}[5m]) - \
+             remedy_upstream_responses_total{code=\"401\"} offset 5m >= 0 \
+             or last_over_time(remedy_upstream_responses_total{code=\"401\"}[5m]))"
+        );
+    }
+
+    #[test]
+    fn group_by_names_the_aggregation_and_the_recording_rules() {
+        let c = config("alerts:\n  group_by: [namespace, cronjob, source]\n");
+        let text = render(&c);
+        assert!(text.contains("sum by (namespace, cronjob, source) "));
+        assert!(text.contains("namespace_cronjob_source:remedy_runs:count5m"));
+        assert!(text.contains("cronjob=%[2]q"));
+        // Unmatched requests have no source: their alert aggregates by the rest.
+        assert!(text.contains("sum by (namespace, cronjob) ("));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The sidecar's life: bind both listeners, serve, reload, drain, linger, exit.
+//! The sidecar's life: bind both listeners, serve, reload, drain, wait for a final scrape, exit.
 //!
 //! The proxy runs on a multi-thread runtime of `runtime.worker_threads` workers. The admin
 //! listener runs on a thread of its own with a current-thread runtime, so rendering
@@ -33,6 +33,10 @@ pub struct Sidecar {
     recorder: Recorder,
     ready: AtomicBool,
     reloading: Mutex<()>,
+    /// Set once the proxy has drained: every response the connector got is counted.
+    drained: AtomicBool,
+    /// Woken when a scrape rendered after the drain has been written out in full.
+    final_scrape: tokio::sync::Notify,
 }
 
 /// Why the sidecar could not start.
@@ -70,6 +74,8 @@ impl Sidecar {
             recorder,
             ready: AtomicBool::new(false),
             reloading: Mutex::new(()),
+            drained: AtomicBool::new(false),
+            final_scrape: tokio::sync::Notify::new(),
         }))
     }
 
@@ -83,6 +89,17 @@ impl Sidecar {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// True once the proxy has drained, so a scrape rendered now holds the final counts.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    /// Called by the admin listener once a scrape rendered after the drain has been sent in
+    /// full and its connection closed: the run's counts have reached Prometheus.
+    pub fn final_scrape_served(&self) {
+        self.final_scrape.notify_one();
     }
 
     /// Re-reads the config file and swaps it in whole, or keeps the running one.
@@ -153,7 +170,7 @@ impl Bound {
     }
 }
 
-/// Serves until SIGTERM/SIGINT, drains, lingers for a last scrape, and returns.
+/// Serves until SIGTERM/SIGINT, drains, waits for a scrape of the final counts, and returns.
 pub fn run(
     sidecar: Arc<Sidecar>,
     bound: Bound,
@@ -211,12 +228,31 @@ pub fn run(
 
         serve_proxy(sidecar.clone(), proxy, stop_rx).await;
 
-        let linger = sidecar.config().shutdown.linger.0;
-        tracing::info!(?linger, "drained; /metrics stays up for a last scrape");
-        tokio::time::sleep(linger).await;
-        tracing::info!("exiting");
+        wait_for_final_scrape(&sidecar).await;
         Ok(())
     })
+}
+
+/// Keeps `/metrics` up after the drain until one scrape has seen the final counts, so a run
+/// shorter than a scrape interval still reaches Prometheus whole; `shutdown.linger` bounds
+/// the wait for pods nobody scrapes.
+async fn wait_for_final_scrape(sidecar: &Sidecar) {
+    let linger = sidecar.config().shutdown.linger.0;
+    let served = sidecar.final_scrape.notified();
+    tokio::pin!(served);
+    // Registered before the flag is raised: a scrape that follows cannot be missed.
+    served.as_mut().enable();
+    sidecar.drained.store(true, Ordering::Release);
+    tracing::info!(
+        ?linger,
+        "drained; /metrics stays up until a scrape has seen the final counts"
+    );
+    tokio::select! {
+        _ = &mut served => tracing::info!("final scrape served; exiting"),
+        _ = tokio::time::sleep(linger) => {
+            tracing::info!(?linger, "no scrape within shutdown.linger; exiting")
+        }
+    }
 }
 
 /// SIGHUP reloads; the first SIGTERM/SIGINT starts the drain, a second exits at once.

@@ -195,7 +195,7 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     );
     let (proxy_port, admin_port, prom_port, am_port) =
         (free_port(), free_port(), free_port(), free_port());
-    let quick = "{ threshold: 0.1, for: 5s, min_rate: 0.1 }";
+    let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
     let config = format!(
         "proxy: {{ listen: 127.0.0.1:{proxy_port} }}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n\
          shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\

@@ -47,16 +47,18 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
         &["check", "rules", "config/prometheus/remedy-rules.yaml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 15 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 17 rules found"), "{out}");
 
     let text = remedy(&["rules", "--config", "tests/data/rules-overrides.yaml"]);
     assert!(text.contains("alert: ConnectorResolveConflict"));
     assert!(text.contains("runbook_url: https://runbooks.example.com/remedy/resolve_conflict"));
     assert!(text.contains("[10m]"));
+    assert!(text.contains("sum by (namespace, cronjob, source) "));
+    assert!(text.contains("keep_firing_for: 2h"));
     let (_dir, path) = temp_file("rules.yaml", &text);
     let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 18 rules found"), "{out}");
 
     let wrapped = remedy(&["rules", "--format", "prometheusrule"]);
     let doc: serde_yaml::Value = serde_yaml::from_str(&wrapped).unwrap();
@@ -72,6 +74,9 @@ fn promtool_unit_tests_of_every_alert_pass() {
         "promtool",
         &["test", "rules", "tests/rules/alerts.test.yml"],
     );
+    assert!(ok, "{out}");
+    // Short Jobs, overlapping and consecutive runs, long-running connectors.
+    let (ok, out) = tool("promtool", &["test", "rules", "tests/rules/runs.test.yml"]);
     assert!(ok, "{out}");
     let tested: BTreeSet<String> =
         std::fs::read_to_string(root().join("tests/rules/alerts.test.yml"))

@@ -16,11 +16,12 @@ fn source(name: &str, u: &Upstream) -> String {
 }
 
 #[test]
-fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
+fn sigterm_drains_in_flight_requests_then_exits_after_a_scrape_of_the_final_counts() {
     let u = Upstream::http();
-    // One worker: the current-thread runtime drains the same way.
+    // One worker: the current-thread runtime drains the same way. A linger far longer than
+    // the test's wait for the exit: only the scrape can end it in time.
     let yaml = format!(
-        "runtime: {{ worker_threads: 1 }}\nshutdown: {{ drain_timeout: 10s, linger: 2s }}\nsources:\n{}",
+        "runtime: {{ worker_threads: 1 }}\nshutdown: {{ drain_timeout: 10s, linger: 120s }}\nsources:\n{}",
         source("api", &u)
     );
     let mut remedy = Remedy::start(&yaml);
@@ -46,12 +47,63 @@ fn sigterm_drains_in_flight_requests_then_lingers_for_a_last_scrape() {
         Duration::from_secs(5),
         || std::net::TcpStream::connect(proxy).is_err().then_some(()),
     );
-    // During the linger the final counts are scrapeable.
+    // Once drained, the next scrape holds the final counts, and remedy exits right after it.
+    remedy.wait_log("drained");
     let s = remedy.scrape();
     assert_eq!(s.responses("api", 200, "none", "upstream"), 3.0);
     assert_eq!(s.in_flight("api"), 0.0);
     assert_eq!(remedy.wait_exit(Duration::from_secs(20)), Some(0));
+    remedy.wait_log("final scrape served; exiting");
+}
+
+#[test]
+fn probes_during_the_wait_do_not_end_it_and_linger_bounds_it() {
+    let u = Upstream::http();
+    let yaml = format!(
+        "shutdown: {{ drain_timeout: 1s, linger: 2s }}\nsources:\n{}",
+        source("api", &u)
+    );
+    let mut remedy = Remedy::start(&yaml);
+    assert_eq!(send(remedy.proxy, "/api/ok").status, 200);
+    remedy.signal("TERM");
     remedy.wait_log("drained");
+    // Probes and the other admin routes are not scrapes of the counts.
+    assert_eq!(send(remedy.admin, "/-/ready").status, 503);
+    assert_eq!(send(remedy.admin, "/-/healthy").status, 200);
+    assert_eq!(send(remedy.admin, "/rules").status, 200);
+    assert_eq!(remedy.wait_exit(Duration::from_secs(20)), Some(0));
+    let logs = remedy.logs();
+    assert!(
+        logs.contains("no scrape within shutdown.linger; exiting"),
+        "{logs}"
+    );
+    assert!(!logs.contains("final scrape served"), "{logs}");
+}
+
+#[test]
+fn a_scrape_before_the_drain_ends_is_not_the_final_one() {
+    let u = Upstream::http();
+    let yaml = format!(
+        "shutdown: {{ drain_timeout: 30s, linger: 120s }}\nsources:\n{}",
+        source("api", &u)
+    );
+    let mut remedy = Remedy::start(&yaml);
+    let proxy = remedy.proxy;
+    let held = std::thread::spawn(move || send(proxy, "/api/slow/1500").status);
+    remedy.wait_in_flight("api", 1.0);
+    remedy.signal("TERM");
+    wait_for("draining", Duration::from_secs(5), || {
+        (send(remedy.admin, "/-/ready").status == 503).then_some(())
+    });
+    // Scraped while the request is still in flight: not the final counts, no exit.
+    assert_eq!(remedy.scrape().in_flight("api"), 1.0);
+    assert_eq!(held.join().unwrap(), 200);
+    remedy.wait_log("drained");
+    assert!(!remedy.logs().contains("exiting"), "{}", remedy.logs());
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 200, "none", "upstream"), 1.0);
+    assert_eq!(remedy.wait_exit(Duration::from_secs(20)), Some(0));
+    remedy.wait_log("final scrape served; exiting");
 }
 
 #[test]
