@@ -186,6 +186,44 @@ fn rendered_remedy_config_passes_check_config() {
 }
 
 #[test]
+fn example_cronjob_waits_for_its_final_scrape_and_names_its_extract() {
+    let docs = documents(&template(
+        "1.30.0",
+        &["helm/remedy/examples/native-sidecar.yaml"],
+    ));
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let pod = &find("CronJob")["spec"]["jobTemplate"]["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["extract"], "example-connector");
+    assert_eq!(
+        find("PodMonitor")["spec"]["podTargetLabels"],
+        serde_yaml::from_str::<serde_yaml::Value>("[extract]").unwrap()
+    );
+    // A 15s scrape interval: remedy waits at most 30s for its final scrape, and the pod's
+    // grace period covers the 30s drain, that wait and a margin.
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(find("ConfigMap")["data"]["remedy.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(config["shutdown"]["linger"], "30s");
+    assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 70);
+
+    // Without an interval of its own the wait follows the slowest enabled monitor.
+    let text = must(
+        "helm",
+        &[
+            "template",
+            "t",
+            "helm/remedy",
+            "--set",
+            "exampleConnector.enabled=true,serviceMonitor.enabled=true,serviceMonitor.interval=1m",
+        ],
+    );
+    assert!(text.contains("linger: 120s"), "{text}");
+    assert!(
+        text.contains("terminationGracePeriodSeconds: 160"),
+        "{text}"
+    );
+}
+
+#[test]
 fn values_schema_rejects_wrong_types_and_unknown_keys() {
     for (set, want) in [
         ("sidecar.proxyPort=abc", "Invalid type"),
@@ -194,6 +232,7 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
             "Additional property bogus is not allowed",
         ),
         ("sources[0].name=Bad-Name", "Does not match pattern"),
+        ("podMonitor.interval=30sec", "Does not match pattern"),
     ] {
         let (ok, out) = run("helm", &["template", "t", "helm/remedy", "--set", set]);
         assert!(!ok, "{set} was accepted");

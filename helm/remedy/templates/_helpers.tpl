@@ -3,6 +3,7 @@ Named templates. Other charts that depend on this one add remedy to their own po
 `.Subcharts.remedy` as the context (Helm 3.7+):
 
   spec:
+    terminationGracePeriodSeconds: {{ include "remedy.terminationGracePeriodSeconds" .Subcharts.remedy }}
     initContainers:
       {{- include "remedy.initContainers" .Subcharts.remedy | nindent 6 }}
     containers:
@@ -59,7 +60,46 @@ reload:
   watch_interval: {{ .Values.reload.watch_interval }}
 {{- end }}
 shutdown:
-  {{- toYaml .Values.shutdown | nindent 2 }}
+  drain_timeout: {{ .Values.shutdown.drain_timeout }}
+  linger: {{ include "remedy.linger" . }}
+{{- end }}
+
+{{/* A duration of the form 30s, 5m or 1h, in seconds. */}}
+{{- define "remedy.seconds" -}}
+{{- $d := toString . -}}
+{{- if hasSuffix "h" $d }}{{ mul (trimSuffix "h" $d | atoi) 3600 }}
+{{- else if hasSuffix "m" $d }}{{ mul (trimSuffix "m" $d | atoi) 60 }}
+{{- else }}{{ trimSuffix "s" $d | atoi }}
+{{- end }}
+{{- end }}
+
+{{/* The longest scrape interval of the enabled monitors, in seconds. */}}
+{{- define "remedy.scrapeIntervalSeconds" -}}
+{{- $s := 0 -}}
+{{- if .Values.podMonitor.enabled }}{{ $s = include "remedy.seconds" .Values.podMonitor.interval | atoi }}{{ end -}}
+{{- if .Values.serviceMonitor.enabled }}{{ $s = max $s (include "remedy.seconds" .Values.serviceMonitor.interval | atoi) }}{{ end -}}
+{{- if eq $s 0 }}{{ $s = 30 }}{{ end -}}
+{{- $s -}}
+{{- end }}
+
+{{/*
+shutdown.linger: as set, or twice the scrape interval. remedy exits as soon as one scrape
+has seen its final counts; linger only bounds the wait, and twice the interval leaves room
+for one scrape and one retry.
+*/}}
+{{- define "remedy.linger" -}}
+{{- if .Values.shutdown.linger }}{{ .Values.shutdown.linger }}
+{{- else }}{{ mul 2 (include "remedy.scrapeIntervalSeconds" . | atoi) }}s
+{{- end }}
+{{- end }}
+
+{{/* The pod's grace period: drain, then the wait for the final scrape, then a margin. */}}
+{{- define "remedy.terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" .Values.sidecar.terminationGracePeriodSeconds -}}
+{{- add (include "remedy.seconds" .Values.shutdown.drain_timeout | atoi) (include "remedy.seconds" (include "remedy.linger" .) | atoi) 10 -}}
+{{- else -}}
+{{- .Values.sidecar.terminationGracePeriodSeconds -}}
+{{- end -}}
 {{- end }}
 
 {{/* Pod annotations: pods roll when remedy.yaml changes. */}}
