@@ -59,6 +59,42 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             height: 8,
         },
         Panel {
+            title: "Runs calling each source (last 5m)",
+            kind: "timeseries",
+            description: "How many runs (pods) received responses from each source within the last 5 minutes, \
+                          each run counted from zero. The FAQ's advice for 429 is to reduce this number, \
+                          or to spread the runs' schedules.".into(),
+            unit: "none",
+            instant: false,
+            targets: vec![(
+                format!(
+                    "count by (source) (sum by (source, pod, instance) {} > 0)",
+                    rules::responses_from_zero(sel, "5m")
+                ),
+                "{{source}} runs",
+            )],
+            width: 12,
+            height: 8,
+        },
+        Panel {
+            title: "429 share per source (last 5m)",
+            kind: "timeseries",
+            description: "Share of each source's responses that were 429 Too Many Requests within the last \
+                          5 minutes, beside the runs that called it: what ConnectorRateLimited fires on.".into(),
+            unit: "percentunit",
+            instant: false,
+            targets: vec![(
+                format!(
+                    "sum by (source) {}\n/\nsum by (source) {}",
+                    rules::responses_from_zero(&format!("{sel},code=\"429\""), "5m"),
+                    rules::responses_from_zero(sel, "5m")
+                ),
+                "{{source}} 429",
+            )],
+            width: 12,
+            height: 8,
+        },
+        Panel {
             title: "Failing codes and what to do",
             kind: "table",
             description: "Error responses in the selected range per source and code, with the FAQ's advised action.".into(),

@@ -163,9 +163,7 @@ impl Shape {
     /// the figure is the exact count the connector received. A counter that went down (the
     /// sidecar restarted in place) is taken from zero again.
     pub fn responses(&self, selector: &str) -> String {
-        let w = &self.window;
-        let last = format!("last_over_time({RESPONSES}{{{selector}}}[{w}])");
-        format!("({last} - {RESPONSES}{{{selector}}} offset {w} >= 0 or {last})")
+        responses_from_zero(selector, &self.window)
     }
 
     /// Responses within the window, summed by `alerts.group_by`.
@@ -212,6 +210,13 @@ impl Shape {
             args = args.join(" ")
         )
     }
+}
+
+/// [`Shape::responses`] over any range: each series' responses within `window`, every run
+/// counted from zero. The dashboard uses it too.
+pub fn responses_from_zero(selector: &str, window: &str) -> String {
+    let last = format!("last_over_time({RESPONSES}{{{selector}}}[{window}])");
+    format!("({last} - {RESPONSES}{{{selector}}} offset {window} >= 0 or {last})")
 }
 
 /// Every response of a configured source (not the refused, unmatched ones).

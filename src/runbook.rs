@@ -83,6 +83,13 @@ fn signals(key: &str, codes: &[u16]) -> String {
     }
     if key == "reduce_concurrency" {
         out.push_str(
+            "\n- The alert's summary says how many runs (pods) called the source within the \
+             window; `namespace_source:remedy_runs:count5m` and the dashboard's \"Runs calling \
+             each source\" panel show it over time, beside the 429 share. The advice asks to \
+             make that number smaller: if 429s come when several runs overlap, spread their \
+             schedules; if a single run is throttled, reduce its own concurrency.",
+        );
+        out.push_str(
             "\n- `remedy_upstream_ratelimit_remaining` falling towards 0 before the 429s shows \
              the quota running out; compare `remedy_upstream_requests_in_flight` with the \
              API's documented concurrency limit.",
