@@ -148,6 +148,89 @@ fn delivered(received: &Mutex<Vec<Value>>) -> Vec<(String, String, String, Value
         .collect()
 }
 
+/// Starts Alertmanager on the example config (its receivers pointed at a webhook run here)
+/// and Prometheus on `prometheus_yml` plus `rules.yaml` from the procs' folder; returns
+/// Prometheus's address and what the webhook receives.
+fn start_stack(procs: &mut Procs, prometheus_yml: &str) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = procs.dir.clone();
+    let logs = dir.display().to_string();
+    let (prom_port, am_port) = (free_port(), free_port());
+    // Alertmanager runs the example config, with its receivers pointed at this test's webhook.
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let hook = webhook(received.clone());
+    let example =
+        std::fs::read_to_string(root.join("config/alertmanager/alertmanager.yml")).unwrap();
+    let mut am: serde_yaml::Value = serde_yaml::from_str(&example).unwrap();
+    for r in am["receivers"].as_sequence_mut().unwrap() {
+        let name = r["name"].clone();
+        *r = serde_yaml::from_str(&format!(
+            "{{ name: {}, webhook_configs: [ {{ url: 'http://{hook}/', send_resolved: true }} ] }}",
+            name.as_str().unwrap()
+        ))
+        .unwrap();
+    }
+    for key in ["group_wait", "group_interval"] {
+        am["route"][key] = "1s".into();
+    }
+    std::fs::write(
+        dir.join("alertmanager.yml"),
+        serde_yaml::to_string(&am).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("config/alertmanager/remedy.tmpl"),
+        dir.join("remedy.tmpl"),
+    )
+    .unwrap();
+    procs.start(
+        "alertmanager",
+        Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+    );
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "rule_files: [rules.yaml]\n\
+             alerting: {{ alertmanagers: [ {{ static_configs: [ {{ targets: ['127.0.0.1:{am_port}'] }} ] }} ] }}\n\
+             {prometheus_yml}"
+        ),
+    )
+    .unwrap();
+    procs.start(
+        "prometheus",
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+    );
+    let prom = format!("127.0.0.1:{prom_port}");
+    let am_addr = format!("127.0.0.1:{am_port}");
+    wait_for(
+        &format!("Prometheus and Alertmanager up (logs in {logs})"),
+        Duration::from_secs(30),
+        || {
+            http_get_json(&prom, "/api/v1/status/buildinfo")?;
+            http_get_json(&am_addr, "/api/v2/status")?;
+            Some(())
+        },
+    );
+
+    (prom, received)
+}
+
 fn release_binary() -> PathBuf {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/remedy");
     assert!(
@@ -175,7 +258,6 @@ fn traffic(proxy: SocketAddr, urls: &[String]) -> Vec<u16> {
 
 #[test]
 fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::Builder::new()
         .prefix("remedy-e2e-")
         .tempdir()
@@ -193,8 +275,7 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         Upstream::http(),
         Upstream::http(),
     );
-    let (proxy_port, admin_port, prom_port, am_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (proxy_port, admin_port) = (free_port(), free_port());
     let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
     let config = format!(
         "proxy: {{ listen: 127.0.0.1:{proxy_port} }}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n\
@@ -237,77 +318,12 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     assert_eq!(rules.status, 200);
     std::fs::write(dir.join("rules.yaml"), rules.body).unwrap();
 
-    // Alertmanager runs the example config, with its receivers pointed at this test's webhook.
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let hook = webhook(received.clone());
-    let example =
-        std::fs::read_to_string(root.join("config/alertmanager/alertmanager.yml")).unwrap();
-    let mut am: serde_yaml::Value = serde_yaml::from_str(&example).unwrap();
-    for r in am["receivers"].as_sequence_mut().unwrap() {
-        let name = r["name"].clone();
-        *r = serde_yaml::from_str(&format!(
-            "{{ name: {}, webhook_configs: [ {{ url: 'http://{hook}/', send_resolved: true }} ] }}",
-            name.as_str().unwrap()
-        ))
-        .unwrap();
-    }
-    for key in ["group_wait", "group_interval"] {
-        am["route"][key] = "1s".into();
-    }
-    std::fs::write(
-        dir.join("alertmanager.yml"),
-        serde_yaml::to_string(&am).unwrap(),
-    )
-    .unwrap();
-    std::fs::copy(
-        root.join("config/alertmanager/remedy.tmpl"),
-        dir.join("remedy.tmpl"),
-    )
-    .unwrap();
-    procs.start(
-        "alertmanager",
-        Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-    );
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
+    let (prom, received) = start_stack(
+        &mut procs,
+        &format!(
             "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-             rule_files: [rules.yaml]\n\
-             alerting: {{ alertmanagers: [ {{ static_configs: [ {{ targets: ['127.0.0.1:{am_port}'] }} ] }} ] }}\n\
              scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
         ),
-    )
-    .unwrap();
-    procs.start(
-        "prometheus",
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
-    );
-    let prom = format!("127.0.0.1:{prom_port}");
-    let am_addr = format!("127.0.0.1:{am_port}");
-    wait_for(
-        &format!("Prometheus and Alertmanager up (logs in {logs})"),
-        Duration::from_secs(30),
-        || {
-            http_get_json(&prom, "/api/v1/status/buildinfo")?;
-            http_get_json(&am_addr, "/api/v2/status")?;
-            Some(())
-        },
     );
 
     let p = format!("http://127.0.0.1:{proxy_port}");
@@ -448,4 +464,247 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         std::thread::sleep(Duration::from_millis(500));
     }
     procs.stop("remedy");
+}
+
+/// Scrape interval of the scheduled-runs test; every run makes its calls and gets SIGTERM
+/// well within it.
+const RUN_SCRAPE: Duration = Duration::from_secs(6);
+
+/// One extract run: a fresh remedy process, discovered through file_sd as a pod would be,
+/// that makes its calls and gets SIGTERM at once, as when its connector exits.
+struct Run {
+    remedy: support::Remedy,
+    name: String,
+}
+
+#[test]
+fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
+    let dir = tempfile::Builder::new()
+        .prefix("remedy-e2e-runs-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let mut procs = Procs {
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    let logs = dir.display().to_string();
+    let (crm, ads, analytics) = (Upstream::http(), Upstream::http(), Upstream::http());
+    // Windows scaled to the 3s scrape interval; the defaults' shapes (for 0s on 401,
+    // responses rather than a rate as the guard) otherwise.
+    let config = format!(
+        "shutdown: {{ drain_timeout: 2s, linger: 30s }}\n\
+         sources:\n\
+         \x20 - {{ name: crm, upstream: '{}', match: {{ path_prefix: /crm }} }}\n\
+         \x20 - {{ name: ads, upstream: '{}', match: {{ path_prefix: /ads }} }}\n\
+         \x20 - {{ name: analytics, upstream: '{}', match: {{ path_prefix: /analytics }} }}\n\
+         alerts:\n  window: 30s\n  overrides:\n\
+         \x20   check_credentials: {{ keep_firing_for: 1m }}\n\
+         \x20   reduce_concurrency: {{ for: 0s, keep_firing_for: 1m }}\n\
+         \x20   retry_later: {{ for: 0s, keep_firing_for: 1m }}\n",
+        crm.url(),
+        ads.url(),
+        analytics.url()
+    );
+    let rules = support::tools::remedy_stdout(&["rules", "--config", &{
+        let path = dir.join("remedy.yaml");
+        std::fs::write(&path, &config).unwrap();
+        path.display().to_string()
+    }]);
+    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
+    let targets = dir.join("targets.json");
+    std::fs::write(&targets, "[]").unwrap();
+    let (prom, received) = start_stack(
+        &mut procs,
+        &format!(
+            "global: {{ scrape_interval: {}s, evaluation_interval: 1s }}\n\
+             scrape_configs:\n  - {{ job_name: remedy, file_sd_configs: [ {{ files: ['{}'] }} ] }}\n",
+            RUN_SCRAPE.as_secs(),
+            targets.display()
+        ),
+    );
+
+    // What each run's connector received, per (source, code).
+    let mut tally: std::collections::BTreeMap<(String, u16), u64> = Default::default();
+    let mut live: Vec<(String, SocketAddr)> = Vec::new();
+    let discover = |live: &[(String, SocketAddr)]| {
+        let groups: Vec<Value> = live
+            .iter()
+            .map(|(pod, a)| {
+                serde_json::json!({ "targets": [a.to_string()], "labels": { "namespace": "data", "pod": pod } })
+            })
+            .collect();
+        let tmp = targets.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_string(&groups).unwrap()).unwrap();
+        std::fs::rename(&tmp, &targets).unwrap();
+    };
+    // As in a cluster, where a pod is discovered while it starts: the run begins once
+    // Prometheus has the target (its scrape manager takes up to 5s to pick up new targets),
+    // before any scrape of it.
+    let start = |name: &str, live: &mut Vec<(String, SocketAddr)>| {
+        let remedy = support::Remedy::start(&config);
+        live.push((name.to_owned(), remedy.admin));
+        discover(live);
+        let url = format!("http://{}/metrics", remedy.admin);
+        wait_for(
+            &format!("Prometheus to discover {name}"),
+            Duration::from_secs(20),
+            || {
+                let t = http_get_json(&prom, "/api/v1/targets")?;
+                t["data"]["activeTargets"]
+                    .as_array()?
+                    .iter()
+                    .any(|t| t["scrapeUrl"] == url.as_str())
+                    .then_some(())
+            },
+        );
+        Run {
+            remedy,
+            name: name.to_owned(),
+        }
+    };
+    let mut call = |run: &Run, source: &str, codes: &[u16]| {
+        let urls: Vec<String> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("http://{}/{source}/r{i}/{c}", run.remedy.proxy))
+            .collect();
+        for code in traffic(run.remedy.proxy, &urls) {
+            *tally.entry((source.to_owned(), code)).or_default() += 1;
+        }
+    };
+    // SIGTERM, then the run is over once remedy exits; returns the time from its drain to
+    // its exit.
+    let finish = |mut run: Run, live: &mut Vec<(String, SocketAddr)>| -> Duration {
+        run.remedy.signal("TERM");
+        run.remedy.wait_log("drained");
+        let drained = Instant::now();
+        assert_eq!(
+            run.remedy.wait_exit(Duration::from_secs(40)),
+            Some(0),
+            "{} did not exit; logs in {logs}",
+            run.name
+        );
+        let delay = drained.elapsed();
+        assert!(
+            run.remedy.logs().contains("final scrape served; exiting"),
+            "{} exited without its final scrape: {}",
+            run.name,
+            run.remedy.logs()
+        );
+        live.retain(|(n, _)| *n != run.name);
+        discover(live);
+        delay
+    };
+
+    let mut delays = Vec::new();
+    // A fail-fast run: one call, 401, exit.
+    let run = start("crm-extract-1", &mut live);
+    call(&run, "crm", &[401]);
+    delays.push(finish(run, &mut live));
+    // Two overlapping runs against ads, two thirds of their calls throttled.
+    let (a, b) = (
+        start("ads-hourly-1", &mut live),
+        start("ads-backfill-1", &mut live),
+    );
+    let throttled: Vec<u16> = (0..12)
+        .map(|i| if i % 3 == 0 { 200 } else { 429 })
+        .collect();
+    call(&a, "ads", &throttled);
+    call(&b, "ads", &throttled);
+    delays.push(finish(a, &mut live));
+    delays.push(finish(b, &mut live));
+    // One 503 among 50 responses: no page.
+    let run = start("analytics-extract-1", &mut live);
+    let mostly_fine: Vec<u16> = (0..50).map(|i| if i == 25 { 503 } else { 200 }).collect();
+    call(&run, "analytics", &mostly_fine);
+    delays.push(finish(run, &mut live));
+    eprintln!("drain-to-exit delays of the runs: {delays:?} (scrape interval {RUN_SCRAPE:?})");
+    for d in &delays {
+        assert!(
+            *d <= RUN_SCRAPE + Duration::from_secs(1),
+            "a run waited {d:?} after its drain, more than one scrape interval ({RUN_SCRAPE:?})"
+        );
+    }
+
+    // Prometheus holds exactly the responses the connectors received.
+    let held = query(
+        &prom,
+        "sum by (source, code) (max_over_time(remedy_upstream_responses_total[10m]) > 0)",
+    );
+    let held: std::collections::BTreeMap<(String, u16), u64> = held
+        .iter()
+        .map(|s| {
+            (
+                (
+                    s["metric"]["source"].as_str().unwrap().to_owned(),
+                    s["metric"]["code"].as_str().unwrap().parse().unwrap(),
+                ),
+                s["value"][1].as_str().unwrap().parse::<f64>().unwrap() as u64,
+            )
+        })
+        .collect();
+    assert_eq!(
+        held, tally,
+        "Prometheus against the connectors' tally; logs in {logs}"
+    );
+
+    // The fail-fast 401 and the overlapping 429 runs page, with the FAQ's advice.
+    let catalog = remedy::catalog::Catalog::builtin();
+    let started = Instant::now();
+    loop {
+        let got = delivered(&received);
+        let firing = |name: &str, source: &str| {
+            got.iter()
+                .find(|(n, s, st, _)| n == name && s == source && st == "firing")
+                .map(|(_, _, _, a)| a.clone())
+        };
+        if let (Some(crm), Some(ads)) = (
+            firing("ConnectorCredentialsRejected", "crm"),
+            firing("ConnectorRateLimited", "ads"),
+        ) {
+            assert_eq!(
+                crm["remediation"].as_str(),
+                Some(catalog.get(401).unwrap().advice_text().as_str())
+            );
+            assert_eq!(
+                ads["remediation"].as_str(),
+                Some(catalog.get(429).unwrap().advice_text().as_str())
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the runs' alerts did not arrive: {got:?}; logs in {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Once both overlapping runs' final scrapes are in, the alert names the two runs.
+    wait_for(
+        &format!("ConnectorRateLimited to name both runs; logs in {logs}"),
+        Duration::from_secs(30),
+        || {
+            let alerts = http_get_json(&prom, "/api/v1/alerts")?;
+            alerts["data"]["alerts"]
+                .as_array()?
+                .iter()
+                .any(|a| {
+                    a["labels"]["alertname"] == "ConnectorRateLimited"
+                        && a["annotations"]["summary"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("2 runs called ads in the last 30s;"))
+                })
+                .then_some(())
+        },
+    );
+    // A few more evaluations: the single 503 among 50 never pages.
+    std::thread::sleep(RUN_SCRAPE * 2);
+    let fired_5xx = query(&prom, "ALERTS{alertname=\"UpstreamServerErrors\"}");
+    assert!(fired_5xx.is_empty(), "{fired_5xx:?}");
+    assert!(
+        !delivered(&received)
+            .iter()
+            .any(|(n, _, _, _)| n == "UpstreamServerErrors"),
+        "one 503 in 50 paged"
+    );
 }
