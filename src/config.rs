@@ -682,18 +682,11 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
                 return Err((at(&format!(".timeouts.{key}")), "must be above 0".into()));
             }
         }
+        // The same reader the upstream's TLS client uses: a file accepted here is one
+        // `run` accepts.
         if let Some(ca) = &s.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| (at(".ca_file"), format!("cannot read {}: {e}", ca.display())))?;
-            let n = rustls_pemfile::certs(&mut pem.as_slice())
-                .filter(|c| c.is_ok())
-                .count();
-            if n == 0 {
-                return Err((
-                    at(".ca_file"),
-                    format!("{} holds no PEM certificate", ca.display()),
-                ));
-            }
+            crate::pem::add_roots(ca, rustls::RootCertStore::empty())
+                .map_err(|e| (at(".ca_file"), e.to_string()))?;
         }
     }
 

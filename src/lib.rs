@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod deadline;
 pub mod framing;
 pub mod metrics;
+pub mod pem;
 pub mod pool;
 pub mod proxy;
 pub mod redact;

@@ -39,10 +39,8 @@ pub struct Upstream {
 /// Why a source's client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("cannot read CA file {path}: {source}")]
-    CaFile { path: String, source: io::Error },
-    #[error("CA file {path}: {message}")]
-    BadCa { path: String, message: String },
+    #[error("CA file: {0}")]
+    CaFile(#[from] crate::pem::PemError),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
 }
@@ -71,21 +69,7 @@ impl Upstream {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         if let Some(path) = &source.ca_file {
-            let shown = path.display().to_string();
-            let pem = std::fs::read(path).map_err(|e| BuildError::CaFile {
-                path: shown.clone(),
-                source: e,
-            })?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| BuildError::BadCa {
-                    path: shown.clone(),
-                    message: e.to_string(),
-                })?;
-                roots.add(cert).map_err(|e| BuildError::BadCa {
-                    path: shown.clone(),
-                    message: e.to_string(),
-                })?;
-            }
+            roots = crate::pem::add_roots(path, roots)?;
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

@@ -149,19 +149,10 @@ impl WebConfig {
 }
 
 fn tls_config(t: &TlsFile, base: &Path) -> Result<rustls::ServerConfig, String> {
-    let read = |p: &Path| {
-        let full = base.join(p);
-        std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
-    };
-    let certs = rustls_pemfile::certs(&mut read(&t.cert_file)?.as_slice())
-        .collect::<Result<Vec<_>, _>>()
+    let certs = crate::pem::certificates(&base.join(&t.cert_file))
         .map_err(|e| format!("tls_server_config.cert_file: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls_server_config.cert_file: no PEM certificate".into());
-    }
-    let key = rustls_pemfile::private_key(&mut read(&t.key_file)?.as_slice())
-        .map_err(|e| format!("tls_server_config.key_file: {e}"))?
-        .ok_or("tls_server_config.key_file: no PEM private key")?;
+    let key = crate::pem::private_key(&base.join(&t.key_file))
+        .map_err(|e| format!("tls_server_config.key_file: {e}"))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match (
         t.min_version.as_deref().unwrap_or("TLS12"),
         t.max_version.as_deref().unwrap_or("TLS13"),
@@ -183,13 +174,8 @@ fn tls_config(t: &TlsFile, base: &Path) -> Result<rustls::ServerConfig, String> 
     let builder = match (auth, &t.client_ca_file) {
         ("NoClientCert", _) => builder.with_no_client_auth(),
         ("RequireAndVerifyClientCert" | "VerifyClientCertIfGiven", Some(ca)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut read(ca)?.as_slice()) {
-                let cert = cert.map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?;
-            }
+            let roots = crate::pem::add_roots(&base.join(ca), rustls::RootCertStore::empty())
+                .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?;
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,

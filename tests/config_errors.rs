@@ -94,3 +94,56 @@ fn explain_prints_meaning_and_advice() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("resolve_conflict"));
     assert_eq!(remedy(&["explain", "999"]).status.code(), Some(1));
 }
+
+/// `check-config` and `run` read a source's `ca_file` with one reader: a file that one
+/// accepts the other accepts, and a file with a broken block is refused by both.
+#[test]
+fn check_config_and_run_judge_a_ca_file_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap();
+    let good = ca.cert.pem();
+    let cases = [
+        ("good.pem", good.clone(), true),
+        (
+            "broken-block.pem",
+            format!(
+                "{good}-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n"
+            ),
+            false,
+        ),
+        ("empty.pem", String::new(), false),
+    ];
+    for (name, pem, usable) in cases {
+        let ca_path = dir.path().join(name);
+        std::fs::write(&ca_path, pem).unwrap();
+        let config = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+                 shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
+                 sources:\n  - {{ name: api, upstream: 'https://api.example', match: {{ path_prefix: /api }}, ca_file: '{}' }}\n",
+                ca_path.display()
+            ),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+        let checked = remedy(&["check-config", "--config", config]);
+        assert_eq!(
+            checked.status.success(),
+            usable,
+            "check-config on {name}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        if usable {
+            let remedy = support::Remedy::start(&std::fs::read_to_string(config).unwrap());
+            assert_eq!(support::send(remedy.admin, "/-/ready").status, 200);
+        } else {
+            let err = String::from_utf8_lossy(&checked.stderr).into_owned();
+            assert!(err.contains(name) && err.contains("ca_file"), "{err}");
+            let run = remedy(&["run", "--config", config]);
+            assert_eq!(run.status.code(), Some(1), "run on {name}");
+            assert_eq!(String::from_utf8_lossy(&run.stderr), err, "{name}");
+        }
+    }
+}
