@@ -28,6 +28,19 @@ struct Procs {
 }
 
 impl Procs {
+    /// A fresh folder for the processes' logs and data.
+    fn new(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .unwrap()
+            .keep();
+        Procs {
+            children: Vec::new(),
+            dir,
+        }
+    }
+
     fn start(&mut self, name: &str, cmd: &mut Command) {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         let child = cmd
@@ -258,15 +271,8 @@ fn traffic(proxy: SocketAddr, urls: &[String]) -> Vec<u16> {
 
 #[test]
 fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
-    let dir = tempfile::Builder::new()
-        .prefix("remedy-e2e-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let mut procs = Procs {
-        children: Vec::new(),
-        dir: dir.clone(),
-    };
+    let mut procs = Procs::new("remedy-e2e-");
+    let dir = procs.dir.clone();
     let logs = dir.display().to_string();
 
     let (crm, ads, mut analytics, quiet) = (
@@ -479,18 +485,11 @@ struct Run {
 
 #[test]
 fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
-    let dir = tempfile::Builder::new()
-        .prefix("remedy-e2e-runs-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let mut procs = Procs {
-        children: Vec::new(),
-        dir: dir.clone(),
-    };
+    let mut procs = Procs::new("remedy-e2e-runs-");
+    let dir = procs.dir.clone();
     let logs = dir.display().to_string();
     let (crm, ads, analytics) = (Upstream::http(), Upstream::http(), Upstream::http());
-    // Windows scaled to the 3s scrape interval; the defaults' shapes (for 0s on 401,
+    // Windows scaled to the 6s scrape interval; the defaults' shapes (for 0s on 401,
     // responses rather than a rate as the guard) otherwise.
     let config = format!(
         "shutdown: {{ drain_timeout: 2s, linger: 30s }}\n\
