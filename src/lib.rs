@@ -9,6 +9,7 @@ pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod connector_body;
 pub mod dashboard;
 pub mod deadline;
 pub mod framing;

@@ -23,12 +23,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::{self, SourceConfig};
+use crate::connector_body::BadRequest;
 use crate::deadline::LazyDeadline;
 use crate::framing::{Answering, InService};
 use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::pool::Lease;
 use crate::route::{NoRoute, Router};
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, SendError, Upstream};
 
 /// Everything a request needs from the live config; swapped whole on reload.
 pub struct Routes {
@@ -218,7 +219,16 @@ pub async fn handle(
     // Phase 4: forward and wait for the response head.
     let (resp, lease) = match target.client.send(upstream_path, req, start).await {
         Ok(sent) => sent,
-        Err(failure) => {
+        Err(SendError::Connector(bad)) => {
+            return answer(bad_request(
+                &mut pending,
+                target,
+                &method,
+                &connector_uri,
+                bad,
+            ));
+        }
+        Err(SendError::Upstream(failure)) => {
             let status = if failure.kind == ErrorKind::Timeout {
                 StatusCode::GATEWAY_TIMEOUT
             } else {
@@ -280,6 +290,35 @@ pub async fn handle(
             lease,
         },
     ))
+}
+
+/// The connector's request could not be forwarded whole: its fault, not the upstream's. A
+/// 400 (or 499 when the connector has gone) with `origin="proxy"` and no error kind; the
+/// connection is closed after it, since the rest of the body cannot be found in its bytes.
+fn bad_request(
+    pending: &mut Pending,
+    target: &Target,
+    method: &http::Method,
+    uri: &http::Uri,
+    bad: BadRequest,
+) -> Response<ResponseBody> {
+    tracing::debug!(
+        source = target.metrics.name(),
+        %method,
+        path = %crate::redact::path_and_query(uri.path(), uri.query()),
+        reason = bad.short(),
+        cause = %bad,
+        "bad request: not forwarded whole"
+    );
+    pending.status = if bad.connector_gone() {
+        CLIENT_CLOSED
+    } else {
+        StatusCode::BAD_REQUEST.as_u16()
+    };
+    let mut resp = text(StatusCode::BAD_REQUEST, format!("remedy: {bad}\n"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Response<ResponseBody> {

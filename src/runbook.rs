@@ -75,6 +75,15 @@ fn signals(key: &str, codes: &[u16]) -> String {
          (see `remedy_upstream_request_errors_total` for the cause); `origin=\"upstream\"` means \
          the API itself answered with the code.",
     );
+    if codes.contains(&400) {
+        out.push_str(
+            "\n- `origin=\"proxy\"` on a 400 means remedy could not forward the connector's \
+             request whole: its body was malformed (broken chunked framing) or stopped arriving \
+             before the upstream answered. The API never saw a complete request; the connector \
+             (or its HTTP library) is at fault. remedy's debug log line \"bad request: not \
+             forwarded whole\" gives the reason.",
+        );
+    }
     if codes.contains(&429) || codes.iter().any(|c| *c >= 500) {
         out.push_str(
             "\n- `remedy_upstream_retry_after_seconds` is the last `Retry-After` the API sent: \

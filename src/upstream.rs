@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::config::SourceConfig;
+use crate::connector_body::{BadRequest, ConnectorBody};
 use crate::metrics::ErrorKind;
 use crate::pool::{Lease, Pool};
 
@@ -30,7 +31,7 @@ use crate::pool::{Lease, Pool};
 pub struct Upstream {
     scheme: Scheme,
     authority: Authority,
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    client: Client<HttpsConnector<HttpConnector>, ConnectorBody>,
     /// For `http://` upstreams.
     direct: Option<Arc<Pool>>,
     response_header: Duration,
@@ -45,7 +46,20 @@ pub enum BuildError {
     Tls(#[from] rustls::Error),
 }
 
-/// Why a request got no response head.
+/// Why a request got no response head: the upstream's failure, or the connector's.
+#[derive(Debug)]
+pub enum SendError {
+    Upstream(Failure),
+    Connector(BadRequest),
+}
+
+impl From<Failure> for SendError {
+    fn from(f: Failure) -> Self {
+        SendError::Upstream(f)
+    }
+}
+
+/// How the upstream failed to give a response head.
 #[derive(Debug)]
 pub struct Failure {
     pub kind: ErrorKind,
@@ -122,7 +136,7 @@ impl Upstream {
         path: PathAndQuery,
         mut req: Request<Incoming>,
         start: Instant,
-    ) -> Result<(Response<Incoming>, Option<Lease>), Failure> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
         let deadline = start + self.response_header;
         // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
         // connection to a TLS upstream sets its own version).
@@ -145,12 +159,21 @@ impl Upstream {
                     uri
                 })
                 .expect("a scheme, an authority and a path make a URI");
-                let sent = self.client.request(req);
-                match tokio::time::timeout_at(deadline, sent).await {
-                    Ok(Ok(resp)) => Ok((resp, None)),
-                    Ok(Err(e)) => Err(Failure::from_error(&e, ErrorKind::Reset)),
-                    Err(_) => Err(self.timed_out()),
-                }
+                let (parts, body) = req.into_parts();
+                let (body, watch) = ConnectorBody::new(body);
+                let sent = self.client.request(Request::from_parts(parts, body));
+                let failure = match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(Ok(resp)) => return Ok((resp, None)),
+                    Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
+                    Err(_) => self.timed_out(),
+                };
+                // A body that broke, or that the upstream was still waiting for, is the
+                // connector's failure whatever the upstream connection then did.
+                let timed_out = failure.kind == ErrorKind::Timeout;
+                Err(match watch.and_then(|w| w.blame(timed_out)) {
+                    Some(bad) => SendError::Connector(bad),
+                    None => SendError::Upstream(failure),
+                })
             }
         }
     }
