@@ -337,6 +337,30 @@ fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Respo
     resp
 }
 
+/// The status hyper answered on its own for a request head it could not parse, which
+/// remedy's service never saw: 400, 414 or 431, as hyper's server sends them; `None` for an
+/// error hyper sends no answer for. hyper tells a long URI from a large head only by the
+/// error's text.
+pub fn parser_refusal(e: &hyper::Error) -> Option<u16> {
+    if !e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
+        return None;
+    }
+    let text = e.to_string();
+    if e.is_parse_too_large() {
+        return Some(if text.contains("URI") { 414 } else { 431 });
+    }
+    (!text.contains("internal error")).then_some(400)
+}
+
+/// Counts a request hyper refused before the service saw it, with `source="unmatched"` and
+/// `origin="proxy"`, so that every answer the connector got is counted.
+pub fn count_parser_refusal(routes: &Routes, e: &hyper::Error) {
+    if let Some(status) = parser_refusal(e) {
+        let mut pending = Pending::new(routes.unmatched.clone(), Instant::now());
+        pending.status = status;
+    }
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::Full {
         data: Some(body.into()),

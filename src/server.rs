@@ -357,6 +357,7 @@ async fn serve_proxy(
         };
         let _ = stream.set_nodelay(true);
         let sidecar = sidecar.clone();
+        let routes = sidecar.clone();
         let client_ip = proxy::client_ip(peer);
         let requests = Arc::new(Requests::default());
         let io = Guarded::new(stream, requests.clone(), header_read_timeout);
@@ -372,6 +373,7 @@ async fn serve_proxy(
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
+                proxy::count_parser_refusal(&routes.routes.load(), &e);
             }
             drop(permit);
         });

@@ -42,6 +42,34 @@ fn oversized_headers_are_answered_431() {
 }
 
 #[test]
+fn requests_the_parser_refuses_are_counted_as_the_answers_sent() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_header_bytes: 8192, max_headers: 20");
+    let big = format!(
+        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    assert_eq!(
+        raw(remedy.proxy, big.as_bytes()).map(|r| r.status),
+        Some(431)
+    );
+    for bad in [
+        &b"GET /api/x HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"[..],
+        b"GET /api/x HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"G@T /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        assert_eq!(raw(remedy.proxy, bad).map(|r| r.status), Some(400));
+    }
+    let s = remedy.scrape();
+    assert_eq!(s.responses("unmatched", 431, "unlisted", "proxy"), 1.0);
+    assert_eq!(
+        s.responses("unmatched", 400, "check_request_config", "proxy"),
+        3.0
+    );
+    assert_eq!(u.hits(), 0);
+}
+
+#[test]
 fn slow_header_clients_are_cut_off_without_hurting_others() {
     let u = Upstream::http();
     let remedy = remedy_for(&u, "header_read_timeout: 500ms");
