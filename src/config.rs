@@ -559,11 +559,25 @@ pub fn summary(c: &Config, file: &str) -> String {
 /// Reads and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError {
         file: file.clone(),
         line: None,
         path: String::new(),
         message: format!("cannot read the config file: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let column = valid.len() - valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        ConfigError {
+            file: file.clone(),
+            line: Some(line),
+            path: String::new(),
+            message: format!(
+                "not UTF-8 text: byte {} of the line cannot start a character",
+                column + 1
+            ),
+        }
     })?;
     parse(&text, &file)
 }

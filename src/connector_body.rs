@@ -24,8 +24,11 @@ use hyper::body::Incoming;
 pub enum BadRequest {
     /// The body's framing is broken (a bad chunk size, a missing CRLF): hyper's words.
     Framing(String),
-    /// The connector closed the connection before its body was complete.
-    Closed,
+    /// The connector ended its side of the connection (a FIN) before its body was complete;
+    /// it may still read the answer.
+    CutShort,
+    /// The connection broke (a reset) before the body was complete: nobody reads an answer.
+    Gone,
     /// The connector stopped sending its body, and the upstream waited for the rest.
     Stalled,
 }
@@ -33,14 +36,15 @@ pub enum BadRequest {
 impl BadRequest {
     /// Whether the connector has gone and can read no answer (then counted as 499).
     pub fn connector_gone(&self) -> bool {
-        matches!(self, BadRequest::Closed)
+        matches!(self, BadRequest::Gone)
     }
 
     /// A short reason for the debug line.
     pub fn short(&self) -> &'static str {
         match self {
             BadRequest::Framing(_) => "malformed body",
-            BadRequest::Closed => "body cut short",
+            BadRequest::CutShort => "body cut short",
+            BadRequest::Gone => "connection lost mid-body",
             BadRequest::Stalled => "body stalled",
         }
     }
@@ -48,17 +52,18 @@ impl BadRequest {
 
 impl BadRequest {
     /// hyper reports a framing error as an `InvalidInput` or `InvalidData` I/O error inside a
-    /// body error, and a connector that went away as an incomplete message or any other I/O
-    /// error (`UnexpectedEof`, a reset).
+    /// body error, an end of the connector's bytes as an incomplete message or an
+    /// `UnexpectedEof`, and a broken connection as any other I/O error.
     fn from_body_error(e: &hyper::Error) -> Self {
-        use io::ErrorKind::{InvalidData, InvalidInput};
+        use io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
         let io = std::error::Error::source(e).and_then(|c| c.downcast_ref::<io::Error>());
         match io {
             Some(io) if matches!(io.kind(), InvalidData | InvalidInput) => {
                 BadRequest::Framing(io.to_string())
             }
-            Some(_) => BadRequest::Closed,
-            None if e.is_incomplete_message() => BadRequest::Closed,
+            Some(io) if io.kind() == UnexpectedEof => BadRequest::CutShort,
+            Some(_) => BadRequest::Gone,
+            None if e.is_incomplete_message() => BadRequest::CutShort,
             None => BadRequest::Framing(crate::upstream::causes(e)),
         }
     }
@@ -68,8 +73,11 @@ impl fmt::Display for BadRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BadRequest::Framing(cause) => write!(f, "the request body is malformed: {cause}"),
-            BadRequest::Closed => {
-                f.write_str("the connection closed before the request body was complete")
+            BadRequest::CutShort => {
+                f.write_str("the connector ended its side before the request body was complete")
+            }
+            BadRequest::Gone => {
+                f.write_str("the connection broke before the request body was complete")
             }
             BadRequest::Stalled => f.write_str(
                 "the request body stopped arriving before the upstream answered \

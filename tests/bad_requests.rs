@@ -134,7 +134,7 @@ fn an_upstream_that_stalls_after_the_whole_body_is_still_a_504() {
 }
 
 #[test]
-fn a_connector_that_leaves_mid_body_is_counted_499() {
+fn a_connector_that_ends_its_side_mid_body_reads_a_400() {
     let u = Upstream::http();
     let remedy = remedy_for(&u);
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
@@ -142,6 +142,45 @@ fn a_connector_that_leaves_mid_body_is_counted_499() {
         .unwrap();
     s.write_all(&[b'u'; 65536]).unwrap();
     remedy.wait_in_flight("api", 1.0);
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let reply = read_one(&mut s).expect("an answer on the half-closed connection");
+    assert_eq!(reply.status, 400);
+    assert!(reply.text().contains("ended its side"), "{}", reply.text());
+    remedy.wait_in_flight("api", 0.0);
+    let m = remedy.scrape();
+    assert_eq!(
+        m.responses("api", 400, "check_request_config", "proxy"),
+        1.0
+    );
+    assert_eq!(m.sum("remedy_upstream_request_errors_total", &[]), 0.0);
+}
+
+#[test]
+fn a_connector_whose_connection_breaks_mid_body_is_counted_499() {
+    use std::os::fd::AsRawFd;
+    let u = Upstream::http();
+    let remedy = remedy_for(&u);
+    let mut s = TcpStream::connect(remedy.proxy).unwrap();
+    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&[b'u'; 65536]).unwrap();
+    remedy.wait_in_flight("api", 1.0);
+    // A zero linger time makes the close a reset, as a crashed connector's would be.
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `linger` of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
     drop(s);
     remedy.wait_in_flight("api", 0.0);
     let m = remedy.scrape();

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 pub struct Upstream {
     pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
+    hits: Arc<Seen>,
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
     close_all: tokio::sync::mpsc::UnboundedSender<oneshot::Sender<()>>,
@@ -79,7 +79,7 @@ impl Upstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
+        let hits = Arc::new(Seen::default());
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let (close_all, mut close_rx) =
             tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<()>>();
@@ -156,7 +156,12 @@ impl Upstream {
 
     /// Requests the fixture has received.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.hits.count.load(Ordering::SeqCst)
+    }
+
+    /// Every request target received so far, with its `x-fuzz-id` header when it had one.
+    pub fn targets(&self) -> Vec<(String, Option<String>)> {
+        self.hits.targets.lock().unwrap().clone()
     }
 
     /// Connections accepted so far.
@@ -214,8 +219,23 @@ impl Drop for OpenGuard {
 
 type Reply = Response<FixtureBody>;
 
-async fn respond(req: Request<Incoming>, hits: Arc<AtomicUsize>) -> Result<Reply, Infallible> {
-    hits.fetch_add(1, Ordering::SeqCst);
+/// The requests a fixture received.
+#[derive(Default)]
+struct Seen {
+    count: AtomicUsize,
+    targets: std::sync::Mutex<Vec<(String, Option<String>)>>,
+}
+
+async fn respond(req: Request<Incoming>, hits: Arc<Seen>) -> Result<Reply, Infallible> {
+    hits.count.fetch_add(1, Ordering::SeqCst);
+    let id = req
+        .headers()
+        .get("x-fuzz-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    hits.targets
+        .lock()
+        .unwrap()
+        .push((req.uri().to_string(), id));
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let status = path
