@@ -91,6 +91,10 @@ pub struct ProxyConfig {
     /// Time a client has to send the whole request head, against slow-header clients.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Dur,
+    /// Longest a response may wait for the connector to read any of it; past it the response
+    /// is aborted and its connection closed, against readers that stop reading.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: Dur,
 }
 
 fn default_proxy_listen() -> SocketAddr {
@@ -108,6 +112,9 @@ fn default_max_header_bytes() -> usize {
 fn default_header_read_timeout() -> Dur {
     Dur(Duration::from_secs(10))
 }
+fn default_send_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -117,6 +124,7 @@ impl Default for ProxyConfig {
             max_headers: default_max_headers(),
             max_header_bytes: default_max_header_bytes(),
             header_read_timeout: default_header_read_timeout(),
+            send_timeout: default_send_timeout(),
         }
     }
 }

@@ -161,21 +161,60 @@ pin_project_lite::pin_project! {
         requests: Arc<Requests>,
         header_read_timeout: Duration,
         header_deadline: LazyDeadline,
+        timeouts: Timeouts,
+        // Since when writes to the connector have waited for it to read, if they do now.
+        write_blocked: Option<Instant>,
+        send_deadline: LazyDeadline,
     }
 }
 
+/// The proxy listener's timeouts for one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `proxy.header_read_timeout`.
+    pub header_read: Duration,
+    /// `proxy.send_timeout`.
+    pub send: Duration,
+}
+
 impl<IO> Guarded<IO> {
-    pub fn new(inner: IO, requests: Arc<Requests>, header_read_timeout: Duration) -> Self {
+    pub fn new(inner: IO, requests: Arc<Requests>, timeouts: Timeouts) -> Self {
         Guarded {
             inner,
             state: State::Head,
             head: Vec::new(),
             line: Vec::new(),
             requests,
-            header_read_timeout,
+            header_read_timeout: timeouts.header_read,
             header_deadline: LazyDeadline::default(),
+            timeouts,
+            write_blocked: None,
+            send_deadline: LazyDeadline::default(),
         }
     }
+}
+
+/// A write that waited: an error once the connector has read nothing for `send_timeout`, so
+/// that hyper aborts the response and frees what it holds; otherwise wait, woken by then.
+fn poll_send_timeout<T>(
+    blocked: &mut Option<Instant>,
+    deadline: &mut LazyDeadline,
+    timeout: Duration,
+    polled: Poll<io::Result<T>>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<T>> {
+    if polled.is_ready() {
+        *blocked = None;
+        return polled;
+    }
+    let since = *blocked.get_or_insert_with(Instant::now);
+    if deadline.poll_passed(since + timeout, cx) {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the connector read nothing for proxy.send_timeout ({timeout:?})"),
+        )));
+    }
+    Poll::Pending
 }
 
 /// What a complete head says about the body that follows.
@@ -389,10 +428,16 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        let timeout = this.timeouts.send;
+        poll_send_timeout(this.write_blocked, this.send_deadline, timeout, polled, cx)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        let timeout = this.timeouts.send;
+        poll_send_timeout(this.write_blocked, this.send_deadline, timeout, polled, cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
@@ -402,7 +447,10 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        let timeout = this.timeouts.send;
+        poll_send_timeout(this.write_blocked, this.send_deadline, timeout, polled, cx)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

@@ -13,6 +13,7 @@ pub mod connector_body;
 pub mod dashboard;
 pub mod deadline;
 pub mod framing;
+pub mod memory;
 pub mod metrics;
 pub mod pem;
 pub mod pool;

@@ -21,7 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{self, Config};
-use crate::framing::{Guarded, Requests};
+use crate::framing::{Guarded, Requests, Timeouts};
+use crate::memory::{self, Burst};
 use crate::metrics::Recorder;
 use crate::proxy::{self, Routes};
 
@@ -331,9 +332,24 @@ async fn serve_proxy(
         .max_buf_size(p.max_header_bytes)
         .writev(false)
         .keep_alive(true);
-    let header_read_timeout = p.header_read_timeout.0;
+    let timeouts = Timeouts {
+        header_read: p.header_read_timeout.0,
+        send: p.send_timeout.0,
+    };
     let connections = Arc::new(Semaphore::new(p.max_connections));
     let graceful = GracefulShutdown::new();
+    let burst = Arc::new(Burst::default());
+    let trimmer = tokio::spawn({
+        let burst = burst.clone();
+        async move {
+            loop {
+                tokio::time::sleep(memory::CHECK_EVERY).await;
+                if burst.trim() {
+                    tracing::debug!("a burst of connections ended; freed memory given back");
+                }
+            }
+        }
+    });
 
     loop {
         let permit = tokio::select! {
@@ -360,7 +376,7 @@ async fn serve_proxy(
         let routes = sidecar.clone();
         let client_ip = proxy::client_ip(peer);
         let requests = Arc::new(Requests::default());
-        let io = Guarded::new(stream, requests.clone(), header_read_timeout);
+        let io = Guarded::new(stream, requests.clone(), timeouts);
         let service = service_fn(move |req| {
             proxy::handle(
                 sidecar.routes.load_full(),
@@ -370,15 +386,19 @@ async fn serve_proxy(
             )
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        burst.opened();
+        let burst = burst.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
                 proxy::count_parser_refusal(&routes.routes.load(), &e);
             }
+            burst.closed();
             drop(permit);
         });
     }
     drop(listener);
+    trimmer.abort();
 
     let drain = config.shutdown.drain_timeout.0;
     if tokio::time::timeout(drain, graceful.shutdown())

@@ -243,3 +243,49 @@ fn host_and_authority_disagreeing_cannot_pick_another_upstream() {
     assert_eq!(r.json()["target"], "/v1");
     assert_eq!(u.hits(), 1);
 }
+
+#[test]
+fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "send_timeout: 1s");
+    let idle_kib = remedy.rss_kib();
+    // Readers that ask for 100 MB each and never read a byte.
+    let readers: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(remedy.proxy).unwrap();
+            s.write_all(b"GET /api/download/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    remedy.wait_in_flight("api", 20.0);
+    // Another client is served while they stall.
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    // Each is aborted once it has read nothing for a second, and its buffers go with it.
+    remedy.wait_in_flight("api", 0.0);
+    for mut s in readers {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("the connection stayed open: {e}"),
+            }
+        }
+        assert!(got < 100_000_000, "a stalled reader got the whole body");
+    }
+    let peak_kib = remedy.peak_rss_kib();
+    support::wait_for(
+        "resident memory back near idle",
+        Duration::from_secs(10),
+        || (remedy.rss_kib() < idle_kib + (peak_kib - idle_kib) / 2 + 1024).then_some(()),
+    );
+    eprintln!(
+        "RSS idle {idle_kib} KiB, peak {peak_kib} KiB, after {} KiB",
+        remedy.rss_kib()
+    );
+    assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+}
