@@ -289,3 +289,19 @@ fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
     );
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
 }
+
+#[test]
+fn dot_segments_hidden_behind_path_parameters_are_refused() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_headers: 100");
+    for path in [
+        "/api/..;/admin",
+        "/api/%2e%2e;/admin",
+        "/api/..%3b/admin",
+        "/api/..;jsessionid=1/admin",
+    ] {
+        assert_eq!(send(remedy.proxy, path).status, 400, "{path}");
+    }
+    assert_eq!(u.hits(), 0);
+    assert_eq!(send(remedy.proxy, "/api/a;b=1").status, 200);
+}
