@@ -154,13 +154,13 @@ pub async fn handle(
         tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
         return answer(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-
     // Phase 1: pick the upstream.
-    let (target, upstream_path) = match routes.router.route(req.method(), req.uri(), host) {
+    let host = crate::route::host_header(req.version(), req.headers());
+    let routed = host.and_then(|host| {
+        let host = host.and_then(|h| h.to_str().ok());
+        routes.router.route(req.method(), req.uri(), host)
+    });
+    let (target, upstream_path) = match routed {
         Ok(r) => {
             let target = &routes.targets[r.source];
             match target.upstream_path(r.path, r.query) {
@@ -180,7 +180,11 @@ pub async fn handle(
                 tracing::debug!(
                     method = %req.method(),
                     path = %path,
-                    host = host.unwrap_or(""),
+                    host = req
+                        .headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or(""),
                     reason = no.short(),
                     "request not forwarded"
                 );
@@ -324,7 +328,9 @@ fn bad_request(
 fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Response<ResponseBody> {
     let status = match why {
         NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
-        NoRoute::UnsafePath(_) | NoRoute::AmbiguousFraming => StatusCode::BAD_REQUEST,
+        NoRoute::UnsafePath(_) | NoRoute::BadHost(_) | NoRoute::AmbiguousFraming => {
+            StatusCode::BAD_REQUEST
+        }
         NoRoute::Unmatched => StatusCode::NOT_FOUND,
     };
     let mut pending = Pending::new(unmatched.clone(), start);
@@ -459,22 +465,36 @@ fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_ho
         None => req.headers().get(header::HOST).cloned(),
     };
     let headers = req.headers_mut();
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            let ip = client_ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
+    // Every `X-Forwarded-For` the connector sent, in order, then its address.
+    let mut chain = headers.get_all(X_FORWARDED_FOR).iter();
+    let xff = match (chain.next(), chain.next()) {
+        (None, _) => Some(client_ip.clone()),
+        (Some(first), second) => {
+            let mut joined = first.as_bytes().to_vec();
+            for v in second.into_iter().chain(chain) {
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(v.as_bytes());
+            }
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
         }
-        None => Some(client_ip.clone()),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(h) = original_host {
-        if preserve_host {
-            headers.insert(header::HOST, h.clone());
+    // remedy sets `X-Forwarded-Host` or removes it: a connector's own never passes.
+    match original_host {
+        Some(h) => {
+            if preserve_host {
+                headers.insert(header::HOST, h.clone());
+            }
+            headers.insert(X_FORWARDED_HOST, h);
         }
-        headers.insert(X_FORWARDED_HOST, h);
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
     }
     if !preserve_host {
         // The client sets `Host` (or `:authority`) from the upstream URI.

@@ -45,6 +45,8 @@ pub enum NoRoute {
     Connect,
     #[error("the request path is not allowed: {0}")]
     UnsafePath(&'static str),
+    #[error("the request's host is not acceptable: {0}")]
+    BadHost(&'static str),
     #[error(
         "the request carries both Content-Length and Transfer-Encoding; remedy refuses \
          ambiguous framing (request smuggling)"
@@ -64,7 +66,7 @@ impl NoRoute {
     pub fn short(self) -> &'static str {
         match self {
             NoRoute::Connect => "CONNECT is not tunnelled",
-            NoRoute::UnsafePath(why) => why,
+            NoRoute::UnsafePath(why) | NoRoute::BadHost(why) => why,
             NoRoute::AmbiguousFraming => "both Content-Length and Transfer-Encoding",
             NoRoute::Unmatched => "no source matched",
         }
@@ -115,6 +117,7 @@ impl Router {
         let query = uri.query();
         // Absolute-form (a client using HTTP_PROXY): the URI's host decides, nothing else.
         if let Some(authority_host) = uri.host() {
+            check_absolute(uri)?;
             return self
                 .by_host(authority_host)
                 .map(|source| Routed {
@@ -211,6 +214,38 @@ pub fn check_path(path: &str) -> Result<(), NoRoute> {
         }
     }
     Ok(())
+}
+
+/// An absolute-form URI is `http://` or `https://` and names no user: a proxy forwards it as
+/// HTTP whatever the scheme said, and userinfo would be copied into `X-Forwarded-Host`.
+fn check_absolute(uri: &Uri) -> Result<(), NoRoute> {
+    let scheme = uri.scheme_str().unwrap_or_default();
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(NoRoute::BadHost(
+            "only http:// and https:// URIs are proxied",
+        ));
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(NoRoute::BadHost("userinfo in the request URI is refused"));
+    }
+    Ok(())
+}
+
+/// The request's one `Host` header: HTTP/1.1 requires exactly one (RFC 9112 §3.2), HTTP/1.0
+/// allows none; two would let the first and a later hop disagree about the target.
+pub fn host_header(
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Result<Option<&http::HeaderValue>, NoRoute> {
+    let mut all = headers.get_all(http::header::HOST).iter();
+    let first = all.next();
+    if all.next().is_some() {
+        return Err(NoRoute::BadHost("more than one Host header"));
+    }
+    if first.is_none() && version == http::Version::HTTP_11 {
+        return Err(NoRoute::BadHost("HTTP/1.1 requires a Host header"));
+    }
+    Ok(first)
 }
 
 /// The segment without its `;` parameters (`..;jsessionid=x` is `..`), the `;` literal or

@@ -228,3 +228,54 @@ fn http_1_0_connectors_are_forwarded_as_http_1_1() {
         assert_eq!(echo["body"], body, "{method}");
     }
 }
+
+#[test]
+fn a_missing_or_doubled_host_or_a_foreign_scheme_is_refused() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    for bad in [
+        &b"GET /api/x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"GET /api/x HTTP/1.1\r\nHost: api.example.com\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        b"GET ftp://api.example.com/api/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+        b"GET http://user:pw@api.example.com/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = support::raw(remedy.proxy, bad).expect("an answer");
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+        assert!(r.text().contains("host"), "{}", r.text());
+    }
+    assert_eq!(u.hits(), 0);
+    let s = remedy.scrape();
+    assert_eq!(
+        s.responses("unmatched", 400, "check_request_config", "proxy"),
+        4.0
+    );
+}
+
+#[test]
+fn forwarded_headers_are_remedys_own() {
+    let u = Upstream::http();
+    let remedy = Remedy::start(&one_source(&u, ""));
+    // HTTP/1.0 without Host: a connector's X-Forwarded-Host does not pass.
+    let r = support::raw(
+        remedy.proxy,
+        b"GET /api/x HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(header(&r.json(), "x-forwarded-host").is_empty());
+    // Every X-Forwarded-For is kept, in order, and the connector's address appended.
+    let r = request(
+        remedy.proxy,
+        "GET",
+        "/api/x",
+        &[
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Forwarded-For", "10.0.0.2, 10.0.0.3"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        header(&r.json(), "x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+    );
+}
