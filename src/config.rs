@@ -95,6 +95,10 @@ pub struct ProxyConfig {
     /// is aborted and its connection closed, against readers that stop reading.
     #[serde(default = "default_send_timeout")]
     pub send_timeout: Dur,
+    /// Query parameters whose values log lines show in clear, beside the built-in harmless
+    /// names; every other value is logged as `REDACTED`.
+    #[serde(default)]
+    pub log_query_params: Vec<String>,
 }
 
 fn default_proxy_listen() -> SocketAddr {
@@ -125,6 +129,7 @@ impl Default for ProxyConfig {
             max_header_bytes: default_max_header_bytes(),
             header_read_timeout: default_header_read_timeout(),
             send_timeout: default_send_timeout(),
+            log_query_params: Vec::new(),
         }
     }
 }

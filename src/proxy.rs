@@ -28,12 +28,14 @@ use crate::deadline::LazyDeadline;
 use crate::framing::{Answering, InService};
 use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::pool::Lease;
+use crate::redact::Redactor;
 use crate::route::{NoRoute, Router};
 use crate::upstream::{self, SendError, Upstream};
 
 /// Everything a request needs from the live config; swapped whole on reload.
 pub struct Routes {
     router: Router,
+    redact: Redactor,
     targets: Vec<Target>,
     unmatched: Arc<SourceMetrics>,
 }
@@ -62,6 +64,7 @@ impl Routes {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Routes {
             router: Router::new(&config.sources),
+            redact: Redactor::new(&config.proxy.log_query_params),
             targets,
             unmatched: Arc::new(recorder.unmatched(&config.catalog)),
         })
@@ -176,7 +179,9 @@ pub async fn handle(
         }
         Err(no) => {
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let path = crate::redact::path_and_query(req.uri().path(), req.uri().query());
+                let path = routes
+                    .redact
+                    .path_and_query(req.uri().path(), req.uri().query());
                 tracing::debug!(
                     method = %req.method(),
                     path = %path,
@@ -214,8 +219,12 @@ pub async fn handle(
 
     // Phase 3: rewrite the request for the upstream.
     let method = req.method().clone();
-    let logged_path = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| crate::redact::path_and_query(req.uri().path(), req.uri().query()).into_owned());
+    let logged_path = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        routes
+            .redact
+            .path_and_query(req.uri().path(), req.uri().query())
+            .into_owned()
+    });
     // Kept for the warn line of a failure (a reference-counted clone, not a copy).
     let connector_uri = req.uri().clone();
     rewrite_request(&mut req, &client_ip, target.preserve_host);
@@ -224,13 +233,10 @@ pub async fn handle(
     let (resp, lease) = match target.client.send(upstream_path, req, start).await {
         Ok(sent) => sent,
         Err(SendError::Connector(bad)) => {
-            return answer(bad_request(
-                &mut pending,
-                target,
-                &method,
-                &connector_uri,
-                bad,
-            ));
+            let path = routes
+                .redact
+                .path_and_query(connector_uri.path(), connector_uri.query());
+            return answer(bad_request(&mut pending, target, &method, &path, bad));
         }
         Err(SendError::Upstream(failure)) => {
             let status = if failure.kind == ErrorKind::Timeout {
@@ -241,7 +247,7 @@ pub async fn handle(
             tracing::warn!(
                 source = target.metrics.name(),
                 %method,
-                path = %crate::redact::path_and_query(connector_uri.path(), connector_uri.query()),
+                path = %routes.redact.path_and_query(connector_uri.path(), connector_uri.query()),
                 status = status.as_u16(),
                 kind = failure.kind.as_str(),
                 cause = %failure.cause,
@@ -303,13 +309,13 @@ fn bad_request(
     pending: &mut Pending,
     target: &Target,
     method: &http::Method,
-    uri: &http::Uri,
+    path: &str,
     bad: BadRequest,
 ) -> Response<ResponseBody> {
     tracing::debug!(
         source = target.metrics.name(),
         %method,
-        path = %crate::redact::path_and_query(uri.path(), uri.query()),
+        path,
         reason = bad.short(),
         cause = %bad,
         "bad request: not forwarded whole"

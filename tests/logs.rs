@@ -21,6 +21,7 @@ fn no_secret_reaches_the_logs_at_debug_level() {
         "/api/x/401?token=QUERYSECRET&page=2",
         "/down/x?api_key=KEYSECRET",
         "/nowhere?password=PWSECRET",
+        "/api/y?jwt=JWTSECRET&client_assertion=ASSERTSECRET&page=3",
     ] {
         request(remedy.proxy, "GET", path, &secrets, b"");
     }
@@ -30,6 +31,7 @@ fn no_secret_reaches_the_logs_at_debug_level() {
     remedy.wait_log("upstream unreachable");
     remedy.wait_log("/down/x?api_key=REDACTED");
     remedy.wait_log("password=REDACTED");
+    remedy.wait_log("jwt=REDACTED&client_assertion=REDACTED&page=3");
     let logs = remedy.logs();
     for secret in [
         "AUTHSECRET",
@@ -38,6 +40,8 @@ fn no_secret_reaches_the_logs_at_debug_level() {
         "QUERYSECRET",
         "KEYSECRET",
         "PWSECRET",
+        "JWTSECRET",
+        "ASSERTSECRET",
     ] {
         assert!(
             !logs.contains(secret),
