@@ -8,7 +8,7 @@
 //! | `GET /dashboard` | the Grafana dashboard JSON |
 //! | `GET /-/healthy` | 200 while the process runs |
 //! | `GET /-/ready` | 200 once both listeners are bound and the config is loaded; 503 while draining |
-//! | `POST /-/reload` | reloads the config file; 200, or 500 with the reason |
+//! | `POST /-/reload` | reloads the config file; 200, or 500 with the reason; 403 unless `admin.enable_reload` or basic auth, or from another `Origin` |
 //!
 //! It runs on its own thread, so a scrape never competes with proxied requests for a worker.
 //! With `--web.config.file` it serves TLS and requires basic auth on every route, as
@@ -123,7 +123,8 @@ pub fn serve_blocking(
                     let is_final = req.method() == Method::GET
                         && req.uri().path() == "/metrics"
                         && sidecar.is_drained();
-                    let mut resp = respond(&sidecar, &req).await;
+                    let authenticated = web.as_ref().is_some_and(|w| w.has_users());
+                    let mut resp = respond(&sidecar, &req, authenticated).await;
                     if is_final {
                         // Closing the connection after this response tells us, when
                         // `serve_connection` returns, that every byte was written out.
@@ -157,7 +158,32 @@ pub fn serve_blocking(
     });
 }
 
-async fn respond(sidecar: &Arc<Sidecar>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Whether `POST /-/reload` is served: when `admin.enable_reload` is on, or to a client that
+/// passed the web config's basic auth (as Prometheus guards its lifecycle API).
+fn reload_allowed(sidecar: &Sidecar, authenticated: bool) -> bool {
+    sidecar.config().admin.enable_reload || authenticated
+}
+
+/// A request without `Origin` (curl, a probe, kubectl) or whose `Origin` names the admin
+/// listener it came to; a page elsewhere in a browser sends its own origin and is refused.
+fn same_origin(req: &Request<Incoming>) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let host = req.headers().get(header::HOST).map(|h| h.as_bytes());
+    let authority = origin.to_str().ok().and_then(|o| {
+        o.strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+    });
+    matches!((authority, host), (Some(a), Some(h)) if a.as_bytes().eq_ignore_ascii_case(h))
+}
+
+/// Serves one admin request; `authenticated` when it passed the web config's basic auth.
+async fn respond(
+    sidecar: &Arc<Sidecar>,
+    req: &Request<Incoming>,
+    authenticated: bool,
+) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json";
     const YAML: &str = "application/yaml";
@@ -194,6 +220,15 @@ async fn respond(sidecar: &Arc<Sidecar>, req: &Request<Incoming>) -> Response<Fu
             TEXT,
             "remedy is not ready.\n",
         ),
+        (&Method::POST, "/-/reload") if !reload_allowed(sidecar, authenticated) => reply(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "the reload endpoint is off: set admin.enable_reload: true, or basic auth in the \
+             web config (SIGHUP reloads too)\n",
+        ),
+        (&Method::POST, "/-/reload") if !same_origin(req) => {
+            reply(StatusCode::FORBIDDEN, TEXT, "cross-origin reload refused\n")
+        }
         (&Method::POST, "/-/reload") => {
             let s = sidecar.clone();
             match tokio::task::spawn_blocking(move || s.reload()).await {

@@ -140,6 +140,10 @@ pub struct AdminConfig {
     /// Address of the admin listener, scraped by Prometheus.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Serve `POST /-/reload` without basic auth (with basic auth set in the web config it is
+    /// served to authenticated clients either way). Off: SIGHUP and the file watch still reload.
+    #[serde(default)]
+    pub enable_reload: bool,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -150,6 +154,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            enable_reload: false,
         }
     }
 }

@@ -106,6 +106,11 @@ impl WebConfig {
         })
     }
 
+    /// Whether basic auth is required at all.
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
     /// Whether a request with this `Authorization` header may be served.
     pub fn authorized(&self, authorization: Option<&[u8]>) -> bool {
         if self.users.is_empty() {

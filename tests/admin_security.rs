@@ -108,3 +108,28 @@ fn a_bad_web_config_refuses_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn with_basic_auth_the_reload_endpoint_serves_authenticated_clients() {
+    let s = secured();
+    let url = format!("https://{}/-/reload", s.remedy.admin);
+    let ca = s.ca.to_str().unwrap();
+    let auth = ["--cacert", ca, "-u", "prometheus:s3cret", "-X", "POST"];
+    assert_eq!(curl(&[&auth[..], &[url.as_str()]].concat()).1, "200");
+    assert_eq!(
+        curl(&["--cacert", ca, "-X", "POST", &url]).1,
+        "401",
+        "no password"
+    );
+    assert_eq!(
+        curl(
+            &[
+                &auth[..],
+                &["-H", "Origin: https://evil.example", url.as_str()]
+            ]
+            .concat()
+        )
+        .1,
+        "403"
+    );
+}

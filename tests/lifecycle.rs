@@ -163,7 +163,10 @@ fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
 #[test]
 fn bad_reload_keeps_the_running_config_and_says_why() {
     let a = Upstream::http();
-    let remedy = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
+    let remedy = Remedy::start(&format!(
+        "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
+        source("alpha", &a)
+    ));
     let good = std::fs::read_to_string(&remedy.config_path).unwrap();
     std::fs::write(
         &remedy.config_path,
@@ -201,7 +204,10 @@ fn bad_reload_keeps_the_running_config_and_says_why() {
 #[test]
 fn reloads_under_continuous_traffic_fail_no_request() {
     let a = Upstream::http();
-    let remedy = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
+    let remedy = Remedy::start(&format!(
+        "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
+        source("alpha", &a)
+    ));
     let good = std::fs::read_to_string(&remedy.config_path).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -308,4 +314,35 @@ fn the_admin_thread_gives_way_to_the_proxy_workers() {
     };
     assert_eq!(policy("remedy-admin"), [5], "{threads:?}");
     assert_eq!(policy("remedy-proxy"), [0, 0], "{threads:?}");
+}
+
+#[test]
+fn the_reload_endpoint_is_off_unless_enabled_and_refuses_other_origins() {
+    let a = Upstream::http();
+    let off = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
+    let r = request(off.admin, "POST", "/-/reload", &[], b"");
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("admin.enable_reload"), "{}", r.text());
+    assert!(!off.logs().contains("config reloaded"));
+
+    let on = Remedy::start(&format!(
+        "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
+        source("alpha", &a)
+    ));
+    let own = format!("http://{}", on.admin);
+    for (origin, status) in [
+        ("http://evil.example", 403),
+        ("null", 403),
+        (own.as_str(), 200),
+    ] {
+        let r = request(
+            on.admin,
+            "POST",
+            "/-/reload",
+            &[("Origin", origin), ("Content-Type", "text/plain")],
+            b"x",
+        );
+        assert_eq!(r.status, status, "Origin: {origin}: {}", r.text());
+    }
+    assert_eq!(request(on.admin, "POST", "/-/reload", &[], b"").status, 200);
 }
