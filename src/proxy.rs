@@ -157,6 +157,9 @@ pub async fn handle(
         tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
         return answer(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
     }
+    if !crate::route::only_chunked(req.headers()) {
+        return answer(refuse(&routes.unmatched, start, NoRoute::UnsupportedCoding));
+    }
     // Phase 1: pick the upstream.
     let host = crate::route::host_header(req.version(), req.headers());
     let routed = host.and_then(|host| {
@@ -338,11 +341,15 @@ fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Respo
             StatusCode::BAD_REQUEST
         }
         NoRoute::Unmatched => StatusCode::NOT_FOUND,
+        NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
     };
     let mut pending = Pending::new(unmatched.clone(), start);
     pending.status = status.as_u16();
     let mut resp = text(status, format!("remedy: {why}\n"));
-    if matches!(why, NoRoute::Connect | NoRoute::AmbiguousFraming) {
+    if matches!(
+        why,
+        NoRoute::Connect | NoRoute::AmbiguousFraming | NoRoute::UnsupportedCoding
+    ) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -53,6 +53,11 @@ pub enum NoRoute {
     )]
     AmbiguousFraming,
     #[error(
+        "the request's Transfer-Encoding names a coding other than chunked; remedy forwards \
+         only chunked bodies faithfully (send the body with Content-Encoding instead)"
+    )]
+    UnsupportedCoding,
+    #[error(
         "no source matched this request. Add a source to remedy's config whose \
          match.path_prefix starts this path, or whose match.hosts names this host:\n\n\
          sources:\n  - name: example\n    upstream: https://api.example.com\n    \
@@ -68,6 +73,7 @@ impl NoRoute {
             NoRoute::Connect => "CONNECT is not tunnelled",
             NoRoute::UnsafePath(why) | NoRoute::BadHost(why) => why,
             NoRoute::AmbiguousFraming => "both Content-Length and Transfer-Encoding",
+            NoRoute::UnsupportedCoding => "a transfer coding other than chunked",
             NoRoute::Unmatched => "no source matched",
         }
     }
@@ -214,6 +220,17 @@ pub fn check_path(path: &str) -> Result<(), NoRoute> {
         }
     }
     Ok(())
+}
+
+/// Whether every `Transfer-Encoding` the request names is `chunked`: hyper decodes the
+/// chunked framing and passes any other coding (`gzip, chunked`) through as body bytes while
+/// the header is dropped as hop-by-hop, so the upstream would get a body it cannot decode.
+pub fn only_chunked(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .all(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// An absolute-form URI is `http://` or `https://` and names no user: a proxy forwards it as

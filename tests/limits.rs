@@ -305,3 +305,32 @@ fn dot_segments_hidden_behind_path_parameters_are_refused() {
     assert_eq!(u.hits(), 0);
     assert_eq!(send(remedy.proxy, "/api/a;b=1").status, 200);
 }
+
+#[test]
+fn a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_headers: 100");
+    for te in ["gzip, chunked", "chunked, gzip", "deflate"] {
+        let req = format!(
+            "POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let r = raw(remedy.proxy, req.as_bytes());
+        // hyper itself refuses a coding after chunked (the body's end cannot be found).
+        let status = r.map(|r| r.status);
+        assert!(matches!(status, Some(501) | Some(400)), "{te}: {status:?}");
+    }
+    let r = raw(
+        remedy.proxy,
+        b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 501);
+    assert!(r.text().contains("chunked"), "{}", r.text());
+    assert_eq!(u.hits(), 0);
+    let chunked = raw(
+        remedy.proxy,
+        b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(chunked.status, 200);
+}
