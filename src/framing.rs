@@ -34,6 +34,9 @@ pub struct Requests {
     /// 1 + the index of the head the guard refused, or 0. A refused head is the last one the
     /// guard judges: it stops inspecting the connection there.
     refused: AtomicU64,
+    /// 1 + the index of the first request the guard could not follow, or 0: that request and
+    /// every later one are refused, so the guard is never blind while the connection serves.
+    blind_from: AtomicU64,
     /// Requests handed to the service.
     served: AtomicU64,
     /// Requests in service: handed over and their response not yet sent.
@@ -48,6 +51,7 @@ impl Default for Requests {
         Requests {
             judged: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            blind_from: AtomicU64::new(0),
             served: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
@@ -69,10 +73,10 @@ impl Requests {
     pub fn serve(self: &Arc<Self>) -> (bool, InService) {
         let index = self.served.fetch_add(1, Relaxed);
         self.in_flight.fetch_add(1, Relaxed);
-        (
-            self.refused.load(Relaxed) == index + 1,
-            InService(self.clone()),
-        )
+        let blind_from = self.blind_from.load(Relaxed);
+        let refuse =
+            self.refused.load(Relaxed) == index + 1 || (blind_from != 0 && index + 1 >= blind_from);
+        (refuse, InService(self.clone()))
     }
 
     /// The moment from which the header read timeout runs, if no request is in service.
@@ -130,9 +134,14 @@ impl<B: Body> Body for Answering<B> {
     }
 }
 
-/// Longest head the guard buffers; past it hyper answers 431 and closes anyway.
+/// Longest head the guard buffers; past it hyper answers 431 and closes anyway (and should a
+/// larger `max_header_bytes` let hyper take it, the connection's requests are refused).
 const MAX_HEAD: usize = 128 * 1024;
-const MAX_LINE: usize = 4096;
+/// Longest chunk-size line (with its extensions) or trailer line; a longer one fails the
+/// connection.
+pub const MAX_LINE: usize = 4096;
+/// Most bytes of trailers after the last chunk; more fail the connection.
+pub const MAX_TRAILERS: usize = 16 * 1024;
 
 #[derive(Debug)]
 enum State {
@@ -144,9 +153,9 @@ enum State {
     ChunkSize,
     /// Inside chunk data, then its CRLF.
     ChunkData(u64),
-    /// Reading trailer lines after the last chunk.
-    Trailers,
-    /// Not inspecting any more: hyper will reject or close this connection.
+    /// Reading trailer lines after the last chunk, with the trailer bytes so far.
+    Trailers(usize),
+    /// The guard cannot follow the framing any more; every later request is refused.
     Off,
 }
 
@@ -168,13 +177,15 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// The proxy listener's timeouts for one connection.
+/// The proxy listener's limits for one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// `proxy.header_read_timeout`.
     pub header_read: Duration,
     /// `proxy.send_timeout`.
     pub send: Duration,
+    /// `proxy.max_headers`, so that the guard parses every header hyper accepts.
+    pub max_headers: usize,
 }
 
 impl<IO> Guarded<IO> {
@@ -225,31 +236,44 @@ enum Framing {
     Unknown,
 }
 
-/// Headers the guard parses at most; a head with more is left to hyper (which refuses it
-/// above `proxy.max_headers`) and the connection is no longer inspected.
+/// Headers the guard parses on the stack; a head with more (up to `proxy.max_headers`) is
+/// parsed again with room for them all.
 const GUARD_HEADERS: usize = 128;
 
-fn framing(head: &[u8]) -> Option<(usize, Framing)> {
+fn framing(head: &[u8], max_headers: usize) -> Option<(usize, Framing)> {
     // Left uninitialised: httparse writes only the headers it finds.
     let mut storage =
         [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; GUARD_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(head, &mut storage) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return None,
-        Err(_) => return Some((head.len(), Framing::Unknown)),
-    };
+    match req.parse_with_uninit_headers(head, &mut storage) {
+        Ok(httparse::Status::Complete(len)) => Some((len, framing_of(req.headers))),
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) if max_headers > GUARD_HEADERS => {
+            let mut many = vec![httparse::EMPTY_HEADER; max_headers];
+            let mut req = httparse::Request::new(&mut many);
+            match req.parse(head) {
+                Ok(httparse::Status::Complete(len)) => Some((len, framing_of(req.headers))),
+                Ok(httparse::Status::Partial) => None,
+                Err(_) => Some((head.len(), Framing::Unknown)),
+            }
+        }
+        Err(_) => Some((head.len(), Framing::Unknown)),
+    }
+}
+
+/// The body framing a parsed head declares.
+fn framing_of(headers: &[httparse::Header<'_>]) -> Framing {
     let mut content_length = None;
     let mut transfer_encoding = false;
     let mut chunked_last = false;
-    for h in req.headers.iter() {
+    for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
             match (content_length, v) {
-                (_, None) => return Some((len, Framing::Unknown)),
-                (Some(a), Some(b)) if a != b => return Some((len, Framing::Unknown)),
+                (_, None) => return Framing::Unknown,
+                (Some(a), Some(b)) if a != b => return Framing::Unknown,
                 (_, v) => content_length = v,
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -261,28 +285,27 @@ fn framing(head: &[u8]) -> Option<(usize, Framing)> {
                 .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
     }
-    Some((
-        len,
-        match (transfer_encoding, content_length) {
-            (true, Some(_)) => Framing::Refuse,
-            (true, None) if chunked_last => Framing::Chunked,
-            (true, None) => Framing::Unknown,
-            (false, n) => Framing::Length(n.unwrap_or(0)),
-        },
-    ))
+    match (transfer_encoding, content_length) {
+        (true, Some(_)) => Framing::Refuse,
+        (true, None) if chunked_last => Framing::Chunked,
+        (true, None) => Framing::Unknown,
+        (false, n) => Framing::Length(n.unwrap_or(0)),
+    }
 }
 
-/// Advances the framing state over `data`.
+/// Advances the framing state over `data`. An error is a line too long to follow: the
+/// connection must fail rather than be served unwatched.
 fn observe(
     state: &mut State,
     head: &mut Vec<u8>,
     line: &mut Vec<u8>,
     requests: &Requests,
+    max_headers: usize,
     mut data: &[u8],
-) {
+) -> Result<(), &'static str> {
     while !data.is_empty() {
         match state {
-            State::Off => return,
+            State::Off => return Ok(()),
             State::Head => {
                 // Blank lines before a request line are allowed (RFC 9112 §2.2).
                 if head.is_empty() {
@@ -292,16 +315,16 @@ fn observe(
                         .count();
                     data = &data[skip..];
                     if data.is_empty() {
-                        return;
+                        return Ok(());
                     }
                 }
                 // A head that arrives whole is parsed where it lies, without a copy.
                 let start = head.len();
                 let parsed = if start == 0 {
-                    framing(data)
+                    framing(data, max_headers)
                 } else {
                     head.extend_from_slice(data);
-                    framing(head)
+                    framing(head, max_headers)
                 };
                 match parsed {
                     None => {
@@ -309,27 +332,29 @@ fn observe(
                             head.extend_from_slice(data);
                         }
                         if head.len() > MAX_HEAD {
-                            *state = State::Off;
+                            go_blind(state, requests);
                         }
-                        return;
+                        return Ok(());
                     }
                     Some((len, f)) => {
                         let used = len - start;
                         data = &data[used.min(data.len())..];
                         head.clear();
-                        *state = match f {
-                            Framing::Length(0) => State::Head,
-                            Framing::Length(n) => State::Fixed(n),
-                            Framing::Chunked => State::ChunkSize,
+                        match f {
+                            Framing::Length(0) => *state = State::Head,
+                            Framing::Length(n) => *state = State::Fixed(n),
+                            Framing::Chunked => *state = State::ChunkSize,
                             Framing::Refuse => {
                                 requests.judge(true);
-                                State::Off
+                                go_blind(state, requests);
+                                return Ok(());
                             }
-                            Framing::Unknown => State::Off,
-                        };
-                        if !matches!(state, State::Off) {
-                            requests.judge(false);
+                            Framing::Unknown => {
+                                go_blind(state, requests);
+                                return Ok(());
+                            }
                         }
+                        requests.judge(false);
                     }
                 }
             }
@@ -349,41 +374,62 @@ fn observe(
                     *state = State::ChunkSize;
                 }
             }
-            State::ChunkSize | State::Trailers => {
-                let Some(end) = data.iter().position(|b| *b == b'\n') else {
-                    line.extend_from_slice(data);
-                    if line.len() > MAX_LINE {
-                        *state = State::Off;
-                    }
-                    return;
+            State::ChunkSize | State::Trailers(_) => {
+                let found = data.iter().position(|b| *b == b'\n');
+                let piece = &data[..found.unwrap_or(data.len())];
+                if line.len() + piece.len() > MAX_LINE {
+                    return Err(if matches!(state, State::Trailers(_)) {
+                        "a trailer line longer than 4096 bytes"
+                    } else {
+                        "a chunk-size line (with its extensions) longer than 4096 bytes"
+                    });
+                }
+                line.extend_from_slice(piece);
+                let Some(end) = found else {
+                    return Ok(());
                 };
-                line.extend_from_slice(&data[..end]);
                 data = &data[end + 1..];
                 let text = line.trim_ascii();
-                *state = if matches!(state, State::Trailers) {
-                    if text.is_empty() {
-                        State::Head
-                    } else {
-                        State::Trailers
+                *state = match *state {
+                    State::Trailers(_) if text.is_empty() => State::Head,
+                    State::Trailers(so_far) => {
+                        let total = so_far + line.len() + 1;
+                        if total > MAX_TRAILERS {
+                            return Err("trailers longer than 16384 bytes");
+                        }
+                        State::Trailers(total)
                     }
-                } else if text.is_empty() {
                     // The CRLF that ends a chunk's data.
-                    State::ChunkSize
-                } else {
-                    let size = text.split(|b| *b == b';').next().unwrap_or_default();
-                    match std::str::from_utf8(size)
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                    {
-                        Some(0) => State::Trailers,
-                        Some(n) => State::ChunkData(n),
-                        None => State::Off,
+                    _ if text.is_empty() => State::ChunkSize,
+                    _ => {
+                        let size = text.split(|b| *b == b';').next().unwrap_or_default();
+                        match std::str::from_utf8(size)
+                            .ok()
+                            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                        {
+                            Some(0) => State::Trailers(0),
+                            Some(n) => State::ChunkData(n),
+                            None => {
+                                line.clear();
+                                go_blind(state, requests);
+                                return Ok(());
+                            }
+                        }
                     }
                 };
                 line.clear();
             }
         }
     }
+    Ok(())
+}
+
+/// The guard cannot follow the framing from here: every request the connection hands over
+/// from now on is refused (hyper refuses or closes on most such input anyway).
+fn go_blind(state: &mut State, requests: &Requests) {
+    *state = State::Off;
+    let next = requests.judged.load(Relaxed);
+    requests.blind_from.store(next + 1, Relaxed);
 }
 
 impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
@@ -397,8 +443,18 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
         match this.inner.poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
-                observe(this.state, this.head, this.line, this.requests, new);
-                Poll::Ready(Ok(()))
+                let max_headers = this.timeouts.max_headers;
+                match observe(
+                    this.state,
+                    this.head,
+                    this.line,
+                    this.requests,
+                    max_headers,
+                    new,
+                ) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why))),
+                }
             }
             // Only a read that has to wait needs the deadline, to be woken by it.
             Poll::Pending => match this.requests.idle_since() {
@@ -465,9 +521,61 @@ mod tests {
         let r = Arc::new(Requests::default());
         let (mut state, mut head, mut line) = (State::Head, Vec::new(), Vec::new());
         for c in chunks {
-            observe(&mut state, &mut head, &mut line, &r, c);
+            observe(&mut state, &mut head, &mut line, &r, 200, c).unwrap();
         }
         (0..r.judged.load(Relaxed)).map(|_| r.serve().0).collect()
+    }
+
+    /// What observing `stream` in one piece gives: the error, or whether the guard went blind.
+    fn observed(stream: &[u8]) -> Result<bool, &'static str> {
+        let r = Arc::new(Requests::default());
+        let (mut state, mut head, mut line) = (State::Head, Vec::new(), Vec::new());
+        observe(&mut state, &mut head, &mut line, &r, 200, stream)?;
+        Ok(r.blind_from.load(Relaxed) != 0)
+    }
+
+    #[test]
+    fn a_line_too_long_to_follow_fails_the_connection() {
+        let head = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut long_ext = head.to_vec();
+        long_ext.extend_from_slice(b"4;e=");
+        long_ext.extend(std::iter::repeat_n(b'x', 4200));
+        assert!(observed(&long_ext).is_err());
+        let mut trailers = head.to_vec();
+        trailers.extend_from_slice(b"0\r\n");
+        for i in 0..20 {
+            trailers.extend_from_slice(format!("X-T{i}: {}\r\n", "v".repeat(1000)).as_bytes());
+        }
+        assert!(observed(&trailers).is_err());
+        let mut fine = head.to_vec();
+        fine.extend_from_slice(b"4;e=1\r\nabcd\r\n0\r\nX-T: 1\r\n\r\n");
+        assert_eq!(observed(&fine), Ok(false));
+    }
+
+    #[test]
+    fn heads_beyond_the_stack_slots_are_still_judged() {
+        let mut head = String::from("POST /a HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..150 {
+            head.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        let both =
+            format!("{head}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+        assert_eq!(verdicts_for(&[both.as_bytes()]), [true]);
+    }
+
+    #[test]
+    fn a_head_the_guard_cannot_read_refuses_every_later_request() {
+        assert_eq!(
+            observed(b"GET /a HTTP/1.1\r\nBad Header: x\r\n\r\n"),
+            Ok(true)
+        );
+        // Two heads it follows, then one it cannot: only that one and later ones are refused.
+        let r = Arc::new(Requests::default());
+        let (mut state, mut head, mut line) = (State::Head, Vec::new(), Vec::new());
+        let stream = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nBad Header: x\r\n\r\n";
+        observe(&mut state, &mut head, &mut line, &r, 200, stream).unwrap();
+        let verdicts: Vec<bool> = (0..4).map(|_| r.serve().0).collect();
+        assert_eq!(verdicts, [false, false, true, true]);
     }
 
     #[test]

@@ -48,8 +48,9 @@ pub enum NoRoute {
     #[error("the request's host is not acceptable: {0}")]
     BadHost(&'static str),
     #[error(
-        "the request carries both Content-Length and Transfer-Encoding; remedy refuses \
-         ambiguous framing (request smuggling)"
+        "remedy refuses this request's framing: it carries both Content-Length and \
+         Transfer-Encoding, or an earlier request on this connection could not be followed \
+         (request smuggling guard)"
     )]
     AmbiguousFraming,
     #[error(
@@ -72,7 +73,7 @@ impl NoRoute {
         match self {
             NoRoute::Connect => "CONNECT is not tunnelled",
             NoRoute::UnsafePath(why) | NoRoute::BadHost(why) => why,
-            NoRoute::AmbiguousFraming => "both Content-Length and Transfer-Encoding",
+            NoRoute::AmbiguousFraming => "ambiguous framing or a connection the guard lost",
             NoRoute::UnsupportedCoding => "a transfer coding other than chunked",
             NoRoute::Unmatched => "no source matched",
         }

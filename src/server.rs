@@ -335,6 +335,7 @@ async fn serve_proxy(
     let timeouts = Timeouts {
         header_read: p.header_read_timeout.0,
         send: p.send_timeout.0,
+        max_headers: p.max_headers,
     };
     let connections = Arc::new(Semaphore::new(p.max_connections));
     let graceful = GracefulShutdown::new();

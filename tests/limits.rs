@@ -207,10 +207,12 @@ fn smuggling_attempts_never_reach_the_upstream_as_a_second_request() {
         0,
         "the upstream saw a request with ambiguous framing"
     );
+    // Two refused by remedy's guard, the duplicate Content-Length by hyper's parser: all three
+    // counted.
     let s = remedy.scrape();
     assert_eq!(
         s.responses("unmatched", 400, "check_request_config", "proxy"),
-        2.0
+        3.0
     );
     // Pipelined requests with honest framing still pass.
     let pipelined = b"POST /api/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /api/b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -333,4 +335,47 @@ fn a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
     )
     .unwrap();
     assert_eq!(chunked.status, 200);
+}
+
+#[test]
+fn a_chunk_line_too_long_to_follow_cannot_switch_the_smuggling_guard_off() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_headers: 100");
+    let mut s = TcpStream::connect(remedy.proxy).unwrap();
+    let mut first =
+        b"POST /api/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;e=".to_vec();
+    first.extend(std::iter::repeat_n(b'x', 4200));
+    s.write_all(&first).unwrap();
+    let _ = s.write_all(
+        b"\r\nabcd\r\n0\r\n\r\nPOST /api/b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains(" 200 "), "{text}");
+    assert!(
+        u.targets().iter().all(|(t, _)| !t.ends_with("/b")),
+        "{:?}",
+        u.targets()
+    );
+}
+
+#[test]
+fn more_headers_than_the_guard_keeps_on_the_stack_are_still_guarded() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_headers: 300");
+    let mut head = String::from("POST /api/b HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..150 {
+        head.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    // Forwarded (the fixture itself refuses more than 100 headers: its 431 comes back).
+    let plain = format!("{head}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(remedy.proxy, plain.as_bytes()).unwrap().status, 431);
+    assert_eq!(u.accepted(), 1);
+    let both = format!("{head}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(raw(remedy.proxy, both.as_bytes()).unwrap().status, 400);
+    assert_eq!(u.accepted(), 1, "the ambiguous request was forwarded");
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 431, "unlisted", "upstream"), 1.0);
 }
