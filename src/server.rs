@@ -325,13 +325,19 @@ async fn serve_proxy(
     let p = &config.proxy;
     let mut http = http1::Builder::new();
     // The header read timeout is kept by `Guarded`, which arms one timer per connection
-    // rather than one per request. Flat writes: one buffer per `write` costs less than a
+    // rather than one per request. `max_header_size` is exact however the head arrives
+    // (`max_buf_size` alone let a head that came in one read run past it). Flat writes: one buffer per `write` costs less than a
     // vectored write's queue for the small heads and bodies of API calls.
     http.header_read_timeout(None)
-        .max_headers(p.max_headers)
+        .max_header_size(p.max_header_bytes)
         .max_buf_size(p.max_header_bytes)
         .writev(false)
         .keep_alive(true);
+    // hyper keeps up to 100 header slots on the stack; any other count puts them on the heap
+    // for every request.
+    if p.max_headers != 100 {
+        http.max_headers(p.max_headers);
+    }
     let timeouts = Timeouts {
         header_read: p.header_read_timeout.0,
         send: p.send_timeout.0,

@@ -379,3 +379,39 @@ fn more_headers_than_the_guard_keeps_on_the_stack_are_still_guarded() {
     let s = remedy.scrape();
     assert_eq!(s.responses("api", 431, "unlisted", "upstream"), 1.0);
 }
+
+#[test]
+fn max_header_bytes_is_exact_however_the_head_arrives() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_header_bytes: 65536");
+    let head_of = |len: usize| {
+        let start = "GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: ";
+        let pad = len - start.len() - 4;
+        format!("{start}{}\r\n\r\n", "p".repeat(pad))
+    };
+    for (len, status) in [(65_536, 200), (65_537, 431), (114_680, 431)] {
+        let head = head_of(len);
+        assert_eq!(head.len(), len);
+        // In one write, and again in small pieces.
+        assert_eq!(
+            raw(remedy.proxy, head.as_bytes()).map(|r| r.status),
+            Some(status),
+            "{len}"
+        );
+        let mut s = TcpStream::connect(remedy.proxy).unwrap();
+        for piece in head.as_bytes().chunks(1000) {
+            if s.write_all(piece).is_err() {
+                break;
+            }
+        }
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let want = format!("HTTP/1.1 {status} ");
+        assert!(
+            got.starts_with(want.as_bytes()),
+            "{len} in pieces: {:?}",
+            String::from_utf8_lossy(&got[..got.len().min(40)])
+        );
+    }
+    assert_eq!(u.hits(), 2);
+}
