@@ -7,6 +7,10 @@
 
 use std::collections::BTreeMap;
 
+/// The remediation label of remedy's own 503 at a source's `max_in_flight`: the FAQ's "try
+/// again later" is about the API, not about remedy's own limit.
+pub const IN_FLIGHT_KEY: &str = "raise_max_in_flight";
+
 use serde::{Deserialize, Serialize};
 
 const BUILTIN: &str = include_str!("../config/catalog.yaml");

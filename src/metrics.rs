@@ -33,7 +33,7 @@ impl Origin {
     }
 }
 
-/// Why remedy made a 502/504 (or a 503 at the in-flight cap) itself.
+/// Why remedy made a 502/504 itself (the upstream could not be reached or answered too late).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Connect,
@@ -375,7 +375,11 @@ impl SourceMetrics {
                 self.name.as_str(),
                 &code,
                 class_label(status),
-                self.catalog.remediation_label(status),
+                if status == 503 && origin == Origin::Proxy {
+                    crate::catalog::IN_FLIGHT_KEY
+                } else {
+                    self.catalog.remediation_label(status)
+                },
                 origin.as_str(),
             ])
         })

@@ -16,9 +16,16 @@ use crate::metrics::SOURCE_UNMATCHED;
 pub const UNMATCHED_ALERT: &str = "RemedyUnmatchedRequests";
 pub const UNREACHABLE_ALERT: &str = "RemedyUpstreamUnreachable";
 pub const RELOAD_ALERT: &str = "RemedyConfigReloadFailed";
+pub const IN_FLIGHT_ALERT: &str = "RemedyInFlightLimitReached";
+use crate::catalog::IN_FLIGHT_KEY;
 
 /// remedy's own alerts; their names are also keys of `alerts.overrides`.
-pub const OWN_ALERTS: &[&str] = &[UNMATCHED_ALERT, UNREACHABLE_ALERT, RELOAD_ALERT];
+pub const OWN_ALERTS: &[&str] = &[
+    UNMATCHED_ALERT,
+    UNREACHABLE_ALERT,
+    IN_FLIGHT_ALERT,
+    RELOAD_ALERT,
+];
 
 /// What an alert fires on, after defaults and the config's overrides.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +63,7 @@ pub fn default_settings(key: &str) -> Settings {
         "reduce_query_volume" => (0.05, 120, 900, 5, Warning),
         UNMATCHED_ALERT => (0.01, 60, 900, 5, Warning),
         UNREACHABLE_ALERT => (0.05, 60, 900, 3, Critical),
+        IN_FLIGHT_ALERT => (0.05, 60, 900, 5, Warning),
         RELOAD_ALERT => (1.0, 300, 0, 0, Warning),
         _ => (0.1, 60, 1800, 5, Warning),
     };
@@ -235,6 +243,11 @@ pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str)
             "remedy cannot reach the upstream API: connections are refused, reset, time out, fail TLS or DNS. remedy answers 502 or 504 itself (origin=\"proxy\").",
             "Check egress from the pod (NetworkPolicy, DNS, proxy settings), the source's upstream URL and ca_file, and the timeouts. remedy_upstream_request_errors_total gives the kind of failure; remedy's warn log gives the cause.",
         ),
+        IN_FLIGHT_ALERT => (
+            IN_FLIGHT_KEY,
+            "remedy answered 503 itself (origin=\"proxy\", remediation=\"raise_max_in_flight\") because the source already had max_in_flight requests in flight. The API never saw these requests.",
+            "Raise the source's max_in_flight in remedy's config, or reduce the connector's concurrency (fewer parallel requests, or fewer runs at once). remedy_upstream_requests_in_flight shows how close the source runs to its cap.",
+        ),
         _ => (
             "fix_config",
             "The last reload of remedy's config failed; remedy keeps serving with the previous config.",
@@ -399,13 +412,23 @@ fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rul
     alert(
         config,
         r.alert,
-        shape.share(&format!("remediation=\"{}\"", r.key), &s),
+        shape.share(&remediation_selector(r), &s),
         &s,
         r.key,
         summary,
         meaning_text(r),
         advice_text(r),
     )
+}
+
+/// The responses a catalog alert counts. An alert whose codes are all 5xx counts only what the
+/// API sent: remedy's own 502, 503 and 504 have alerts of their own (unreachable, in-flight).
+fn remediation_selector(r: &Remediation<'_>) -> String {
+    if r.codes().iter().all(|c| *c >= 500) {
+        format!("remediation=\"{}\",origin=\"upstream\"", r.key)
+    } else {
+        format!("remediation=\"{}\"", r.key)
+    }
 }
 
 fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
@@ -451,6 +474,18 @@ fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
             ),
         )
     };
+    let in_flight = {
+        let s = settings(config, IN_FLIGHT_ALERT);
+        own_alert(
+            config,
+            IN_FLIGHT_ALERT,
+            shape.share("origin=\"proxy\",code=\"503\"", &s),
+            &s,
+            format!(
+                "{{{{ $labels.source }}}}: remedy refused {{{{ $value | humanizePercentage }}}} of requests over {window} at the source's max_in_flight."
+            ),
+        )
+    };
     let reload = {
         let s = settings(config, RELOAD_ALERT);
         own_alert(
@@ -461,7 +496,7 @@ fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
             "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
         )
     };
-    vec![unmatched, unreachable, reload]
+    vec![unmatched, unreachable, in_flight, reload]
 }
 
 fn own_alert(config: &Config, name: &str, expr: String, s: &Settings, summary: String) -> Rule {
@@ -590,6 +625,7 @@ mod tests {
                 "UpstreamGatewayTimeouts",
                 "RemedyUnmatchedRequests",
                 "RemedyUpstreamUnreachable",
+                "RemedyInFlightLimitReached",
                 "RemedyConfigReloadFailed",
             ]
         );

@@ -55,6 +55,10 @@ pub fn render(catalog: &Catalog) -> String {
             rules::UNREACHABLE_ALERT => {
                 "sum by (source, kind) (rate(remedy_upstream_request_errors_total[5m]))"
             }
+            rules::IN_FLIGHT_ALERT => {
+                "sum by (source) (rate(remedy_upstream_responses_total{origin=\"proxy\",code=\"503\"}[5m]))\n\
+                 max by (source) (remedy_upstream_requests_in_flight)"
+            }
             _ => "remedy_config_last_reload_successful == 0",
         };
         let _ = write!(

@@ -198,5 +198,8 @@ fn in_flight_cap_answers_503_instead_of_queueing() {
     assert_eq!(r.status, 503);
     drop(held);
     let s = remedy.scrape();
-    assert_eq!(s.responses("api", 503, "retry_later", "proxy"), 1.0);
+    assert_eq!(s.responses("api", 503, "raise_max_in_flight", "proxy"), 1.0);
+    let retry_later = [("code", "503"), ("remediation", "retry_later")];
+    assert_eq!(s.sum("remedy_upstream_responses_total", &retry_later), 0.0);
+    assert_eq!(s.sum("remedy_upstream_request_errors_total", &[]), 0.0);
 }
