@@ -129,6 +129,31 @@ def wait_port(port, limit=15):
     raise SystemExit(f"nothing answers on port {port}")
 
 
+def remedy_in_front(tmp, origin, proxy, admin):
+    """Starts remedy with one source for the origin on `origin` (port), its listeners on
+    `proxy` and `admin`, and returns its process once `/-/ready` answers."""
+    with open(os.path.join(tmp, "remedy.yaml"), "w") as f:
+        f.write(f"""
+proxy: {{ listen: 127.0.0.1:{proxy} }}
+admin: {{ listen: 127.0.0.1:{admin} }}
+shutdown: {{ drain_timeout: 1s, linger: 0s }}
+sources:
+  - {{ name: origin, upstream: 'http://127.0.0.1:{origin}', match: {{ path_prefix: / }} }}
+""")
+    remedy = subprocess.Popen([REMEDY, "run", "--config", os.path.join(tmp, "remedy.yaml")],
+                              env={**os.environ, "REMEDY_LOG": "warn"})
+    deadline = time.time() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/-/ready", timeout=1):
+                return remedy
+        except OSError:
+            if time.time() > deadline:
+                remedy.kill()
+                raise SystemExit("remedy did not become ready")
+            time.sleep(0.05)
+
+
 procs = []
 
 ALLOWED = sorted(os.sched_getaffinity(0))

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-from proxies import NGINX, REMEDY, workdir
+from proxies import NGINX, remedy_in_front, workdir
 
 ORIGIN, PROXY, ADMIN = 18201, 18202, 18203
 ATTACK_SECONDS = int(os.environ.get("ATTACK_SECONDS", "30"))
@@ -56,18 +56,6 @@ def get(path, timeout=5):
     with urllib.request.urlopen(f"http://127.0.0.1:{PROXY}{path}", timeout=timeout) as r:
         r.read()
         return r.status
-
-
-def wait_ready():
-    deadline = time.time() + 15
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/-/ready", timeout=1):
-                return
-        except OSError:
-            if time.time() > deadline:
-                raise SystemExit("remedy did not become ready")
-            time.sleep(0.05)
 
 
 def held_seconds(stats_csv):
@@ -142,19 +130,9 @@ http {{ access_log off;
     location = /ok {{ return 200 "ok\\n"; }}
     location = /1m {{ default_type application/octet-stream; alias {tmp}/1m.bin; }} }} }}
 """)
-    with open(os.path.join(tmp, "remedy.yaml"), "w") as f:
-        f.write(f"""
-proxy: {{ listen: 127.0.0.1:{PROXY} }}
-admin: {{ listen: 127.0.0.1:{ADMIN} }}
-shutdown: {{ drain_timeout: 1s, linger: 0s }}
-sources:
-  - {{ name: origin, upstream: 'http://127.0.0.1:{ORIGIN}', match: {{ path_prefix: / }} }}
-""")
     origin = subprocess.Popen([NGINX, "-c", f"{tmp}/origin.conf", "-p", tmp])
-    remedy = subprocess.Popen([REMEDY, "run", "--config", f"{tmp}/remedy.yaml"],
-                              env={**os.environ, "REMEDY_LOG": "warn"})
+    remedy = remedy_in_front(tmp, ORIGIN, PROXY, ADMIN)
     try:
-        wait_ready()
         for _ in range(100):
             get("/ok")
         results = [attack(name, args, remedy.pid, tmp) for name, args in ATTACKS]

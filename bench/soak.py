@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from proxies import NGINX, REMEDY, workdir
+from proxies import NGINX, remedy_in_front, workdir
 
 TOTAL = int(os.environ.get("SOAK_REQUESTS", "1000000"))
 WARM = 100_000
@@ -60,26 +60,9 @@ http {{ access_log off; keepalive_requests 100000000;
   server {{ listen 127.0.0.1:{ORIGIN};
 {locations} }} }}
 """)
-    open(f"{tmp}/remedy.yaml", "w").write(f"""
-proxy: {{ listen: 127.0.0.1:{PROXY} }}
-admin: {{ listen: 127.0.0.1:{ADMIN} }}
-shutdown: {{ drain_timeout: 1s, linger: 0s }}
-sources:
-  - {{ name: origin, upstream: 'http://127.0.0.1:{ORIGIN}', match: {{ path_prefix: / }} }}
-""")
     origin = subprocess.Popen([NGINX, "-c", f"{tmp}/origin.conf", "-p", tmp])
-    remedy = subprocess.Popen([REMEDY, "run", "--config", f"{tmp}/remedy.yaml"],
-                              env={**os.environ, "REMEDY_LOG": "warn"})
+    remedy = remedy_in_front(tmp, ORIGIN, PROXY, ADMIN)
     try:
-        deadline = time.time() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/-/ready", timeout=1)
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise SystemExit("remedy did not become ready")
-                time.sleep(0.05)
         start = time.time()
         first, err1, _ = load(WARM)
         rss_warm = rss_kib(remedy.pid)

@@ -133,15 +133,21 @@ fn an_upstream_that_stalls_after_the_whole_body_is_still_a_504() {
     assert_eq!(remedy.scrape().errors("api", "timeout"), 1.0);
 }
 
-#[test]
-fn a_connector_that_ends_its_side_mid_body_reads_a_400() {
-    let u = Upstream::http();
-    let remedy = remedy_for(&u);
+/// A connection with an upload of 1 MB under way, 64 KiB of it sent.
+fn upload_in_flight(remedy: &Remedy) -> TcpStream {
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
         .unwrap();
     s.write_all(&[b'u'; 65536]).unwrap();
     remedy.wait_in_flight("api", 1.0);
+    s
+}
+
+#[test]
+fn a_connector_that_ends_its_side_mid_body_reads_a_400() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u);
+    let mut s = upload_in_flight(&remedy);
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let reply = read_one(&mut s).expect("an answer on the half-closed connection");
     assert_eq!(reply.status, 400);
@@ -160,11 +166,7 @@ fn a_connector_whose_connection_breaks_mid_body_is_counted_499() {
     use std::os::fd::AsRawFd;
     let u = Upstream::http();
     let remedy = remedy_for(&u);
-    let mut s = TcpStream::connect(remedy.proxy).unwrap();
-    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
-        .unwrap();
-    s.write_all(&[b'u'; 65536]).unwrap();
-    remedy.wait_in_flight("api", 1.0);
+    let s = upload_in_flight(&remedy);
     // A zero linger time makes the close a reset, as a crashed connector's would be.
     let linger = libc::linger {
         l_onoff: 1,

@@ -39,20 +39,15 @@ fn oversized_headers_are_answered_431() {
     );
     assert_eq!(u.hits(), 0);
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
+    // hyper's parser answered both before remedy saw them: counted all the same.
+    let s = remedy.scrape();
+    assert_eq!(s.responses("unmatched", 431, "unlisted", "proxy"), 2.0);
 }
 
 #[test]
 fn requests_the_parser_refuses_are_counted_as_the_answers_sent() {
     let u = Upstream::http();
     let remedy = remedy_for(&u, "max_header_bytes: 8192, max_headers: 20");
-    let big = format!(
-        "GET /api/x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(10_000)
-    );
-    assert_eq!(
-        raw(remedy.proxy, big.as_bytes()).map(|r| r.status),
-        Some(431)
-    );
     for bad in [
         &b"GET /api/x HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"[..],
         b"GET /api/x HTTP/9.9\r\nHost: x\r\n\r\n",
@@ -61,7 +56,6 @@ fn requests_the_parser_refuses_are_counted_as_the_answers_sent() {
         assert_eq!(raw(remedy.proxy, bad).map(|r| r.status), Some(400));
     }
     let s = remedy.scrape();
-    assert_eq!(s.responses("unmatched", 431, "unlisted", "proxy"), 1.0);
     assert_eq!(
         s.responses("unmatched", 400, "check_request_config", "proxy"),
         3.0
