@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from proxies import PORTS, commands, origin_command, wait_port, workdir, write_configs
+from proxies import PORTS, commands, origin_command, wait_port, workdir, write_configs, write_file
 from proxies import wrk as run_wrk
 
 N1, N2 = 1000, 4000
@@ -39,7 +39,9 @@ def count(cmd, port, stop_signal, requests, tmp):
     finally:
         p.send_signal(stop_signal)
         p.wait(timeout=60)
-    for line in open(out):
+    with open(out) as f:
+        lines = f.readlines()
+    for line in lines:
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     raise SystemExit(f"no totals in {out}")
@@ -48,7 +50,7 @@ def count(cmd, port, stop_signal, requests, tmp):
 def main():
     tmp = workdir("remedy-instructions-")
     write_configs(tmp)
-    open(os.path.join(tmp, "stop.lua"), "w").write(
+    write_file(os.path.join(tmp, "stop.lua"),
         'local n = 0\nlocal limit = tonumber(os.getenv("N"))\n'
         'response = function() n = n + 1; if n >= limit then wrk.thread:stop() end end\n')
     cmds = commands(tmp)
@@ -74,4 +76,5 @@ def main():
         print(f"| {name} | {n:.0f} | {per_request['remedy'] / n:.2f} |")
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -20,7 +20,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from proxies import NGINX, ROOT, wait_port, workdir
+from proxies import NGINX, ROOT, wait_port, workdir, write_file
 from proxies import wrk as run_wrk
 
 INSTRUMENTED = os.path.join(ROOT, "target/pgo-instrumented/release/remedy")
@@ -41,7 +41,7 @@ def certificates(tmp):
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", leaf_key, "-out", csr, "-subj", "/CN=127.0.0.1")
     ext = os.path.join(tmp, "leaf.ext")
-    open(ext, "w").write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    write_file(ext, "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", key, "-CAcreateserial",
             "-out", leaf, "-days", "2", "-extfile", ext)
     return ca, leaf, leaf_key
@@ -49,7 +49,7 @@ def certificates(tmp):
 
 def write_configs(tmp, ca, cert, key):
     for size in (4096, 65536):
-        open(os.path.join(tmp, f"{size}.txt"), "w").write("x" * size)
+        write_file(os.path.join(tmp, f"{size}.txt"), "x" * size)
     locations = f"""
     location = /ok {{ return 200 "ok\\n"; }}
     location = /429 {{ return 429 "slow down\\n"; }}
@@ -57,7 +57,7 @@ def write_configs(tmp, ca, cert, key):
     location = /64k {{ default_type text/plain; alias {tmp}/65536.txt; }}
     location = /upload {{ client_body_buffer_size 64k; proxy_pass http://127.0.0.1:{PORTS['plain']}/ok; }}"""
     tls = f"ssl_certificate {cert}; ssl_certificate_key {key};"
-    open(os.path.join(tmp, "origin.conf"), "w").write(f"""
+    write_file(os.path.join(tmp, "origin.conf"), f"""
 worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
@@ -72,14 +72,14 @@ http {{ access_log off; keepalive_requests 1000000;
         source.format("h2", f"https://127.0.0.1:{PORTS['h2']}", f", ca_file: {ca}"),
         source.format("refused", f"http://127.0.0.1:{PORTS['refused']}", ""),
     ]
-    open(os.path.join(tmp, "remedy.yaml"), "w").write(f"""
+    write_file(os.path.join(tmp, "remedy.yaml"), f"""
 proxy: {{ listen: 127.0.0.1:{PORTS['remedy']}, max_connections: 4096 }}
 admin: {{ listen: 127.0.0.1:{PORTS['admin']} }}
 runtime: {{ worker_threads: 1 }}
 shutdown: {{ drain_timeout: 1s, linger: 0s }}
 sources:
 {''.join(sources)}""")
-    open(os.path.join(tmp, "upload.lua"), "w").write(
+    write_file(os.path.join(tmp, "upload.lua"),
         'wrk.method = "POST"\nwrk.body = string.rep("u", 2048)\n'
         'wrk.headers["Content-Type"] = "application/json"\n')
 

@@ -80,7 +80,8 @@ def main():
             print(f"| {us:.3f} | `{what[:110]}` |")
 
 
-try:
-    main()
-finally:
-    stop_all()
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()

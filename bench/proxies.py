@@ -26,6 +26,12 @@ HAPROXY = "/usr/sbin/haproxy"
 REMEDY = os.path.join(ROOT, "target/release/remedy")
 
 
+def write_file(path, text):
+    """Writes `text` to `path` (and closes it)."""
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def workdir(prefix):
     """A scratch directory the origin's workers can read files from: nginx started as root
     serves files as `www-data`, and `mkdtemp` makes directories only their owner may enter."""
@@ -52,8 +58,8 @@ def wrk(args, expect_2xx=True, env=None, timeout=60):
 
 def write_configs(tmp):
     """Writes the origin's and the three proxies' configs into `tmp`."""
-    open(os.path.join(tmp, "4k.txt"), "w").write("x" * 4096)
-    open(os.path.join(tmp, "origin.conf"), "w").write(f"""
+    write_file(os.path.join(tmp, "4k.txt"), "x" * 4096)
+    write_file(os.path.join(tmp, "origin.conf"), f"""
 worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
@@ -62,7 +68,7 @@ http {{ access_log off; keepalive_requests 1000000;
     location = /4k {{ default_type text/plain; alias {tmp}/4k.txt; }}
     location = /429 {{ return 429 "slow down\\n"; }} }} }}
 """)
-    open(os.path.join(tmp, "proxy.conf"), "w").write(f"""
+    write_file(os.path.join(tmp, "proxy.conf"), f"""
 worker_processes 1; daemon off; pid {tmp}/proxy.pid; error_log {tmp}/proxy.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 1000000;
@@ -70,7 +76,7 @@ http {{ access_log off; keepalive_requests 1000000;
   server {{ listen 127.0.0.1:{PORTS['nginx']};
     location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
 """)
-    open(os.path.join(tmp, "haproxy.cfg"), "w").write(f"""
+    write_file(os.path.join(tmp, "haproxy.cfg"), f"""
 global
   nbthread 1
   maxconn 4096
@@ -89,7 +95,7 @@ backend origin
     for name, admin in (("remedy", ADMIN), ("baseline", BASELINE_ADMIN)):
         if name not in PORTS:
             continue
-        open(os.path.join(tmp, f"{name}.yaml"), "w").write(f"""
+        write_file(os.path.join(tmp, f"{name}.yaml"), f"""
 proxy: {{ listen: 127.0.0.1:{PORTS[name]}, max_connections: 4096 }}
 admin: {{ listen: 127.0.0.1:{admin} }}
 runtime: {{ worker_threads: 1 }}

@@ -17,9 +17,10 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import NamedTuple, Optional
 
 from proxies import (ADMIN, PINNED, PORTS, commands, cpu_ticks, mem_kib, origin_command, pids_of, start,
-                     stop_all, wait_port, workdir, write_configs)
+                     stop_all, wait_port, workdir, write_configs, write_file)
 from proxies import wrk as run_wrk
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
@@ -71,11 +72,19 @@ def scraper(stop):
         stop.wait(0.1)
 
 
+class Round(NamedTuple):
+    """One round of one scenario against one target."""
+    rps: float
+    p50_us: float
+    p99_us: float
+    cpu_us_per_req: Optional[float]
+
+
 def main():
     tmp = workdir("remedy-bench-")
     write_configs(tmp)
     # 8 connections each waiting 4 ms between requests: about 2,000 requests/s.
-    open(os.path.join(tmp, "pace.lua"), "w").write("function delay() return 4 end\n")
+    write_file(os.path.join(tmp, "pace.lua"), "function delay() return 4 end\n")
 
     if PINNED:
         # Inherited by the origin and wrk.
@@ -95,7 +104,7 @@ def main():
     time.sleep(1)
     idle = {n: mem_kib(pids_of(p), "VmRSS:") for n, p in targets.items() if p}
 
-    results = {}  # (scenario, target) -> list of (rps, p50, p99, cpu_us_per_req)
+    results = {}  # (scenario, target) -> list of Round
     proxies = [t for t in targets if t != "direct"]
     for rnd in range(ROUNDS):
         # The proxies take turns going first, so that none is always measured right after the
@@ -119,7 +128,7 @@ def main():
                 if t:
                     t.join()
                 cpu = (after - before) / TICK * 1e6 / max(reqs, 1) if p else None
-                results.setdefault((name, target), []).append((rps, p50, p99, cpu))
+                results.setdefault((name, target), []).append(Round(rps, p50, p99, cpu))
                 print(f"round {rnd + 1} {name:28} {target:8} {rps:10.0f} req/s p50 {p50:8.0f}us p99 {p99:8.0f}us"
                       + (f" cpu {cpu:6.1f}us/req" if cpu else ""), file=sys.stderr, flush=True)
     peak = {n: mem_kib(pids_of(p), "VmHWM:") for n, p in targets.items() if p}
@@ -179,7 +188,8 @@ def main():
               f"with 10 scrapes/s {med([x[2] for x in scr]):.0f} µs")
 
 
-try:
-    main()
-finally:
-    stop_all()
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()

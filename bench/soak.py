@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from proxies import NGINX, remedy_in_front, workdir
+from proxies import NGINX, remedy_in_front, workdir, write_file
 
 TOTAL = int(os.environ.get("SOAK_REQUESTS", "1000000"))
 WARM = 100_000
@@ -53,7 +53,7 @@ def scrape():
 def main():
     tmp = workdir("remedy-soak-")
     locations = "\n".join(f'    location = /s/{c} {{ return {c} "{c}\\n"; }}' for c in sorted(set(CODES)))
-    open(f"{tmp}/origin.conf", "w").write(f"""
+    write_file(f"{tmp}/origin.conf", f"""
 worker_processes 1; daemon off; pid {tmp}/origin.pid; error_log {tmp}/origin.err;
 events {{ worker_connections 4096; }}
 http {{ access_log off; keepalive_requests 100000000;
@@ -92,4 +92,5 @@ http {{ access_log off; keepalive_requests 100000000;
                 p.kill()
 
 
-main()
+if __name__ == "__main__":
+    main()
