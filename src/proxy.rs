@@ -286,7 +286,11 @@ pub async fn handle(
 
     // Phase 6: stream the body back; the outcome is recorded when it ends.
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    if strip_hop_by_hop(&mut parts.headers) {
+        // hyper read the body by its chunks; a `Content-Length` beside them (RFC 9112 §6.3
+        // says to ignore it) would frame the re-sent body wrongly.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     let idle = target.idle;
     let lease = lease.map(|mut l| {
         l.set_complete(body.is_end_stream());
@@ -422,7 +426,8 @@ fn hop_by_hop(name: &HeaderName) -> Option<usize> {
     })
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes the hop-by-hop headers; whether `Transfer-Encoding` was among them.
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // One pass over the names finds which are present; most messages carry at most
     // `Connection: keep-alive`, so nothing is allocated and only present names are removed.
     let mut present = 0u16;
@@ -432,7 +437,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if present == 0 {
-        return;
+        return false;
     }
     // Headers the sender named in `Connection` are hop-by-hop too; `close` and `keep-alive`
     // are the usual tokens (often the whole value) and need no lookup of their own.
@@ -456,6 +461,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    present & (1 << 8) != 0
 }
 
 /// The connector's address as a header value, made once per connection.
@@ -472,6 +478,7 @@ const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-r
 /// Rewrites `req`'s headers in place (moving a request costs a copy of its head).
 fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_host: bool) {
     // First, so that a `Host` the connector named in `Connection` is not forwarded either.
+    // (A request with both framings never gets here: the guard refuses it.)
     strip_hop_by_hop(req.headers_mut());
     let original_host = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),

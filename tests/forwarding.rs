@@ -279,3 +279,42 @@ fn forwarded_headers_are_remedys_own() {
         ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
     );
 }
+
+/// A one-shot upstream that answers every connection with `reply`, byte for byte.
+fn raw_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().take(4).flatten() {
+            let mut buf = [0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(reply);
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_answer_with_both_framings_reaches_the_connector_framed_once() {
+    let addr = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    let remedy = Remedy::start(&format!(
+        "sources:\n  - {{ name: api, upstream: 'http://{addr}', match: {{ path_prefix: /api }} }}\n"
+    ));
+    let r = send(remedy.proxy, "/api/x");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"hello");
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(
+        remedy.scrape().responses("api", 200, "none", "upstream"),
+        1.0
+    );
+}
