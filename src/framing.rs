@@ -171,6 +171,7 @@ pin_project_lite::pin_project! {
         header_read_timeout: Duration,
         header_deadline: LazyDeadline,
         timeouts: Timeouts,
+        slots: Arc<Slots>,
         // Since when writes to the connector have waited for it to read, if they do now.
         write_blocked: Option<Instant>,
         send_deadline: LazyDeadline,
@@ -188,8 +189,36 @@ pub struct Timeouts {
     pub max_headers: usize,
 }
 
+/// The proxy listener's connection slots (`proxy.max_connections`), as the send timeout sees
+/// them: while nearly all are taken, a connector that has read nothing for a second loses its
+/// connection, so that readers that stop reading cannot lock out those that read.
+#[derive(Debug)]
+pub struct Slots {
+    free: Arc<tokio::sync::Semaphore>,
+    /// Free slots at or below which the listener is under pressure.
+    reserve: usize,
+}
+
+/// How long a stalled write may wait while the listener is under pressure, and how often a
+/// stalled write looks again.
+const UNDER_PRESSURE: Duration = Duration::from_secs(1);
+
+impl Slots {
+    /// `free` holds the listener's `max_connections` permits; a tenth of them is the reserve.
+    pub fn new(free: Arc<tokio::sync::Semaphore>, max_connections: usize) -> Arc<Self> {
+        Arc::new(Slots {
+            free,
+            reserve: (max_connections / 10).max(1),
+        })
+    }
+
+    fn under_pressure(&self) -> bool {
+        self.free.available_permits() <= self.reserve
+    }
+}
+
 impl<IO> Guarded<IO> {
-    pub fn new(inner: IO, requests: Arc<Requests>, timeouts: Timeouts) -> Self {
+    pub fn new(inner: IO, requests: Arc<Requests>, timeouts: Timeouts, slots: Arc<Slots>) -> Self {
         Guarded {
             inner,
             state: State::Head,
@@ -199,18 +228,20 @@ impl<IO> Guarded<IO> {
             header_read_timeout: timeouts.header_read,
             header_deadline: LazyDeadline::default(),
             timeouts,
+            slots,
             write_blocked: None,
             send_deadline: LazyDeadline::default(),
         }
     }
 }
 
-/// A write that waited: an error once the connector has read nothing for `send_timeout`, so
-/// that hyper aborts the response and frees what it holds; otherwise wait, woken by then.
+/// A write that waited: an error once the connector has read nothing for `send_timeout` (or
+/// for a second, while the listener's slots are nearly all taken), so that hyper aborts the
+/// response and frees what it holds; otherwise wait, looking again at least every second.
 fn poll_send_timeout<T>(
     blocked: &mut Option<Instant>,
     deadline: &mut LazyDeadline,
-    timeout: Duration,
+    (timeout, slots): (Duration, &Slots),
     polled: Poll<io::Result<T>>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<T>> {
@@ -219,13 +250,26 @@ fn poll_send_timeout<T>(
         return polled;
     }
     let since = *blocked.get_or_insert_with(Instant::now);
-    if deadline.poll_passed(since + timeout, cx) {
-        return Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the connector read nothing for proxy.send_timeout ({timeout:?})"),
-        )));
+    loop {
+        let now = Instant::now();
+        let pressed = slots.under_pressure();
+        let limit = if pressed {
+            timeout.min(UNDER_PRESSURE)
+        } else {
+            timeout
+        };
+        if now >= since + limit {
+            let why = if pressed {
+                "the connector read nothing for a second while proxy.max_connections was nearly reached".to_owned()
+            } else {
+                format!("the connector read nothing for proxy.send_timeout ({timeout:?})")
+            };
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+        }
+        if !deadline.poll_passed((since + limit).min(now + UNDER_PRESSURE), cx) {
+            return Poll::Pending;
+        }
     }
-    Poll::Pending
 }
 
 /// What a complete head says about the body that follows.
@@ -486,14 +530,14 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
-        let timeout = this.timeouts.send;
-        poll_send_timeout(this.write_blocked, this.send_deadline, timeout, polled, cx)
+        let limits = (this.timeouts.send, &**this.slots);
+        poll_send_timeout(this.write_blocked, this.send_deadline, limits, polled, cx)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.project();
         let polled = this.inner.poll_flush(cx);
-        let timeout = this.timeouts.send;
-        poll_send_timeout(this.write_blocked, this.send_deadline, timeout, polled, cx)
+        let limits = (this.timeouts.send, &**this.slots);
+        poll_send_timeout(this.write_blocked, this.send_deadline, limits, polled, cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
@@ -505,8 +549,8 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write_vectored(cx, bufs);
-        let timeout = this.timeouts.send;
-        poll_send_timeout(this.write_blocked, this.send_deadline, timeout, polled, cx)
+        let limits = (this.timeouts.send, &**this.slots);
+        poll_send_timeout(this.write_blocked, this.send_deadline, limits, polled, cx)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

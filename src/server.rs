@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{self, Config};
-use crate::framing::{Guarded, Requests, Timeouts};
+use crate::framing::{Guarded, Requests, Slots, Timeouts};
 use crate::memory::{self, Burst};
 use crate::metrics::Recorder;
 use crate::proxy::{self, Routes};
@@ -344,6 +344,7 @@ async fn serve_proxy(
         max_headers: p.max_headers,
     };
     let connections = Arc::new(Semaphore::new(p.max_connections));
+    let slots = Slots::new(connections.clone(), p.max_connections);
     let graceful = GracefulShutdown::new();
     let burst = Arc::new(Burst::default());
     let trimmer = tokio::spawn({
@@ -383,7 +384,7 @@ async fn serve_proxy(
         let routes = sidecar.clone();
         let client_ip = proxy::client_ip(peer);
         let requests = Arc::new(Requests::default());
-        let io = Guarded::new(stream, requests.clone(), timeouts);
+        let io = Guarded::new(stream, requests.clone(), timeouts, slots.clone());
         let service = service_fn(move |req| {
             proxy::handle(
                 sidecar.routes.load_full(),

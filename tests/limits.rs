@@ -409,3 +409,24 @@ fn max_header_bytes_is_exact_however_the_head_arrives() {
     }
     assert_eq!(u.hits(), 2);
 }
+
+#[test]
+fn readers_that_stop_reading_cannot_lock_out_a_connector_that_reads() {
+    let u = Upstream::http();
+    let remedy = remedy_for(&u, "max_connections: 10, send_timeout: 10m");
+    // More readers than connection slots, each asking for 100 MB and reading none of it.
+    let readers: Vec<TcpStream> = (0..15)
+        .map(|_| {
+            let mut s = TcpStream::connect(remedy.proxy).unwrap();
+            s.write_all(b"GET /api/download/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    remedy.wait_in_flight("api", 10.0);
+    // A connector that reads is served long before the send timeout, while every slot was
+    // held: stalled readers lose their connections once the slots run short.
+    let r = send(remedy.proxy, "/api/x");
+    assert_eq!(r.status, 200);
+    drop(readers);
+}
