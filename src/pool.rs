@@ -28,6 +28,9 @@ use crate::deadline::LazyDeadline;
 use crate::metrics::ErrorKind;
 use crate::upstream::Failure;
 
+/// The most an upstream connection buffers of what it reads.
+pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+
 /// Idle connections to one upstream, most recently used last.
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
@@ -159,9 +162,12 @@ impl Pool {
             .call(self.origin.clone())
             .await
             .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;
-        // Flat writes: a request head goes out in one `write`.
+        // Flat writes: a request head goes out in one `write`. Reads of at most 64 KiB: an
+        // answer the connector is slow to take waits upstream (in the kernel's socket buffer),
+        // not in remedy's memory.
         let (sender, driver) = http1::Builder::new()
             .writev(false)
+            .max_buf_size(UPSTREAM_READ_BUFFER)
             .handshake(io)
             .await
             .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;

@@ -118,6 +118,7 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(t.idle.0)
+            .http1_max_buf_size(crate::pool::UPSTREAM_READ_BUFFER)
             .build(https);
         Ok(Upstream {
             scheme: upstream.scheme.clone(),
