@@ -89,7 +89,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Runbook { config } => {
             let c = load_or_default(config.as_deref())?;
-            print(&remedy::runbook::render(&c.catalog))
+            print(&remedy::runbook::render(&c))
         }
         Command::Explain { code, config } => {
             let c = load_or_default(config.as_deref())?;

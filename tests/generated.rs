@@ -169,3 +169,10 @@ fn alertmanager_example_passes_amtool() {
     assert!(ok, "{out}");
     assert!(out.contains("2 inhibit rules"), "{out}");
 }
+
+#[test]
+fn the_runbook_queries_use_the_configured_window() {
+    let text = remedy(&["runbook", "--config", "tests/data/rules-overrides.yaml"]);
+    assert!(text.contains("[10m]"), "{text}");
+    assert!(!text.contains("[5m]"), "{text}");
+}
