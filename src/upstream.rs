@@ -212,6 +212,10 @@ fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
         {
             kind = ErrorKind::Connect;
         }
+        // hyper-util's `ConnectError` is not public, and its message is the only thing that
+        // tells a resolver failure from a refused connection: "dns error: ..." (a failure of
+        // the resolver) versus "tcp connect error: ...". A test with an `.invalid` host keeps
+        // this honest across upgrades (`failures::unknown_host_is_502_dns`).
         if err.to_string().starts_with("dns error") {
             return ErrorKind::Dns;
         }
