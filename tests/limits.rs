@@ -246,14 +246,7 @@ fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
     let remedy = remedy_for(&u, "send_timeout: 1s");
     let idle_kib = remedy.rss_kib();
     // Readers that ask for 100 MB each and never read a byte.
-    let readers: Vec<TcpStream> = (0..20)
-        .map(|_| {
-            let mut s = TcpStream::connect(remedy.proxy).unwrap();
-            s.write_all(b"GET /api/download/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
+    let readers = stalled_readers(&remedy, 20);
     remedy.wait_in_flight("api", 20.0);
     // Another client is served while they stall.
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
@@ -415,18 +408,23 @@ fn readers_that_stop_reading_cannot_lock_out_a_connector_that_reads() {
     let u = Upstream::http();
     let remedy = remedy_for(&u, "max_connections: 10, send_timeout: 10m");
     // More readers than connection slots, each asking for 100 MB and reading none of it.
-    let readers: Vec<TcpStream> = (0..15)
-        .map(|_| {
-            let mut s = TcpStream::connect(remedy.proxy).unwrap();
-            s.write_all(b"GET /api/download/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
+    let readers = stalled_readers(&remedy, 15);
     remedy.wait_in_flight("api", 10.0);
     // A connector that reads is served long before the send timeout, while every slot was
     // held: stalled readers lose their connections once the slots run short.
     let r = send(remedy.proxy, "/api/x");
     assert_eq!(r.status, 200);
     drop(readers);
+}
+
+/// `n` connections that each ask for 100 MB and never read a byte of it.
+fn stalled_readers(remedy: &Remedy, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(remedy.proxy).unwrap();
+            s.write_all(b"GET /api/download/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect()
 }
