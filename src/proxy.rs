@@ -291,7 +291,24 @@ pub async fn handle(
         // says to ignore it) would frame the re-sent body wrongly.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let idle = target.idle;
+    let (mut body, mut lease) = (body, lease);
+    let held = match peek(&mut body, &mut lease).await {
+        Poll::Ready(Some(Err(e))) => {
+            // The upstream broke before the body began: nothing of this answer has reached
+            // the connector, so remedy answers for it, as for a connection that failed
+            // before its head.
+            return answer(broken_before_body(
+                &mut pending,
+                target,
+                &method,
+                &connector_uri,
+                &routes.redact,
+                &e,
+            ));
+        }
+        Poll::Ready(Some(Ok(frame))) => Some(frame),
+        Poll::Ready(None) | Poll::Pending => None,
+    };
     let lease = lease.map(|mut l| {
         l.set_complete(body.is_end_stream());
         l
@@ -300,13 +317,67 @@ pub async fn handle(
         parts,
         ResponseBody::Stream {
             body,
+            held,
+            sent: false,
+            deferred: None,
             idle: LazyDeadline::default(),
-            idle_after: idle,
+            idle_after: target.idle,
             last_progress: None,
             pending: Some(pending),
             lease,
         },
     ))
+}
+
+/// Polls the upstream body once, without waiting: a break already known when the head
+/// arrived shows here, before the head is handed on.
+async fn peek(
+    body: &mut Incoming,
+    lease: &mut Option<Lease>,
+) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    if body.is_end_stream() {
+        return Poll::Ready(None);
+    }
+    std::future::poll_fn(|cx| {
+        if let Some(l) = lease.as_mut() {
+            l.drive(cx);
+        }
+        Poll::Ready(Pin::new(&mut *body).poll_frame(cx))
+    })
+    .await
+}
+
+/// The upstream sent a head and broke before any of its body: a 502 with `kind="reset"`,
+/// which is what the connector receives.
+fn broken_before_body(
+    pending: &mut Pending,
+    target: &Target,
+    method: &http::Method,
+    uri: &http::Uri,
+    redact: &Redactor,
+    e: &hyper::Error,
+) -> Response<ResponseBody> {
+    let cause = upstream::causes(e);
+    tracing::warn!(
+        source = target.metrics.name(),
+        %method,
+        path = %redact.path_and_query(uri.path(), uri.query()),
+        upstream_status = pending.status,
+        status = 502,
+        kind = ErrorKind::Reset.as_str(),
+        %cause,
+        "upstream broke its response before the body"
+    );
+    pending.status = StatusCode::BAD_GATEWAY.as_u16();
+    pending.origin = Origin::Proxy;
+    pending.error = Some(ErrorKind::Reset);
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!(
+            "remedy: upstream {} broke its response before the body (reset): {cause}\n",
+            target.upstream_url
+        ),
+    )
 }
 
 /// The connector's request could not be forwarded whole: its fault, not the upstream's. A
@@ -554,6 +625,12 @@ pin_project! {
         Stream {
             #[pin]
             body: Incoming,
+            // The first frame, when it came with the head.
+            held: Option<Frame<Bytes>>,
+            // Whether the head has surely been written: a frame passed on, or a turn given.
+            sent: bool,
+            // A failure held back one turn, so that hyper writes the head first.
+            deferred: Option<hyper::Error>,
             // Armed at the first wait for the upstream, so a body that arrives whole with its
             // head never touches the timer wheel, and then moved only when it fires.
             idle: LazyDeadline,
@@ -585,17 +662,31 @@ impl Body for ResponseBody {
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyProj::Stream {
                 mut body,
+                held,
+                sent,
+                deferred,
                 idle,
                 idle_after,
                 last_progress,
                 pending,
                 lease,
             } => {
-                if let Some(l) = lease.as_mut() {
-                    l.drive(cx);
+                if let Some(frame) = held.take() {
+                    *sent = true;
+                    return Poll::Ready(Some(Ok(frame)));
                 }
-                match body.as_mut().poll_frame(cx) {
+                let polled = match deferred.take() {
+                    Some(e) => Poll::Ready(Some(Err(e))),
+                    None => {
+                        if let Some(l) = lease.as_mut() {
+                            l.drive(cx);
+                        }
+                        body.as_mut().poll_frame(cx)
+                    }
+                };
+                match polled {
                     Poll::Ready(Some(Ok(frame))) => {
+                        *sent = true;
                         if last_progress.is_some() {
                             *last_progress = Some(Instant::now());
                         }
@@ -603,6 +694,15 @@ impl Body for ResponseBody {
                             l.set_complete(body.is_end_stream());
                         }
                         Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) if !*sent => {
+                        // hyper has the head but may not have written it: one more turn
+                        // lets it flush, so the connector receives the status it is
+                        // counted as (then a broken body) instead of an empty reply.
+                        *sent = true;
+                        *deferred = Some(e);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
                     }
                     Poll::Ready(Some(Err(e))) => {
                         if let Some(p) = pending.take() {
@@ -645,7 +745,12 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full { data } => data.is_none(),
-            ResponseBody::Stream { body, .. } => body.is_end_stream(),
+            ResponseBody::Stream {
+                body,
+                held,
+                deferred,
+                ..
+            } => held.is_none() && deferred.is_none() && body.is_end_stream(),
         }
     }
 
@@ -654,7 +759,21 @@ impl Body for ResponseBody {
             ResponseBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ResponseBody::Stream { body, .. } => body.size_hint(),
+            ResponseBody::Stream { body, held, .. } => {
+                // The held frame is still to come: without it, a length the head states
+                // would disagree with what is left.
+                let extra = held
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
         }
     }
 }

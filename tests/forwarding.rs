@@ -280,13 +280,14 @@ fn forwarded_headers_are_remedys_own() {
     );
 }
 
-/// A one-shot upstream that answers every connection with `reply`, byte for byte.
-fn raw_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
+/// An upstream that answers each of its first `connections` with `reply`, byte for byte, and
+/// closes it.
+fn raw_upstream(reply: &'static [u8], connections: usize) -> std::net::SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        for mut s in listener.incoming().take(4).flatten() {
+        for mut s in listener.incoming().take(connections).flatten() {
             let mut buf = [0u8; 4096];
             let mut got = Vec::new();
             while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -305,6 +306,7 @@ fn raw_upstream(reply: &'static [u8]) -> std::net::SocketAddr {
 fn an_upstream_answer_with_both_framings_reaches_the_connector_framed_once() {
     let addr = raw_upstream(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        4,
     );
     let remedy = Remedy::start(&format!(
         "sources:\n  - {{ name: api, upstream: 'http://{addr}', match: {{ path_prefix: /api }} }}\n"
@@ -317,4 +319,53 @@ fn an_upstream_answer_with_both_framings_reaches_the_connector_framed_once() {
         remedy.scrape().responses("api", 200, "none", "upstream"),
         1.0
     );
+}
+
+#[test]
+fn an_upstream_that_breaks_after_its_head_is_counted_as_what_the_connector_received() {
+    use std::io::{Read, Write};
+    // The head promises 100 bytes; the connection closes with none of them. Whether remedy
+    // sees the close before handing the head on (then it answers 502 itself) or after (then
+    // the connector gets the head and a broken body) depends on timing; the connector never
+    // gets an empty reply, and the count is always the status it got.
+    const ROUNDS: usize = 20;
+    let addr = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
+        ROUNDS,
+    );
+    let remedy = Remedy::start(&format!(
+        "sources:\n  - {{ name: api, upstream: 'http://{addr}', match: {{ path_prefix: /api }} }}\n"
+    ));
+    let (mut made, mut passed) = (0.0, 0.0);
+    for _ in 0..ROUNDS {
+        let mut s = std::net::TcpStream::connect(remedy.proxy).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        if text.starts_with("HTTP/1.1 502 ") {
+            assert!(text.contains("(reset)"), "{text}");
+            made += 1.0;
+        } else {
+            assert!(
+                text.starts_with("HTTP/1.1 200 ") && text.ends_with("\r\n\r\n"),
+                "the connector got neither remedy's 502 nor the upstream's head: {text:?}"
+            );
+            passed += 1.0;
+        }
+    }
+    let s = remedy.scrape();
+    assert_eq!(s.responses("api", 200, "none", "upstream"), passed);
+    assert_eq!(
+        s.sum(
+            "remedy_upstream_responses_total",
+            &[("code", "502"), ("origin", "proxy")]
+        ),
+        made
+    );
+    assert_eq!(s.errors("api", "reset"), made);
+    assert_eq!(s.in_flight("api"), 0.0);
 }

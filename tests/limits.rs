@@ -247,7 +247,9 @@ fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
     let idle_kib = remedy.rss_kib();
     // Readers that ask for 100 MB each and never read a byte.
     let readers = stalled_readers(&remedy, 20);
-    remedy.wait_in_flight("api", 20.0);
+    // Counted at the upstream, which only grows: the in-flight gauge may already be
+    // falling again on a loaded machine, as readers pass the send timeout.
+    wait_hits(&u, 20);
     // Another client is served while they stall.
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
     // Each is aborted once it has read nothing for a second, and its buffers go with it.
@@ -409,12 +411,21 @@ fn readers_that_stop_reading_cannot_lock_out_a_connector_that_reads() {
     let remedy = remedy_for(&u, "max_connections: 10, send_timeout: 10m");
     // More readers than connection slots, each asking for 100 MB and reading none of it.
     let readers = stalled_readers(&remedy, 15);
-    remedy.wait_in_flight("api", 10.0);
+    wait_hits(&u, 10);
     // A connector that reads is served long before the send timeout, while every slot was
     // held: stalled readers lose their connections once the slots run short.
     let r = send(remedy.proxy, "/api/x");
     assert_eq!(r.status, 200);
     drop(readers);
+}
+
+/// Waits until the upstream has received `n` requests.
+fn wait_hits(u: &Upstream, n: usize) {
+    support::wait_for(
+        &format!("{n} requests at the upstream"),
+        Duration::from_secs(10),
+        || (u.hits() >= n).then_some(()),
+    );
 }
 
 /// `n` connections that each ask for 100 MB and never read a byte of it.
