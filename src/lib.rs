@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pem;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redact;
 pub mod route;
 pub mod rules;

@@ -85,13 +85,33 @@ pub struct Recorder {
     errors: IntCounterVec,
     in_flight: IntGaugeVec,
     retry_after: GaugeVec,
-    ratelimit: GaugeVec,
+    quota: [GaugeVec; 4],
     faq_info: IntGaugeVec,
     reload_successful: IntGauge,
     reload_timestamp: Gauge,
 }
 
 const RESPONSES: &str = "remedy_upstream_responses_total";
+
+/// The rate-limit gauges, in the order of [`SourceMetrics::quota`]'s fields, with their help.
+pub const QUOTA_GAUGES: [(&str, &str); 4] = [
+    (
+        "remedy_upstream_ratelimit_remaining",
+        "Requests (or quota units) left in the source's quota, as of the last response that stated it.",
+    ),
+    (
+        "remedy_upstream_ratelimit_limit",
+        "The size of the source's quota, as of the last response that stated it.",
+    ),
+    (
+        "remedy_upstream_ratelimit_used_ratio",
+        "Share of the source's quota used, 0 to 1, for the window nearest exhaustion.",
+    ),
+    (
+        "remedy_upstream_ratelimit_reset_seconds",
+        "Seconds until the source's quota is restored, as of the last response that stated it.",
+    ),
+];
 
 impl Recorder {
     /// A recorder whose duration histogram has `buckets`; fixed for the process's life.
@@ -138,14 +158,9 @@ impl Recorder {
             &["source"],
         )
         .expect("valid metric");
-        let ratelimit = GaugeVec::new(
-            Opts::new(
-                "remedy_upstream_ratelimit_remaining",
-                "The last RateLimit-Remaining or X-RateLimit-Remaining the upstream sent.",
-            ),
-            &["source"],
-        )
-        .expect("valid metric");
+        let quota = QUOTA_GAUGES.map(|(name, help)| {
+            GaugeVec::new(Opts::new(name, help), &["source"]).expect("valid metric")
+        });
         let faq_info = IntGaugeVec::new(
             Opts::new(
                 "remedy_faq_info",
@@ -178,13 +193,17 @@ impl Recorder {
             Box::new(errors.clone()),
             Box::new(in_flight.clone()),
             Box::new(retry_after.clone()),
-            Box::new(ratelimit.clone()),
             Box::new(faq_info.clone()),
             Box::new(build_info),
             Box::new(reload_successful.clone()),
             Box::new(reload_timestamp.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
+        }
+        for g in &quota {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
         registry
@@ -199,7 +218,7 @@ impl Recorder {
             errors,
             in_flight,
             retry_after,
-            ratelimit,
+            quota,
             faq_info,
             reload_successful,
             reload_timestamp,
@@ -242,8 +261,8 @@ impl Recorder {
             in_flight: self.in_flight.with_label_values(&[name]),
             retry_after_vec: self.retry_after.clone(),
             retry_after: OnceLock::new(),
-            ratelimit_vec: self.ratelimit.clone(),
-            ratelimit: OnceLock::new(),
+            quota_vec: self.quota.clone(),
+            quota: Default::default(),
         }
     }
 
@@ -269,7 +288,9 @@ impl Recorder {
         remove_series(&self.errors, name);
         remove_series(&self.in_flight, name);
         remove_series(&self.retry_after, name);
-        remove_series(&self.ratelimit, name);
+        for g in &self.quota {
+            remove_series(g, name);
+        }
     }
 
     /// Records a config load: the success flag, and the time when it succeeded.
@@ -327,8 +348,8 @@ pub struct SourceMetrics {
     in_flight: IntGauge,
     retry_after_vec: GaugeVec,
     retry_after: OnceLock<Gauge>,
-    ratelimit_vec: GaugeVec,
-    ratelimit: OnceLock<Gauge>,
+    quota_vec: [GaugeVec; 4],
+    quota: [OnceLock<Gauge>; 4],
 }
 
 impl SourceMetrics {
@@ -360,11 +381,16 @@ impl SourceMetrics {
             .set(seconds);
     }
 
-    /// The upstream's `RateLimit-Remaining`.
-    pub fn ratelimit_remaining(&self, remaining: f64) {
-        self.ratelimit
-            .get_or_init(|| self.ratelimit_vec.with_label_values(&[&self.name]))
-            .set(remaining);
+    /// The quota a response stated: each field it knows replaces the last one.
+    pub fn quota(&self, w: &crate::ratelimit::Window) {
+        let fields = [w.remaining, w.limit, w.used_ratio, w.reset_seconds];
+        for (i, v) in fields.into_iter().enumerate() {
+            if let Some(v) = v {
+                self.quota[i]
+                    .get_or_init(|| self.quota_vec[i].with_label_values(&[&self.name]))
+                    .set(v);
+            }
+        }
     }
 
     fn counter(&self, status: u16, origin: Origin) -> &IntCounter {
@@ -392,25 +418,6 @@ impl SourceMetrics {
                 .with_label_values(&[self.name.as_str(), class])
         })
     }
-}
-
-/// `Retry-After` as seconds from now: delay-seconds or an HTTP-date.
-pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<f64> {
-    let s = std::str::from_utf8(value).ok()?.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Some(secs as f64);
-    }
-    let at = httpdate::parse_http_date(s).ok()?;
-    Some(at.duration_since(now).map_or(0.0, |d| d.as_secs() as f64))
-}
-
-/// `RateLimit-Remaining` as a number. The IETF draft's structured form (`r=42`) and plain
-/// integers are both accepted.
-pub fn parse_ratelimit_remaining(value: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(value).ok()?.trim();
-    let s = s.strip_prefix("r=").unwrap_or(s);
-    let s = s.split([',', ';']).next()?.trim();
-    s.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)
 }
 
 #[cfg(test)]
@@ -485,24 +492,5 @@ mod tests {
         assert!(text.contains(
             "code=\"401\",origin=\"upstream\",remediation=\"check_credentials\",source=\"a\"} 1"
         ));
-    }
-
-    #[test]
-    fn retry_after_reads_both_forms() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after(b"120", now), Some(120.0));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(parse_retry_after(later.as_bytes(), now), Some(90.0));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
-        assert_eq!(parse_retry_after(past.as_bytes(), now), Some(0.0));
-        assert_eq!(parse_retry_after(b"soon", now), None);
-    }
-
-    #[test]
-    fn ratelimit_remaining_reads_plain_and_structured() {
-        assert_eq!(parse_ratelimit_remaining(b"42"), Some(42.0));
-        assert_eq!(parse_ratelimit_remaining(b"r=7;w=60"), Some(7.0));
-        assert_eq!(parse_ratelimit_remaining(b"-1"), None);
-        assert_eq!(parse_ratelimit_remaining(b"x"), None);
     }
 }

@@ -26,8 +26,9 @@ use crate::config::{self, SourceConfig};
 use crate::connector_body::BadRequest;
 use crate::deadline::LazyDeadline;
 use crate::framing::{Answering, InService};
-use crate::metrics::{self, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
+use crate::metrics::{ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::pool::Lease;
+use crate::ratelimit;
 use crate::redact::Redactor;
 use crate::route::{NoRoute, Router};
 use crate::upstream::{self, SendError, Upstream};
@@ -48,6 +49,10 @@ pub struct Target {
     client: Upstream,
     metrics: Arc<SourceMetrics>,
     limit: Option<Arc<Semaphore>>,
+    /// How the API states a reset, when its vendor is known.
+    reset_style: ratelimit::ResetStyle,
+    /// The IETF rate-limit policy the API last announced.
+    policies: ratelimit::Policies,
 }
 
 impl Routes {
@@ -84,6 +89,8 @@ impl Target {
             client: Upstream::new(s)?,
             metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
             limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
+            reset_style: ratelimit::ResetStyle::for_host(s.upstream.authority.host()),
+            policies: ratelimit::Policies::default(),
         })
     }
 
@@ -271,7 +278,7 @@ pub async fn handle(
     // Phase 5: observe the response head.
     pending.status = resp.status().as_u16();
     pending.origin = Origin::Upstream;
-    observe_headers(&target.metrics, resp.headers());
+    observe_headers(target, resp.status(), resp.headers());
     if let Some(path) = &logged_path {
         tracing::debug!(
             source = target.metrics.name(),
@@ -543,8 +550,6 @@ pub fn client_ip(peer: SocketAddr) -> HeaderValue {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 
 /// Rewrites `req`'s headers in place (moving a request costs a copy of its head).
 fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_host: bool) {
@@ -593,28 +598,21 @@ fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_ho
     }
 }
 
-fn observe_headers(m: &SourceMetrics, headers: &HeaderMap) {
-    // One walk over a handful of names is cheaper than three hashed lookups.
-    let (mut retry_after, mut remaining, mut x_remaining) = (None, None, None);
-    for (name, value) in headers {
-        if name == header::RETRY_AFTER {
-            retry_after.get_or_insert(value);
-        } else if name == RATELIMIT_REMAINING {
-            remaining.get_or_insert(value);
-        } else if name == X_RATELIMIT_REMAINING {
-            x_remaining.get_or_insert(value);
-        }
+/// Reads the quota and `Retry-After` a response states into the source's gauges.
+fn observe_headers(target: &Target, status: StatusCode, headers: &HeaderMap) {
+    let seen = ratelimit::read(
+        headers,
+        status.as_u16(),
+        SystemTime::now(),
+        target.reset_style,
+        &target.policies,
+        target.metrics.name(),
+    );
+    if let Some(secs) = seen.retry_after {
+        target.metrics.retry_after(secs);
     }
-    if let Some(v) = retry_after
-        && let Some(secs) = metrics::parse_retry_after(v.as_bytes(), SystemTime::now())
-    {
-        m.retry_after(secs);
-    }
-    if let Some(n) = remaining
-        .or(x_remaining)
-        .and_then(|v| metrics::parse_ratelimit_remaining(v.as_bytes()))
-    {
-        m.ratelimit_remaining(n);
+    if let Some(w) = &seen.window {
+        target.metrics.quota(w);
     }
 }
 

@@ -1,12 +1,18 @@
-//! Counting a response allocates nothing once a code's handles exist: proven with a counting
-//! global allocator.
+//! Counting a response allocates nothing once a code's handles exist, and reading the common
+//! rate-limit headers allocates nothing either: proven with a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use http::{HeaderMap, HeaderName, HeaderValue};
 use remedy::catalog::Catalog;
 use remedy::metrics::{Origin, Outcome, Recorder};
+use remedy::ratelimit::{self, Policies, ResetStyle, Window};
+
+/// The allocation counter is global: one measurement at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Counting;
 
@@ -31,6 +37,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn recording_a_response_does_not_allocate() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let recorder = Recorder::new(&remedy::config::DEFAULT_BUCKETS);
     let source = recorder.source("github", &Catalog::builtin());
     let outcomes: Vec<Outcome> = [
@@ -46,9 +53,15 @@ fn recording_a_response_does_not_allocate() {
         error: None,
     })
     .collect();
+    let quota = Window {
+        remaining: Some(7.0),
+        limit: Some(100.0),
+        used_ratio: Some(0.93),
+        reset_seconds: Some(30.0),
+    };
     for o in &outcomes {
         source.retry_after(1.0);
-        source.ratelimit_remaining(1.0);
+        source.quota(&quota);
         source.start();
         source.record(o);
     }
@@ -59,7 +72,7 @@ fn recording_a_response_does_not_allocate() {
             source.record(o);
         }
         source.retry_after(2.0);
-        source.ratelimit_remaining(5.0);
+        source.quota(&quota);
     }
     let after = ALLOCATIONS.load(Ordering::SeqCst);
     assert_eq!(
@@ -71,4 +84,42 @@ fn recording_a_response_does_not_allocate() {
     assert!(String::from_utf8(recorder.render()).unwrap().contains(
         "remedy_upstream_responses_total{class=\"4xx\",code=\"429\",origin=\"upstream\",remediation=\"reduce_concurrency\",source=\"github\"} 10001"
     ));
+}
+
+#[test]
+fn reading_integer_rate_limit_headers_does_not_allocate() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("content-type", "application/json"),
+        ("x-ratelimit-limit", "5000"),
+        ("x-ratelimit-remaining", "4987"),
+        ("x-ratelimit-used", "13"),
+        ("x-ratelimit-reset", "1772464800"),
+        ("x-ratelimit-resource", "core"),
+        ("ratelimit-limit", "100"),
+        ("ratelimit-remaining", "50"),
+        ("ratelimit-reset", "30"),
+        ("ratelimit-policy", "\"burst\";q=100;w=60"),
+        ("ratelimit", "\"burst\";r=50;t=30"),
+        ("retry-after", "120"),
+    ] {
+        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    let policies = Policies::default();
+    let now = SystemTime::now();
+    let first = ratelimit::read(&h, 429, now, ResetStyle::Guess, &policies, "github");
+    assert!(first.window.is_some());
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..10_000 {
+        let seen = ratelimit::read(&h, 200, now, ResetStyle::Guess, &policies, "github");
+        assert_eq!(seen.window.and_then(|w| w.remaining), Some(50.0));
+    }
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    assert_eq!(
+        after - before,
+        0,
+        "reading allocated {} times",
+        after - before
+    );
 }

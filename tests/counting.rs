@@ -117,8 +117,26 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
         gauge(&s, "remedy_upstream_retry_after_seconds", "alpha"),
         120.0
     );
+    // A 429 is an exhausted window, whatever else the answer states.
     assert_eq!(
         gauge(&s, "remedy_upstream_ratelimit_remaining", "alpha"),
+        0.0
+    );
+    assert_eq!(
+        gauge(&s, "remedy_upstream_ratelimit_used_ratio", "alpha"),
+        1.0
+    );
+    assert_eq!(
+        gauge(&s, "remedy_upstream_ratelimit_reset_seconds", "alpha"),
+        120.0
+    );
+    send(remedy.proxy, "/alpha/x?ratelimit=7");
+    assert_eq!(
+        gauge(
+            &remedy.scrape(),
+            "remedy_upstream_ratelimit_remaining",
+            "alpha"
+        ),
         7.0
     );
 
@@ -179,5 +197,41 @@ fn metrics_pass_promtool_check_metrics() {
         "promtool check metrics: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
+    let (a, b) = (Upstream::http(), Upstream::http());
+    let remedy = Remedy::start(&two_sources(&a, &b));
+    let gauge = |name: &str| {
+        remedy
+            .scrape()
+            .get(name, &[("source", "alpha")])
+            .expect(name)
+    };
+    for _ in 0..95 {
+        assert_eq!(send(remedy.proxy, "/alpha/quota/100").status, 200);
+    }
+    assert_eq!(gauge("remedy_upstream_ratelimit_remaining"), 5.0);
+    assert_eq!(gauge("remedy_upstream_ratelimit_limit"), 100.0);
+    assert!((gauge("remedy_upstream_ratelimit_used_ratio") - 0.95).abs() < 1e-9);
+    assert_eq!(gauge("remedy_upstream_ratelimit_reset_seconds"), 60.0);
+    assert_eq!(
+        remedy
+            .scrape()
+            .responses("alpha", 429, "reduce_concurrency", "upstream"),
+        0.0
+    );
+    let statuses: Vec<u16> = (0..10)
+        .map(|_| send(remedy.proxy, "/alpha/quota/100").status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429, 429]);
+    assert_eq!(gauge("remedy_upstream_ratelimit_used_ratio"), 1.0);
+    assert_eq!(
+        remedy
+            .scrape()
+            .responses("alpha", 429, "reduce_concurrency", "upstream"),
+        5.0
     );
 }

@@ -6,6 +6,8 @@
 //! - `/drip/N/MS` sends N one-byte chunks MS milliseconds apart;
 //! - `/slow/MS` waits MS milliseconds before answering, `/stall` never answers, `/stall-body` stops after 3 bytes of 10,
 //!   `/reset-mid-body` breaks the connection after 100 bytes of 1000;
+//! - `/quota/N` counts a quota of N calls down, in `X-RateLimit-*` headers (reset in 60 s), and
+//!   answers 429 with `Retry-After: 60` once it is used up;
 //! - `close=1` in the query answers with `Connection: close`;
 //! - everything else echoes the request as JSON (method, target, version, headers, body).
 //!
@@ -223,6 +225,8 @@ type Reply = Response<FixtureBody>;
 #[derive(Default)]
 struct Seen {
     count: AtomicUsize,
+    /// Calls to `/quota/N` so far.
+    quota_used: AtomicUsize,
     targets: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
@@ -238,6 +242,23 @@ async fn respond(req: Request<Incoming>, hits: Arc<Seen>) -> Result<Reply, Infal
         .push((req.uri().to_string(), id));
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
+    if let Some(limit) = path
+        .rsplit_once("/quota/")
+        .and_then(|(_, n)| n.parse::<usize>().ok())
+    {
+        let used = hits.quota_used.fetch_add(1, Ordering::SeqCst) + 1;
+        let remaining = limit.saturating_sub(used);
+        let builder = Response::builder()
+            .header("x-ratelimit-limit", limit)
+            .header("x-ratelimit-remaining", remaining)
+            .header("x-ratelimit-reset", 60);
+        let reply = if used > limit {
+            builder.status(429).header("retry-after", 60)
+        } else {
+            builder.status(200)
+        };
+        return Ok(reply.body(FixtureBody::full("quota\n")).unwrap());
+    }
     let status = path
         .split('/')
         .filter_map(|s| s.parse::<u16>().ok())

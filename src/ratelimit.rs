@@ -1,0 +1,636 @@
+//! The quota an API reports, in whichever rate-limit dialect it speaks, read into one
+//! [`Window`]: remaining, limit, share used and seconds to reset.
+//!
+//! Dialects: the IETF draft in its three forms (`RateLimit-Limit`/`-Remaining`/`-Reset`;
+//! `RateLimit: limit=, remaining=, reset=`; `RateLimit-Policy` + `RateLimit` structured lists,
+//! the policy remembered per source), `X-RateLimit-*` (GitHub's `-Used` and `-Resource`,
+//! Intercom, Jira, Pipedrive, Zoom), `X-Rate-Limit-*` (X, Zendesk), HubSpot's burst, secondly
+//! and daily windows, Shopify's `used/limit`, Salesforce's `api-usage=used/limit`, Meta's JSON
+//! usage headers and `Retry-After` on a 429. Where several windows are reported, the one
+//! nearest exhaustion wins. A value that does not parse is skipped with a debug log line.
+//!
+//! Responses without any of these names cost one byte comparison per header; the integer
+//! forms are read without allocating.
+
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use http::HeaderMap;
+use http::header::HeaderValue;
+
+/// One quota window as of a response. Each field is what the API stated or what follows
+/// from it; `None` when the dialect does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Window {
+    /// Requests (or quota units) left.
+    pub remaining: Option<f64>,
+    /// The size of the quota.
+    pub limit: Option<f64>,
+    /// Share of the quota used, 0 to 1.
+    pub used_ratio: Option<f64>,
+    /// Seconds until the quota is restored.
+    pub reset_seconds: Option<f64>,
+}
+
+impl Window {
+    /// Fills in the share used from remaining and limit, and clamps it to [0, 1].
+    fn settle(mut self) -> Self {
+        if self.used_ratio.is_none()
+            && let (Some(r), Some(l)) = (self.remaining, self.limit)
+            && l > 0.0
+        {
+            self.used_ratio = Some(1.0 - r / l);
+        }
+        if self.remaining.is_none()
+            && let (Some(u), Some(l)) = (self.used_ratio, self.limit)
+        {
+            self.remaining = Some((l * (1.0 - u)).max(0.0));
+        }
+        self.used_ratio = self.used_ratio.map(|u| u.clamp(0.0, 1.0));
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.remaining.is_none() && self.limit.is_none() && self.used_ratio.is_none()
+    }
+
+    /// How near exhaustion: the share used, or 1 for nothing left when the limit is
+    /// unknown; windows that say neither rank last.
+    fn rank(&self) -> f64 {
+        match (self.used_ratio, self.remaining) {
+            (Some(u), _) => u,
+            (None, Some(r)) if r <= 0.0 => 1.0,
+            _ => -1.0,
+        }
+    }
+}
+
+/// How a source's API states `X-RateLimit-Reset` and `X-Rate-Limit-Reset`, when its vendor
+/// is known from the upstream's host; otherwise the value's size decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetStyle {
+    /// Seconds from now, or an epoch time in seconds or milliseconds, by size.
+    Guess,
+    /// UTC epoch seconds (GitHub, X, Intercom).
+    Epoch,
+    /// Seconds from now (Pipedrive, Klaviyo).
+    Delta,
+}
+
+impl ResetStyle {
+    /// The style of the vendor that serves `host`.
+    pub fn for_host(host: &str) -> Self {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let under = |domain: &str| {
+            host == domain
+                || host
+                    .strip_suffix(domain)
+                    .is_some_and(|rest| rest.ends_with('.'))
+        };
+        if ["github.com", "x.com", "twitter.com", "intercom.io"]
+            .iter()
+            .any(|d| under(d))
+        {
+            ResetStyle::Epoch
+        } else if ["pipedrive.com", "klaviyo.com"].iter().any(|d| under(d)) {
+            ResetStyle::Delta
+        } else {
+            ResetStyle::Guess
+        }
+    }
+}
+
+/// What a source remembers between responses: the IETF `RateLimit-Policy` it last saw, so
+/// a later `RateLimit` without its policy still yields a share used. Kept as the header's
+/// text; replaced (one allocation) only when the API announces a different policy.
+#[derive(Debug, Default)]
+pub struct Policies(Mutex<Option<Box<str>>>);
+
+impl Policies {
+    fn remember(&self, policy: &str) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if held.as_deref() != Some(policy) {
+            *held = Some(policy.into());
+        }
+    }
+
+    /// The quota of the policy named `name` ("" for an unnamed one).
+    fn quota(&self, name: &str) -> Option<f64> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        policy_quota(held.as_deref()?, name)
+    }
+}
+
+/// The header names read, each with its slot in [`Found`].
+const NAMES: [&str; 27] = [
+    "ratelimit",
+    "ratelimit-policy",
+    "beta-ratelimit",
+    "beta-ratelimit-policy",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-ratelimit-used",
+    "x-ratelimit-resource",
+    "x-rate-limit-limit",
+    "x-rate-limit-remaining",
+    "x-rate-limit-reset",
+    "x-rate-limit",
+    "x-hubspot-ratelimit-max",
+    "x-hubspot-ratelimit-remaining",
+    "x-hubspot-ratelimit-daily",
+    "x-hubspot-ratelimit-daily-remaining",
+    "x-hubspot-ratelimit-secondly",
+    "x-hubspot-ratelimit-secondly-remaining",
+    "x-shopify-shop-api-call-limit",
+    "sforce-limit-info",
+    "retry-after",
+    // Meta's usage headers, read together: keep them last.
+    "x-app-usage",
+    "x-business-use-case-usage",
+];
+const META_EXTRA: [&str; 2] = ["x-ad-account-usage", "x-fb-ads-insights-throttle"];
+
+#[derive(Clone, Copy)]
+#[repr(usize)]
+enum N {
+    Rl,
+    RlPolicy,
+    BetaRl,
+    BetaRlPolicy,
+    RlLimit,
+    RlRemaining,
+    RlReset,
+    XLimit,
+    XRemaining,
+    XReset,
+    XUsed,
+    XResource,
+    XdLimit,
+    XdRemaining,
+    XdReset,
+    XdZendesk,
+    HsMax,
+    HsRemaining,
+    HsDaily,
+    HsDailyRemaining,
+    HsSecondly,
+    HsSecondlyRemaining,
+    Shopify,
+    Sforce,
+    RetryAfter,
+}
+
+/// The first value of each name read, and Meta's usage headers.
+#[derive(Default)]
+struct Found<'a> {
+    slots: [Option<&'a HeaderValue>; NAMES.len() - 2],
+    meta: [Option<&'a HeaderValue>; 4],
+}
+
+impl<'a> Found<'a> {
+    fn collect(headers: &'a HeaderMap) -> Option<Self> {
+        let mut found: Option<Found<'a>> = None;
+        for (name, value) in headers {
+            let n = name.as_str();
+            // Every name read starts with one of these: most headers stop here.
+            if !matches!(n.as_bytes()[0], b'r' | b'x' | b'b' | b's') {
+                continue;
+            }
+            let slot = if let Some(i) = NAMES.iter().position(|k| *k == n) {
+                i
+            } else if let Some(i) = META_EXTRA.iter().position(|k| *k == n) {
+                NAMES.len() + i
+            } else {
+                continue;
+            };
+            let f = found.get_or_insert_with(Found::default);
+            let cell = match slot.checked_sub(NAMES.len() - 2) {
+                Some(meta) => &mut f.meta[meta],
+                None => &mut f.slots[slot],
+            };
+            cell.get_or_insert(value);
+        }
+        found
+    }
+
+    fn get(&self, n: N) -> Option<&'a HeaderValue> {
+        self.slots[n as usize]
+    }
+}
+
+/// What one response said of its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Observed {
+    /// `Retry-After`, in seconds, whatever the status.
+    pub retry_after: Option<f64>,
+    /// The window nearest exhaustion, when the response states any.
+    pub window: Option<Window>,
+}
+
+/// Reads every dialect in `headers` (of a response with `status`).
+pub fn read(
+    headers: &HeaderMap,
+    status: u16,
+    now: SystemTime,
+    style: ResetStyle,
+    policies: &Policies,
+    source: &str,
+) -> Observed {
+    let Some(found) = Found::collect(headers) else {
+        return Observed::default();
+    };
+    let mut r = Reading {
+        found,
+        now,
+        source,
+        best: None,
+    };
+    r.ietf(policies);
+    r.ietf_fields();
+    r.x_ratelimit(style);
+    r.x_rate_limit(style);
+    r.hubspot();
+    r.used_of_limit();
+    r.meta();
+    let retry = r.value(N::RetryAfter, |s| retry_after(s, now));
+    if status == 429
+        && let Some(secs) = retry
+    {
+        r.consider(Window {
+            remaining: Some(0.0),
+            used_ratio: Some(1.0),
+            reset_seconds: Some(secs),
+            ..Window::default()
+        });
+    }
+    Observed {
+        retry_after: retry,
+        window: r.best,
+    }
+}
+
+struct Reading<'a> {
+    found: Found<'a>,
+    now: SystemTime,
+    source: &'a str,
+    best: Option<Window>,
+}
+
+impl Reading<'_> {
+    /// Keeps `w` if it is nearer exhaustion than the best so far; of two equally near, the
+    /// one that takes longer to reset.
+    fn consider(&mut self, w: Window) {
+        let w = w.settle();
+        if w.is_empty() {
+            return;
+        }
+        let better = match &self.best {
+            None => true,
+            Some(b) => {
+                w.rank() > b.rank()
+                    || (w.rank() == b.rank()
+                        && w.reset_seconds.unwrap_or(0.0) > b.reset_seconds.unwrap_or(0.0))
+            }
+        };
+        if better {
+            self.best = Some(w);
+        }
+    }
+
+    /// The header in slot `n`, read by `parse`; a value that does not parse is logged at
+    /// debug and read as absent.
+    fn value<T>(&self, n: N, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+        let v = self.found.get(n)?;
+        let parsed = v.to_str().ok().map(str::trim).and_then(parse);
+        if parsed.is_none() {
+            self.malformed(NAMES[n as usize], v);
+        }
+        parsed
+    }
+
+    fn malformed(&self, name: &str, v: &HeaderValue) {
+        tracing::debug!(
+            source = self.source,
+            header = name,
+            value = ?v,
+            "ignored a rate-limit header that does not parse"
+        );
+    }
+
+    fn number(&self, n: N) -> Option<f64> {
+        self.value(n, number)
+    }
+
+    /// IETF -07 (`RateLimit: limit=, remaining=, reset=`) and -08 on (`RateLimit` and
+    /// `RateLimit-Policy` lists of named policies), also with Jira's `Beta-` prefix.
+    fn ietf(&mut self, policies: &Policies) {
+        for (list, policy) in [(N::Rl, N::RlPolicy), (N::BetaRl, N::BetaRlPolicy)] {
+            if let Some(p) = self.found.get(policy).and_then(|v| v.to_str().ok()) {
+                policies.remember(p.trim());
+            }
+            let Some(v) = self.found.get(list) else {
+                continue;
+            };
+            let Ok(text) = v.to_str() else {
+                self.malformed(NAMES[list as usize], v);
+                continue;
+            };
+            if let Some(w) = dictionary_form(text) {
+                self.consider(w);
+                continue;
+            }
+            let mut any = false;
+            for item in text.split(',') {
+                let (name, params) = split_item(item);
+                let Some(remaining) = param(params, "r") else {
+                    continue;
+                };
+                any = true;
+                self.consider(Window {
+                    remaining: Some(remaining),
+                    limit: policies.quota(name),
+                    reset_seconds: param(params, "t"),
+                    ..Window::default()
+                });
+            }
+            if !any {
+                self.malformed(NAMES[list as usize], v);
+            }
+        }
+    }
+
+    /// IETF up to -06, Klaviyo, Zendesk: `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds).
+    fn ietf_fields(&mut self) {
+        let w = Window {
+            remaining: self.number(N::RlRemaining),
+            limit: self.number(N::RlLimit),
+            reset_seconds: self.number(N::RlReset),
+            ..Window::default()
+        };
+        self.consider(w);
+    }
+
+    /// `X-RateLimit-*`: GitHub (with `-Used`; `-Resource` marks its epoch reset), Intercom,
+    /// Jira (an ISO reset), Pipedrive (seconds), Zoom.
+    fn x_ratelimit(&mut self, style: ResetStyle) {
+        let limit = self.number(N::XLimit);
+        let style = if self.found.get(N::XResource).is_some() {
+            ResetStyle::Epoch
+        } else {
+            style
+        };
+        let now = self.now;
+        let w = Window {
+            remaining: self.number(N::XRemaining),
+            limit,
+            used_ratio: self
+                .number(N::XUsed)
+                .zip(limit)
+                .filter(|(_, l)| *l > 0.0)
+                .map(|(u, l)| u / l),
+            reset_seconds: self.value(N::XReset, |s| reset(s, style, now)),
+        };
+        self.consider(w);
+    }
+
+    /// `X-Rate-Limit-*` (X, epoch reset) and Zendesk's `X-Rate-Limit` with `-Remaining`.
+    fn x_rate_limit(&mut self, style: ResetStyle) {
+        let now = self.now;
+        let w = Window {
+            remaining: self.number(N::XdRemaining),
+            limit: self
+                .number(N::XdLimit)
+                .or_else(|| self.number(N::XdZendesk)),
+            reset_seconds: self.value(N::XdReset, |s| reset(s, style, now)),
+            ..Window::default()
+        };
+        self.consider(w);
+    }
+
+    /// HubSpot: a burst window (`-Max`, `-Remaining`; `-Interval-Milliseconds` is the
+    /// window's length, not a time to reset), and the secondly and daily windows.
+    fn hubspot(&mut self) {
+        for (limit, remaining) in [
+            (N::HsMax, N::HsRemaining),
+            (N::HsSecondly, N::HsSecondlyRemaining),
+            (N::HsDaily, N::HsDailyRemaining),
+        ] {
+            let w = Window {
+                remaining: self.number(remaining),
+                limit: self.number(limit),
+                ..Window::default()
+            };
+            self.consider(w);
+        }
+    }
+
+    /// Shopify's `X-Shopify-Shop-Api-Call-Limit: 32/40` and Salesforce's
+    /// `Sforce-Limit-Info: api-usage=18/5000`: used of limit.
+    fn used_of_limit(&mut self) {
+        let shopify = self.value(N::Shopify, used_slash_limit);
+        let salesforce = self.value(N::Sforce, |s| {
+            s.split(';')
+                .find_map(|part| part.trim().strip_prefix("api-usage="))
+                .and_then(used_slash_limit)
+        });
+        for (used, limit) in shopify.into_iter().chain(salesforce) {
+            self.consider(Window {
+                remaining: Some((limit - used).max(0.0)),
+                limit: Some(limit),
+                used_ratio: (limit > 0.0).then(|| used / limit),
+                ..Window::default()
+            });
+        }
+    }
+
+    /// Meta's usage headers: JSON percentages of the app's, the business use case's or the
+    /// ad account's limit. The highest percentage of all objects and types is the share
+    /// used; `estimated_time_to_regain_access` is in minutes, `reset_time_duration` in
+    /// seconds. Read as a quota of 100 percentage points.
+    fn meta(&mut self) {
+        let mut usage = MetaUsage::default();
+        for (i, v) in self.found.meta.iter().enumerate() {
+            let Some(v) = v else { continue };
+            match serde_json::from_slice::<serde_json::Value>(v.as_bytes()) {
+                Ok(json) => usage.walk(&json),
+                Err(_) => {
+                    let name = NAMES.iter().chain(&META_EXTRA).nth(NAMES.len() - 2 + i);
+                    self.malformed(name.copied().unwrap_or("meta usage"), v);
+                }
+            }
+        }
+        if let Some(pct) = usage.percent {
+            self.consider(Window {
+                remaining: Some((100.0 - pct).max(0.0)),
+                limit: Some(100.0),
+                used_ratio: Some(pct / 100.0),
+                reset_seconds: usage.reset_seconds,
+            });
+        }
+    }
+}
+
+#[derive(Default)]
+struct MetaUsage {
+    percent: Option<f64>,
+    reset_seconds: Option<f64>,
+}
+
+impl MetaUsage {
+    fn walk(&mut self, v: &serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let n = v.as_f64().filter(|n| n.is_finite() && *n >= 0.0);
+                    match (k.as_str(), n) {
+                        (
+                            "call_count" | "total_time" | "total_cputime" | "acc_id_util_pct"
+                            | "app_id_util_pct",
+                            Some(n),
+                        ) => self.percent = Some(self.percent.map_or(n, |p| p.max(n))),
+                        ("estimated_time_to_regain_access", Some(n)) => self.reset(n * 60.0),
+                        ("reset_time_duration", Some(n)) => self.reset(n),
+                        _ => self.walk(v),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| self.walk(i)),
+            _ => {}
+        }
+    }
+
+    fn reset(&mut self, secs: f64) {
+        if !secs.is_finite() {
+            return;
+        }
+        self.reset_seconds = Some(self.reset_seconds.map_or(secs, |r| r.max(secs)));
+    }
+}
+
+/// A non-negative finite number; the leading one of a list (`10, 10;w=1` reads as 10), and
+/// the IETF parameter form `r=7;w=60`.
+fn number(s: &str) -> Option<f64> {
+    let s = s.strip_prefix("r=").unwrap_or(s);
+    let s = s.split([',', ';']).next()?.trim();
+    let n = match s.parse::<u64>() {
+        Ok(n) => n as f64,
+        Err(_) => s.parse::<f64>().ok()?,
+    };
+    (n.is_finite() && n >= 0.0).then_some(n)
+}
+
+/// `32/40` as (32, 40).
+fn used_slash_limit(s: &str) -> Option<(f64, f64)> {
+    let (used, limit) = s.trim().split_once('/')?;
+    Some((number(used)?, number(limit)?))
+}
+
+/// A reset as seconds from `now`: an ISO date (Jira's `2026-03-02T15:04Z`), or a number read
+/// as `style` says. Times in the past are 0.
+fn reset(s: &str, style: ResetStyle, now: SystemTime) -> Option<f64> {
+    if s.contains('T') {
+        return Some(seconds_until(iso_date(s)?, now));
+    }
+    let n = number(s)?;
+    let epoch = |secs: f64| {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        (secs - now).max(0.0)
+    };
+    Some(match style {
+        ResetStyle::Delta => n,
+        ResetStyle::Epoch => epoch(n),
+        // The IETF draft's appendix: resets are sent as seconds, epoch seconds and epoch
+        // milliseconds. No window lasts 30 years, so the size tells them apart.
+        ResetStyle::Guess if n > 1e12 => epoch(n / 1000.0),
+        ResetStyle::Guess if n > 1e9 => epoch(n),
+        ResetStyle::Guess => n,
+    })
+}
+
+/// `Retry-After` as seconds from now: delay-seconds, an HTTP-date, or (Zoom's daily limit) an
+/// ISO date.
+pub fn retry_after(s: &str, now: SystemTime) -> Option<f64> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Some(secs as f64);
+    }
+    if let Ok(at) = httpdate::parse_http_date(s) {
+        return Some(seconds_until(at, now));
+    }
+    Some(seconds_until(iso_date(s)?, now))
+}
+
+fn seconds_until(at: SystemTime, now: SystemTime) -> f64 {
+    at.duration_since(now).map_or(0.0, |d| d.as_secs() as f64)
+}
+
+/// An ISO 8601 UTC time, with or without seconds: `2026-03-02T15:04Z`,
+/// `2020-05-31T00:00:00Z`, `2020-05-31T00:00:00.5Z`.
+fn iso_date(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    if s.len() == "2026-03-02T15:04".len() {
+        // Without seconds: humantime wants them.
+        let mut full = [0u8; 19];
+        full[..16].copy_from_slice(s.as_bytes());
+        full[16..].copy_from_slice(b":00");
+        return humantime::parse_rfc3339_weak(std::str::from_utf8(&full).ok()?).ok();
+    }
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// `-07`'s dictionary: `limit=100, remaining=50, reset=5`.
+fn dictionary_form(s: &str) -> Option<Window> {
+    let mut w = Window::default();
+    for member in s.split(',') {
+        let (k, v) = member.trim().split_once('=')?;
+        let n = number(v);
+        match k.trim() {
+            "limit" => w.limit = n,
+            "remaining" => w.remaining = n,
+            "reset" => w.reset_seconds = n,
+            _ => return None,
+        }
+    }
+    (!w.is_empty()).then_some(w)
+}
+
+/// A structured-field list item, `"burst";r=50;t=30`, as its name (unquoted; "" when the
+/// item is a bare quota, as in `100;w=10`) and its parameters.
+fn split_item(item: &str) -> (&str, &str) {
+    let item = item.trim();
+    let (name, params) = item.split_once(';').unwrap_or((item, ""));
+    let name = name.trim();
+    let name = name
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(if number(name).is_some() { "" } else { name });
+    (name, params)
+}
+
+/// The numeric parameter `key` of `;`-separated parameters.
+fn param(params: &str, key: &str) -> Option<f64> {
+    params.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        (k.trim() == key).then(|| number(v)).flatten()
+    })
+}
+
+/// The quota `q` of the policy `name` in a `RateLimit-Policy` value; an unnamed policy
+/// (`100;w=10`) gives its leading number.
+fn policy_quota(policy: &str, name: &str) -> Option<f64> {
+    policy.split(',').find_map(|item| {
+        let (n, params) = split_item(item);
+        if n != name {
+            return None;
+        }
+        param(params, "q").or_else(|| number(item.trim()))
+    })
+}
+
+#[cfg(test)]
+mod tests;
