@@ -287,6 +287,10 @@ pub fn explain(catalog: &Catalog, code: u16) -> Option<String> {
                 class_label(code),
                 e.alert
             ));
+            if code == 429 {
+                s.push('\n');
+                s.push_str(crate::ratelimit::EXPLAIN);
+            }
             s
         }
         None => format!(

@@ -752,13 +752,13 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
     let keys: Vec<&str> = c.catalog.remediations().iter().map(|r| r.key).collect();
     for (key, o) in &a.overrides {
         let path = format!("alerts.overrides.{key}");
-        if !keys.contains(&key.as_str()) && !crate::rules::OWN_ALERTS.contains(&key.as_str()) {
+        if !keys.contains(&key.as_str()) && !crate::rules::NAMED_ALERTS.contains(&key.as_str()) {
             return Err((
                 path,
                 format!(
-                    "unknown remediation key {key:?}; known: {}, or one of remedy's own alerts ({})",
+                    "unknown remediation key {key:?}; known: {}, or an alert name ({})",
                     keys.join(", "),
-                    crate::rules::OWN_ALERTS.join(", ")
+                    crate::rules::NAMED_ALERTS.join(", ")
                 ),
             ));
         }

@@ -21,12 +21,16 @@ struct Panel {
     targets: Vec<(String, &'static str)>,
     width: u32,
     height: u32,
+    /// A value drawn as a red line across a time series.
+    threshold: Option<f64>,
 }
 
 fn panels(catalog: &Catalog) -> Vec<Panel> {
     let r = "remedy_upstream_responses_total";
     let sel = "source=~\"$source\"";
     let alerts = rules::alert_names(catalog).join("|");
+    let near = rules::default_settings(rules::NEAR_RATE_LIMIT_ALERT).threshold;
+    let [_, _, (used, _), (reset, _)] = crate::metrics::QUOTA_GAUGES;
     vec![
         Panel {
             title: "Requests per second by class",
@@ -40,6 +44,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 12,
             height: 8,
+            threshold: None,
         },
         Panel {
             title: "Error share by remediation",
@@ -57,24 +62,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 12,
             height: 8,
-        },
-        Panel {
-            title: "Runs calling each source (last 5m)",
-            kind: "timeseries",
-            description: "How many runs (pods) received responses from each source within the last 5 minutes, \
-                          each run counted from zero. The FAQ's advice for 429 is to reduce this number, \
-                          or to spread the runs' schedules.".into(),
-            unit: "none",
-            instant: false,
-            targets: vec![(
-                format!(
-                    "count by (source) (sum by (source, pod, instance) {} > 0)",
-                    rules::responses_from_zero(sel, "5m")
-                ),
-                "{{source}} runs",
-            )],
-            width: 12,
-            height: 8,
+            threshold: None,
         },
         Panel {
             title: "429 share per source (last 5m)",
@@ -93,6 +81,67 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 12,
             height: 8,
+            threshold: None,
+        },
+        Panel {
+            title: "Quota used per source (rate-limit headers)",
+            kind: "timeseries",
+            description: format!(
+                "Share of each source's quota used, from the rate-limit headers its API sends (any dialect \
+                 remedy reads: `remedy explain 429`), for the window nearest exhaustion. \
+                 {near} fires at the red line ({t}, its default threshold), before the 429s beside it.",
+                near = rules::NEAR_RATE_LIMIT_ALERT,
+                t = near,
+            ),
+            unit: "percentunit",
+            instant: false,
+            targets: vec![(
+                format!("max by (source) (last_over_time({used}{{{sel}}}[5m]))"),
+                "{{source}} used",
+            )],
+            width: 12,
+            height: 8,
+            threshold: Some(near),
+        },
+        Panel {
+            title: "Runs calling each source (last 5m)",
+            kind: "timeseries",
+            description: "How many runs (pods) received responses from each source within the last 5 minutes, \
+                          each run counted from zero. The FAQ's advice for 429 is to reduce this number, \
+                          or to spread the runs' schedules.".into(),
+            unit: "none",
+            instant: false,
+            targets: vec![(
+                format!(
+                    "count by (source) (sum by (source, pod, instance) {} > 0)",
+                    rules::responses_from_zero(sel, "5m")
+                ),
+                "{{source}} runs",
+            )],
+            width: 12,
+            height: 8,
+            threshold: None,
+        },
+        Panel {
+            title: "Seconds until the quota resets, and Retry-After",
+            kind: "timeseries",
+            description: "When each source's quota is restored, as its last response said, and the last \
+                          Retry-After it sent.".into(),
+            unit: "s",
+            instant: false,
+            targets: vec![
+                (
+                    format!("max by (source) (last_over_time({reset}{{{sel}}}[5m]))"),
+                    "{{source}} reset",
+                ),
+                (
+                    format!("max by (source) (remedy_upstream_retry_after_seconds{{{sel}}})"),
+                    "{{source}} retry-after",
+                ),
+            ],
+            width: 12,
+            height: 8,
+            threshold: None,
         },
         Panel {
             title: "Failing codes and what to do",
@@ -110,6 +159,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 24,
             height: 8,
+            threshold: None,
         },
         Panel {
             title: "Latency p50 / p95 / p99",
@@ -130,6 +180,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                 .collect(),
             width: 12,
             height: 8,
+            threshold: None,
         },
         Panel {
             title: "In flight",
@@ -143,25 +194,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 12,
             height: 8,
-        },
-        Panel {
-            title: "Retry-After and rate-limit remaining",
-            kind: "timeseries",
-            description: "The last Retry-After (seconds) and RateLimit-Remaining each upstream sent.".into(),
-            unit: "none",
-            instant: false,
-            targets: vec![
-                (
-                    format!("max by (source) (remedy_upstream_retry_after_seconds{{{sel}}})"),
-                    "{{source}} retry-after (s)",
-                ),
-                (
-                    format!("min by (source) (remedy_upstream_ratelimit_remaining{{{sel}}})"),
-                    "{{source}} remaining",
-                ),
-            ],
-            width: 12,
-            height: 8,
+            threshold: None,
         },
         Panel {
             title: "Errors made by remedy (origin=proxy)",
@@ -175,6 +208,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 12,
             height: 8,
+            threshold: None,
         },
         Panel {
             title: "Firing remedy alerts",
@@ -188,6 +222,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             )],
             width: 24,
             height: 6,
+            threshold: None,
         },
     ]
 }
@@ -269,6 +304,17 @@ pub fn build(catalog: &Catalog) -> Value {
             "options": {},
             "targets": targets,
         });
+        if let Some(t) = p.threshold {
+            panel["fieldConfig"]["defaults"]["thresholds"] = json!({
+                "mode": "absolute",
+                "steps": [
+                    { "color": "green", "value": null },
+                    { "color": "red", "value": t },
+                ],
+            });
+            panel["fieldConfig"]["defaults"]["custom"] =
+                json!({ "thresholdsStyle": { "mode": "line" } });
+        }
         if p.kind == "table" {
             panel["transformations"] = json!([{
                 "id": "organize",

@@ -18,6 +18,24 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use http::header::HeaderValue;
 
+/// What `remedy explain 429` adds: the headers read and the gauges and alert they feed.
+pub const EXPLAIN: &str = "\
+Before the 429s: remedy reads the quota each response states, in these dialects:
+  - IETF draft: RateLimit-Limit, -Remaining, -Reset; RateLimit: limit=, remaining=, reset=;
+    RateLimit-Policy with RateLimit (also Beta-RateLimit), the policy remembered per source
+  - X-RateLimit-Limit, -Remaining, -Reset, -Used, -Resource (GitHub, Intercom, Jira,
+    Pipedrive, Zoom); X-Rate-Limit-Limit, -Remaining, -Reset and X-Rate-Limit (X, Zendesk)
+  - X-HubSpot-RateLimit-Max, -Remaining, -Secondly(-Remaining), -Daily(-Remaining)
+  - X-Shopify-Shop-Api-Call-Limit (used/limit), Sforce-Limit-Info (api-usage=used/limit)
+  - X-App-Usage, X-Business-Use-Case-Usage, X-Ad-Account-Usage, X-FB-Ads-Insights-Throttle
+    (Meta: JSON percentages)
+  - Retry-After (seconds or a date) on a 429
+The window nearest exhaustion sets, per source, remedy_upstream_ratelimit_remaining,
+remedy_upstream_ratelimit_limit, remedy_upstream_ratelimit_used_ratio and
+remedy_upstream_ratelimit_reset_seconds. ConnectorNearRateLimit fires while the used ratio is
+at or above 0.9 (alerts.overrides.ConnectorNearRateLimit.threshold), before the first 429.
+";
+
 /// One quota window as of a response. Each field is what the API stated or what follows
 /// from it; `None` when the dialect does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

@@ -17,14 +17,29 @@ pub const UNMATCHED_ALERT: &str = "RemedyUnmatchedRequests";
 pub const UNREACHABLE_ALERT: &str = "RemedyUpstreamUnreachable";
 pub const RELOAD_ALERT: &str = "RemedyConfigReloadFailed";
 pub const IN_FLIGHT_ALERT: &str = "RemedyInFlightLimitReached";
+pub const NEAR_RATE_LIMIT_ALERT: &str = "ConnectorNearRateLimit";
 use crate::catalog::IN_FLIGHT_KEY;
+use crate::metrics::QUOTA_GAUGES;
 
-/// remedy's own alerts; their names are also keys of `alerts.overrides`.
+/// The remediation key of the FAQ's 429, whose advice `ConnectorNearRateLimit` carries.
+const RATE_LIMIT_KEY: &str = "reduce_concurrency";
+
+/// remedy's own alerts, each with a remediation key of its own.
 pub const OWN_ALERTS: &[&str] = &[
     UNMATCHED_ALERT,
     UNREACHABLE_ALERT,
     IN_FLIGHT_ALERT,
     RELOAD_ALERT,
+];
+
+/// The alerts that are not one per remediation key; their names are the keys of
+/// `alerts.overrides` besides the remediation keys.
+pub const NAMED_ALERTS: &[&str] = &[
+    UNMATCHED_ALERT,
+    UNREACHABLE_ALERT,
+    IN_FLIGHT_ALERT,
+    RELOAD_ALERT,
+    NEAR_RATE_LIMIT_ALERT,
 ];
 
 /// What an alert fires on, after defaults and the config's overrides.
@@ -65,6 +80,8 @@ pub fn default_settings(key: &str) -> Settings {
         UNREACHABLE_ALERT => (0.05, 60, 900, 3, Critical),
         IN_FLIGHT_ALERT => (0.05, 60, 900, 5, Warning),
         RELOAD_ALERT => (1.0, 300, 0, 0, Warning),
+        // The threshold is a share of the quota used; one response that states it is enough.
+        NEAR_RATE_LIMIT_ALERT => (0.9, 60, 0, 1, Warning),
         _ => (0.1, 60, 1800, 5, Warning),
     };
     Settings {
@@ -179,6 +196,15 @@ impl Shape {
         format!("sum by ({}) {}", self.by, self.responses(selector))
     }
 
+    /// The share of the quota used, by `alerts.group_by`: the highest of each run's last
+    /// reading within the window.
+    fn used_ratio(&self) -> String {
+        format!(
+            "max by ({}) (last_over_time({}{{{MATCHED}}}[{}]))",
+            self.by, QUOTA_GAUGES[2].0, self.window
+        )
+    }
+
     /// How many runs (pods) had responses within the window, by `alerts.group_by`.
     pub fn runs(&self, selector: &str) -> String {
         format!(
@@ -204,20 +230,51 @@ impl Shape {
 
     /// A template fragment that names how many runs called the alert's source: "3 runs".
     fn runs_phrase(&self, group_by: &[String]) -> String {
-        let matchers: Vec<String> = group_by
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("{l}=%[{}]q", i + 1))
-            .collect();
-        let args: Vec<String> = group_by.iter().map(|l| format!("$labels.{l}")).collect();
-        let query = self.runs(&format!("{MATCHED},{}", matchers.join(",")));
-        format!(
-            "{{{{ with printf `{query}` {args} | query }}}}{{{{ $n := . | first | value }}}}\
-             {{{{ $n }}}} {{{{ if eq $n 1.0 }}}}run{{{{ else }}}}runs{{{{ end }}}}\
-             {{{{ else }}}}No run{{{{ end }}}}",
-            args = args.join(" ")
+        let query = |selector: &str| self.runs(&format!("{MATCHED},{selector}"));
+        templated_query(
+            group_by,
+            query,
+            "{{ $n := . | first | value }}{{ $n }} {{ if eq $n 1.0 }}run{{ else }}runs{{ end }}",
+            "No run",
         )
     }
+
+    /// A template fragment that says when the alert's source's quota is restored.
+    fn reset_phrase(&self, group_by: &[String]) -> String {
+        let query = |selector: &str| {
+            format!(
+                "max by ({}) (last_over_time({}{{{MATCHED},{selector}}}[{}]))",
+                self.by, QUOTA_GAUGES[3].0, self.window
+            )
+        };
+        templated_query(
+            group_by,
+            query,
+            "its last response said the quota is restored in {{ . | first | value | humanizeDuration }}",
+            "the API did not say when it is restored",
+        )
+    }
+}
+
+/// A Go template that runs the query `build` makes for the alert's own labels (`group_by`),
+/// then renders `found` on the result, or `otherwise` when there is none.
+fn templated_query(
+    group_by: &[String],
+    build: impl Fn(&str) -> String,
+    found: &str,
+    otherwise: &str,
+) -> String {
+    let matchers: Vec<String> = group_by
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("{l}=%[{}]q", i + 1))
+        .collect();
+    let args: Vec<String> = group_by.iter().map(|l| format!("$labels.{l}")).collect();
+    format!(
+        "{{{{ with printf `{}` {} | query }}}}{found}{{{{ else }}}}{otherwise}{{{{ end }}}}",
+        build(&matchers.join(",")),
+        args.join(" ")
+    )
 }
 
 /// [`Shape::responses`] over any range: each series' responses within `window`, every run
@@ -320,6 +377,10 @@ pub fn recording_rules(shape: &Shape) -> Vec<Rule> {
         Rule::Record {
             record: format!("{level}:remedy_runs:count{window}"),
             expr: shape.runs(MATCHED),
+        },
+        Rule::Record {
+            record: format!("{level}:remedy_upstream_ratelimit_used_ratio:max{window}"),
+            expr: shape.used_ratio(),
         },
     ]
 }
@@ -496,8 +557,57 @@ fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
             "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
         )
     };
-    vec![unmatched, unreachable, in_flight, reload]
+    vec![
+        unmatched,
+        unreachable,
+        in_flight,
+        reload,
+        near_rate_limit(config, shape),
+    ]
 }
+
+/// The quota an API reports is nearly used up: the warning before its 429s. The used ratio
+/// of each run's last reading within the window, so a run shorter than a scrape interval,
+/// seen once, still fires for one window; and only while the source had responses in it,
+/// so a reading left behind by a connector that stopped calling does not page forever.
+fn near_rate_limit(config: &Config, shape: &Shape) -> Rule {
+    let s = settings(config, NEAR_RATE_LIMIT_ALERT);
+    let all = shape.sum(MATCHED);
+    let expr = format!(
+        "{ratio} >= {t}\nand on ({by})\n  {all} >= {m}",
+        ratio = shape.used_ratio(),
+        t = s.threshold,
+        by = shape.by,
+        m = s.min_requests,
+    );
+    let group_by = &config.alerts.group_by;
+    let summary = format!(
+        "{{{{ $labels.source }}}} has used {{{{ $value | humanizePercentage }}}} of the quota its API reports; {}. {} called it in the last {}.",
+        shape.reset_phrase(group_by),
+        shape.runs_phrase(group_by),
+        shape.window,
+    );
+    let advice = config
+        .catalog
+        .remediations()
+        .iter()
+        .find(|r| r.key == RATE_LIMIT_KEY)
+        .map(advice_text)
+        .unwrap_or_default();
+    alert(
+        config,
+        NEAR_RATE_LIMIT_ALERT,
+        expr,
+        &s,
+        RATE_LIMIT_KEY,
+        summary,
+        NEAR_RATE_LIMIT_MEANING.into(),
+        advice,
+    )
+}
+
+/// What `ConnectorNearRateLimit` means.
+pub const NEAR_RATE_LIMIT_MEANING: &str = "The API reports in its rate-limit headers that the source's quota is nearly used up (remedy_upstream_ratelimit_used_ratio). Once it is, the API answers 429 Too Many Requests and the extract is throttled.";
 
 fn own_alert(config: &Config, name: &str, expr: String, s: &Settings, summary: String) -> Rule {
     let (key, meaning, advice) = own_alert_text(name);
@@ -590,7 +700,7 @@ pub fn alert_names(catalog: &Catalog) -> Vec<String> {
         .iter()
         .map(|r| r.alert.to_owned())
         .collect();
-    names.extend(OWN_ALERTS.iter().map(|s| (*s).to_owned()));
+    names.extend(NAMED_ALERTS.iter().map(|s| (*s).to_owned()));
     names
 }
 
@@ -627,6 +737,7 @@ mod tests {
                 "RemedyUpstreamUnreachable",
                 "RemedyInFlightLimitReached",
                 "RemedyConfigReloadFailed",
+                "ConnectorNearRateLimit",
             ]
         );
         let rules = build(&c);

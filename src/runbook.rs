@@ -18,17 +18,23 @@ pub fn render(config: &Config) -> String {
          `runbook_url` annotation; the anchor is the alert's `remediation` label.\n\n\
          All queries use remedy's metrics; replace `SOURCE` with the alert's `source` label.\n\n",
     );
+    let near_threshold = rules::settings(config, rules::NEAR_RATE_LIMIT_ALERT).threshold;
     for r in catalog.remediations() {
         let codes: Vec<String> = r.codes().iter().map(u16::to_string).collect();
         let code_re = codes.join("|");
         let _ = write!(
             md,
             "<a id=\"{key}\"></a>\n## {key}\n\n\
-             **Alert:** `{alert}` · **Codes:** {phrase}\n\n\
+             **Alert:** `{alert}`{before} · **Codes:** {phrase}\n\n\
              ### What it means\n\n{meaning}\n\n\
              ### What to do\n\n",
             key = r.key,
             alert = r.alert,
+            before = if r.key == RATE_LIMIT_KEY {
+                format!(" (and `{}` before it)", rules::NEAR_RATE_LIMIT_ALERT)
+            } else {
+                String::new()
+            },
             phrase = rules::codes_phrase(&r),
             meaning = rules::meaning_text(&r),
         );
@@ -46,7 +52,7 @@ pub fn render(config: &Config) -> String {
              sum by (code, origin) (increase(remedy_upstream_responses_total{{source=\"SOURCE\",code=~\"{code_re}\"}}[1h]))\n```\n\n\
              ### What remedy's signals add\n\n{signals}\n\n",
             key = r.key,
-            signals = signals(r.key, r.codes().as_slice()),
+            signals = signals(r.key, r.codes().as_slice(), &window, near_threshold),
         );
     }
     for alert in OWN_ALERTS {
@@ -76,7 +82,9 @@ pub fn render(config: &Config) -> String {
     md
 }
 
-fn signals(key: &str, codes: &[u16]) -> String {
+const RATE_LIMIT_KEY: &str = "reduce_concurrency";
+
+fn signals(key: &str, codes: &[u16], window: &str, near_threshold: f64) -> String {
     let mut out = String::from(
         "- `origin=\"proxy\"` on a 502 or 504 means remedy could not reach the upstream at all \
          (see `remedy_upstream_request_errors_total` for the cause); `origin=\"upstream\"` means \
@@ -97,7 +105,7 @@ fn signals(key: &str, codes: &[u16]) -> String {
              schedule the next attempt after it.",
         );
     }
-    if key == "reduce_concurrency" {
+    if key == RATE_LIMIT_KEY {
         out.push_str(
             "\n- The alert's summary says how many runs (pods) called the source within the \
              window; `namespace_source:remedy_runs:count5m` and the dashboard's \"Runs calling \
@@ -105,10 +113,24 @@ fn signals(key: &str, codes: &[u16]) -> String {
              make that number smaller: if 429s come when several runs overlap, spread their \
              schedules; if a single run is throttled, reduce its own concurrency.",
         );
-        out.push_str(
-            "\n- `remedy_upstream_ratelimit_remaining` falling towards 0 before the 429s shows \
-             the quota running out; compare `remedy_upstream_requests_in_flight` with the \
-             API's documented concurrency limit.",
+        let _ = write!(
+            out,
+            "\n- Two alerts carry this advice. `{near}` comes first: the API's own rate-limit \
+             headers (every dialect remedy reads is listed by `remedy explain 429`) say the \
+             source has used {share}% (the alert's threshold) of its quota, before any 429. \
+             `ConnectorRateLimited` fires once the API actually answers 429. Act on `{near}` \
+             to prevent the other: the same advice, before the extract is throttled. If only \
+             `{near}` fires and its summary says the quota is restored before the next run, \
+             the schedules already fit; if both fire, the runs ask for more than the quota \
+             allows.\n- `remedy_upstream_ratelimit_used_ratio`, `_remaining`, `_limit` and \
+             `_reset_seconds` show the quota window nearest exhaustion, as of each response; \
+             the dashboard's \"Quota used\" panel plots the ratio beside the 429 share. \
+             Compare `remedy_upstream_requests_in_flight` with the API's documented \
+             concurrency limit:\n\n```promql\n\
+             max by (source) (last_over_time(remedy_upstream_ratelimit_used_ratio{{source=\"SOURCE\"}}[{window}]))\n\
+             max by (source) (last_over_time(remedy_upstream_ratelimit_reset_seconds{{source=\"SOURCE\"}}[{window}]))\n```",
+            near = rules::NEAR_RATE_LIMIT_ALERT,
+            share = near_threshold * 100.0,
         );
     }
     if codes.contains(&504) {

@@ -90,6 +90,22 @@ fn explain_prints_meaning_and_advice() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("429 Too Many Requests\n"), "{text}");
     assert!(text.contains("Reduce the number of concurrent extract runs and/or spread the schedules of extracts in the same source."));
+    // 429 also names the quota headers read and the gauges and alert they feed.
+    for needle in [
+        "RateLimit-Policy",
+        "X-Shopify-Shop-Api-Call-Limit",
+        "Sforce-Limit-Info",
+        "X-Business-Use-Case-Usage",
+        "remedy_upstream_ratelimit_remaining",
+        "remedy_upstream_ratelimit_limit",
+        "remedy_upstream_ratelimit_used_ratio",
+        "remedy_upstream_ratelimit_reset_seconds",
+        "ConnectorNearRateLimit",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from: {text}");
+    }
+    let out = remedy(&["explain", "404"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("RateLimit"));
     let out = remedy(&["explain", "409", "--config", "config/remedy.yaml"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("resolve_conflict"));
     assert_eq!(remedy(&["explain", "999"]).status.code(), Some(1));

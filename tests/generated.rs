@@ -47,7 +47,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
         &["check", "rules", "config/prometheus/remedy-rules.yaml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 18 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 20 rules found"), "{out}");
 
     let text = remedy(&["rules", "--config", "tests/data/rules-overrides.yaml"]);
     assert!(text.contains("alert: ConnectorResolveConflict"));
@@ -55,10 +55,18 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
     assert!(text.contains("[10m]"));
     assert!(text.contains("sum by (namespace, cronjob, source) "));
     assert!(text.contains("keep_firing_for: 2h"));
+    // ConnectorNearRateLimit takes its threshold from the overrides and the 429 advice from
+    // the catalog in use.
+    let near = text
+        .split("- alert: ")
+        .find(|a| a.starts_with("ConnectorNearRateLimit"))
+        .expect("ConnectorNearRateLimit");
+    assert!(near.contains("[10m])) >= 0.8"), "{near}");
+    assert!(near.contains("remediation: Spread the schedules of extracts in the same source."));
     let (_dir, path) = temp_file("rules.yaml", &text);
     let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 19 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 21 rules found"), "{out}");
 
     let wrapped = remedy(&["rules", "--format", "prometheusrule"]);
     let doc: serde_yaml::Value = serde_yaml::from_str(&wrapped).unwrap();

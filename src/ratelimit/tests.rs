@@ -427,3 +427,10 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn explain_names_every_gauge() {
+    for (name, _) in crate::metrics::QUOTA_GAUGES {
+        assert!(EXPLAIN.contains(name), "{name}");
+    }
+}
