@@ -472,6 +472,113 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     procs.stop("remedy");
 }
 
+/// A connector counts an API's quota down: `ConnectorNearRateLimit` reaches the webhook, with
+/// the FAQ's 429 advice and the seconds to reset, while Prometheus has counted no 429; then the
+/// 429s come and `ConnectorRateLimited` follows.
+#[test]
+fn the_quota_warning_arrives_before_the_first_429() {
+    let mut procs = Procs::new("remedy-e2e-quota-");
+    let dir = procs.dir.clone();
+    let logs = dir.display().to_string();
+    let api = Upstream::http();
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let config = format!(
+        "proxy: {{ listen: 127.0.0.1:{proxy_port} }}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n\
+         shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
+         sources:\n\
+         \x20 - {{ name: ads, upstream: '{}', match: {{ path_prefix: /ads }} }}\n\
+         alerts:\n  window: 30s\n  overrides:\n\
+         \x20   ConnectorNearRateLimit: {{ for: 2s }}\n\
+         \x20   reduce_concurrency: {{ threshold: 0.1, for: 2s, keep_firing_for: 0s, min_requests: 2 }}\n",
+        api.url(),
+    );
+    let config_path = dir.join("remedy.yaml");
+    std::fs::write(&config_path, &config).unwrap();
+    procs.start(
+        "remedy",
+        Command::new(release_binary())
+            .args(["run", "--config"])
+            .arg(&config_path),
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    wait_for(
+        &format!("remedy ready (logs in {logs})"),
+        Duration::from_secs(20),
+        || {
+            TcpStream::connect(admin).ok()?;
+            (send(admin, "/-/ready").status == 200).then_some(())
+        },
+    );
+    std::fs::write(dir.join("rules.yaml"), send(admin, "/rules").body).unwrap();
+    let (prom, received) = start_stack(
+        &mut procs,
+        &format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
+        ),
+    );
+    let p = format!("http://127.0.0.1:{proxy_port}");
+    let arrived = |alert: &str| {
+        delivered(&received)
+            .into_iter()
+            .find(|(n, s, st, _)| n == alert && s == "ads" && st == "firing")
+            .map(|(_, _, _, ann)| ann)
+    };
+    let counted_429 = || {
+        query(&prom, "sum(remedy_upstream_responses_total{code=\"429\"})")
+            .first()
+            .and_then(|v| v["value"][1].as_str()?.parse::<f64>().ok())
+    };
+
+    // Phase 1: 92 of the quota's 100 calls; then calls that state no quota keep the source busy.
+    let quota: Vec<String> = (0..92).map(|_| format!("{p}/ads/quota/100")).collect();
+    assert!(traffic(proxy, &quota).iter().all(|c| *c == 200));
+    let started = Instant::now();
+    let warning = loop {
+        assert_eq!(traffic(proxy, &[format!("{p}/ads/report")]), [200]);
+        if let Some(ann) = arrived("ConnectorNearRateLimit") {
+            break ann;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ConnectorNearRateLimit did not arrive; logs in {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        counted_429(),
+        Some(0.0),
+        "a 429 was counted before the warning"
+    );
+    let advice = remedy::catalog::Catalog::builtin()
+        .get(429)
+        .unwrap()
+        .advice_text();
+    assert_eq!(warning["remediation"].as_str(), Some(advice.as_str()));
+    let summary = warning["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("ads has used 92% of the quota its API reports; its last response said the quota is restored in 1m 0s. 1 run called it"),
+        "{summary}"
+    );
+
+    // Phase 2: the quota runs out; the 429s are counted and their own alert follows.
+    let more: Vec<String> = (0..20).map(|_| format!("{p}/ads/quota/100")).collect();
+    let codes = traffic(proxy, &more);
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 12, "{codes:?}");
+    let started = Instant::now();
+    while arrived("ConnectorRateLimited").is_none() {
+        traffic(proxy, &more[..2]);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "ConnectorRateLimited did not arrive; logs in {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(counted_429().is_some_and(|n| n >= 12.0));
+    procs.stop("remedy");
+}
+
 /// Scrape interval of the scheduled-runs test; every run makes its calls and gets SIGTERM
 /// well within it.
 const RUN_SCRAPE: Duration = Duration::from_secs(6);

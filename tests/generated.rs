@@ -175,7 +175,7 @@ fn alertmanager_example_passes_amtool() {
         &["check-config", "config/alertmanager/alertmanager.yml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("2 inhibit rules"), "{out}");
+    assert!(out.contains("3 inhibit rules"), "{out}");
 }
 
 #[test]
