@@ -139,8 +139,8 @@ impl Policies {
     }
 }
 
-/// The header names read, each with its slot in [`Found`].
-const NAMES: [&str; 27] = [
+/// The header names read: the slots of [`N`], then Meta's usage headers.
+const NAMES: [&str; SLOTS + META] = [
     "ratelimit",
     "ratelimit-policy",
     "beta-ratelimit",
@@ -169,8 +169,39 @@ const NAMES: [&str; 27] = [
     // Meta's usage headers, read together: keep them last.
     "x-app-usage",
     "x-business-use-case-usage",
+    "x-ad-account-usage",
+    "x-fb-ads-insights-throttle",
 ];
-const META_EXTRA: [&str; 2] = ["x-ad-account-usage", "x-fb-ads-insights-throttle"];
+const SLOTS: usize = N::RetryAfter as usize + 1;
+const META: usize = 4;
+
+/// Longer than every name read.
+const MAX_LEN: usize = 40;
+/// Per name length, the indices (plus one) of the names of that length: a header whose length
+/// no name has is passed over after one load.
+const BY_LEN: [[u8; 3]; MAX_LEN] = {
+    let mut t = [[0u8; 3]; MAX_LEN];
+    let mut i = 0;
+    while i < NAMES.len() {
+        let row = &mut t[NAMES[i].len()];
+        let mut j = 0;
+        while row[j] != 0 {
+            j += 1;
+        }
+        row[j] = i as u8 + 1;
+        i += 1;
+    }
+    t
+};
+
+/// The index in [`NAMES`] of `name`, if it is read.
+fn slot_of(name: &str) -> Option<usize> {
+    let row = BY_LEN.get(name.len())?;
+    row.iter()
+        .take_while(|i| **i != 0)
+        .map(|i| usize::from(*i) - 1)
+        .find(|i| NAMES[*i] == name)
+}
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -205,28 +236,19 @@ enum N {
 /// The first value of each name read, and Meta's usage headers.
 #[derive(Default)]
 struct Found<'a> {
-    slots: [Option<&'a HeaderValue>; NAMES.len() - 2],
-    meta: [Option<&'a HeaderValue>; 4],
+    slots: [Option<&'a HeaderValue>; SLOTS],
+    meta: [Option<&'a HeaderValue>; META],
 }
 
 impl<'a> Found<'a> {
     fn collect(headers: &'a HeaderMap) -> Option<Self> {
         let mut found: Option<Found<'a>> = None;
         for (name, value) in headers {
-            let n = name.as_str();
-            // Every name read starts with one of these: most headers stop here.
-            if !matches!(n.as_bytes()[0], b'r' | b'x' | b'b' | b's') {
-                continue;
-            }
-            let slot = if let Some(i) = NAMES.iter().position(|k| *k == n) {
-                i
-            } else if let Some(i) = META_EXTRA.iter().position(|k| *k == n) {
-                NAMES.len() + i
-            } else {
+            let Some(slot) = slot_of(name.as_str()) else {
                 continue;
             };
             let f = found.get_or_insert_with(Found::default);
-            let cell = match slot.checked_sub(NAMES.len() - 2) {
+            let cell = match slot.checked_sub(SLOTS) {
                 Some(meta) => &mut f.meta[meta],
                 None => &mut f.slots[slot],
             };
@@ -473,12 +495,17 @@ impl Reading<'_> {
         let mut usage = MetaUsage::default();
         for (i, v) in self.found.meta.iter().enumerate() {
             let Some(v) = v else { continue };
-            match serde_json::from_slice::<serde_json::Value>(v.as_bytes()) {
-                Ok(json) => usage.walk(&json),
-                Err(_) => {
-                    let name = NAMES.iter().chain(&META_EXTRA).nth(NAMES.len() - 2 + i);
-                    self.malformed(name.copied().unwrap_or("meta usage"), v);
-                }
+            let mut de = serde_json::Deserializer::from_slice(v.as_bytes());
+            let walked = serde::de::DeserializeSeed::deserialize(
+                UsageVisitor {
+                    usage: &mut usage,
+                    key: Key::Other,
+                },
+                &mut de,
+            )
+            .and_then(|()| de.end());
+            if walked.is_err() {
+                self.malformed(NAMES[SLOTS + i], v);
             }
         }
         if let Some(pct) = usage.percent {
@@ -499,25 +526,15 @@ struct MetaUsage {
 }
 
 impl MetaUsage {
-    fn walk(&mut self, v: &serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    let n = v.as_f64().filter(|n| n.is_finite() && *n >= 0.0);
-                    match (k.as_str(), n) {
-                        (
-                            "call_count" | "total_time" | "total_cputime" | "acc_id_util_pct"
-                            | "app_id_util_pct",
-                            Some(n),
-                        ) => self.percent = Some(self.percent.map_or(n, |p| p.max(n))),
-                        ("estimated_time_to_regain_access", Some(n)) => self.reset(n * 60.0),
-                        ("reset_time_duration", Some(n)) => self.reset(n),
-                        _ => self.walk(v),
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|i| self.walk(i)),
-            _ => {}
+    fn number(&mut self, key: Key, n: f64) {
+        if !n.is_finite() || n < 0.0 {
+            return;
+        }
+        match key {
+            Key::Percent => self.percent = Some(self.percent.map_or(n, |p| p.max(n))),
+            Key::RegainMinutes => self.reset(n * 60.0),
+            Key::ResetSeconds => self.reset(n),
+            Key::Other => {}
         }
     }
 
@@ -526,6 +543,102 @@ impl MetaUsage {
             return;
         }
         self.reset_seconds = Some(self.reset_seconds.map_or(secs, |r| r.max(secs)));
+    }
+}
+
+/// What a key of Meta's usage JSON holds.
+#[derive(Clone, Copy)]
+enum Key {
+    /// A percentage of a limit: `call_count`, `total_time`, `total_cputime`,
+    /// `acc_id_util_pct`, `app_id_util_pct`.
+    Percent,
+    /// `estimated_time_to_regain_access`, in minutes.
+    RegainMinutes,
+    /// `reset_time_duration`, in seconds.
+    ResetSeconds,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                Ok(match k {
+                    "call_count" | "total_time" | "total_cputime" | "acc_id_util_pct"
+                    | "app_id_util_pct" => Key::Percent,
+                    "estimated_time_to_regain_access" => Key::RegainMinutes,
+                    "reset_time_duration" => Key::ResetSeconds,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Walks Meta's usage JSON in place, without building it: every number under a key of
+/// interest, at any depth, goes into the [`MetaUsage`].
+struct UsageVisitor<'u> {
+    usage: &'u mut MetaUsage,
+    key: Key,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UsageVisitor<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UsageVisitor<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            map.next_value_seed(UsageVisitor {
+                usage: &mut *self.usage,
+                key,
+            })?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(UsageVisitor {
+                usage: &mut *self.usage,
+                key: Key::Other,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        self.usage.number(self.key, n as f64);
+        Ok(())
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        self.usage.number(self.key, n as f64);
+        Ok(())
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<(), E> {
+        self.usage.number(self.key, n);
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
