@@ -139,6 +139,18 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
         ),
         7.0
     );
+    // A value that does not parse is passed on untouched and changes no gauge.
+    let r = send(remedy.proxy, "/alpha/x?ratelimit=lots");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("ratelimit-remaining"), Some("lots"));
+    assert_eq!(
+        gauge(
+            &remedy.scrape(),
+            "remedy_upstream_ratelimit_remaining",
+            "alpha"
+        ),
+        7.0
+    );
 
     let at =
         httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(600));
