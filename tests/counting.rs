@@ -118,39 +118,17 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
         120.0
     );
     // A 429 is an exhausted window, whatever else the answer states.
-    assert_eq!(
-        gauge(&s, "remedy_upstream_ratelimit_remaining", "alpha"),
-        0.0
-    );
-    assert_eq!(
-        gauge(&s, "remedy_upstream_ratelimit_used_ratio", "alpha"),
-        1.0
-    );
-    assert_eq!(
-        gauge(&s, "remedy_upstream_ratelimit_reset_seconds", "alpha"),
-        120.0
-    );
+    let exhausted = [Some(0.0), None, Some(1.0), Some(120.0)];
+    assert_eq!(quota(&s, "alpha"), exhausted);
+    // A later answer replaces what it states and leaves the rest.
     send(remedy.proxy, "/alpha/x?ratelimit=7");
-    assert_eq!(
-        gauge(
-            &remedy.scrape(),
-            "remedy_upstream_ratelimit_remaining",
-            "alpha"
-        ),
-        7.0
-    );
+    let seven = [Some(7.0), None, Some(1.0), Some(120.0)];
+    assert_eq!(quota(&remedy.scrape(), "alpha"), seven);
     // A value that does not parse is passed on untouched and changes no gauge.
     let r = send(remedy.proxy, "/alpha/x?ratelimit=lots");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-remaining"), Some("lots"));
-    assert_eq!(
-        gauge(
-            &remedy.scrape(),
-            "remedy_upstream_ratelimit_remaining",
-            "alpha"
-        ),
-        7.0
-    );
+    assert_eq!(quota(&remedy.scrape(), "alpha"), seven);
 
     let at =
         httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(600));
@@ -162,10 +140,15 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
     let s = remedy.scrape();
     let secs = gauge(&s, "remedy_upstream_retry_after_seconds", "beta");
     assert!((590.0..=600.0).contains(&secs), "date form gave {secs}");
-    assert_eq!(
-        gauge(&s, "remedy_upstream_ratelimit_remaining", "beta"),
-        3.0
-    );
+    assert_eq!(quota(&s, "beta"), [Some(3.0), None, None, None]);
+}
+
+/// The four quota gauges of `source`: remaining, limit, used ratio, seconds to reset.
+fn quota(s: &support::Scrape, source: &str) -> Vec<Option<f64>> {
+    remedy::metrics::QUOTA_GAUGES
+        .iter()
+        .map(|(name, _)| s.get(name, &[("source", source)]))
+        .collect()
 }
 
 fn promtool() -> String {
@@ -216,19 +199,12 @@ fn metrics_pass_promtool_check_metrics() {
 fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
     let (a, b) = (Upstream::http(), Upstream::http());
     let remedy = Remedy::start(&two_sources(&a, &b));
-    let gauge = |name: &str| {
-        remedy
-            .scrape()
-            .get(name, &[("source", "alpha")])
-            .expect(name)
-    };
     for _ in 0..95 {
         assert_eq!(send(remedy.proxy, "/alpha/quota/100").status, 200);
     }
-    assert_eq!(gauge("remedy_upstream_ratelimit_remaining"), 5.0);
-    assert_eq!(gauge("remedy_upstream_ratelimit_limit"), 100.0);
-    assert!((gauge("remedy_upstream_ratelimit_used_ratio") - 0.95).abs() < 1e-9);
-    assert_eq!(gauge("remedy_upstream_ratelimit_reset_seconds"), 60.0);
+    let q = quota(&remedy.scrape(), "alpha");
+    assert_eq!((q[0], q[1], q[3]), (Some(5.0), Some(100.0), Some(60.0)));
+    assert!(q[2].is_some_and(|u| (u - 0.95).abs() < 1e-9), "{q:?}");
     assert_eq!(
         remedy
             .scrape()
@@ -239,7 +215,7 @@ fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
         .map(|_| send(remedy.proxy, "/alpha/quota/100").status)
         .collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429, 429]);
-    assert_eq!(gauge("remedy_upstream_ratelimit_used_ratio"), 1.0);
+    assert_eq!(quota(&remedy.scrape(), "alpha")[2], Some(1.0));
     assert_eq!(
         remedy
             .scrape()

@@ -244,6 +244,49 @@ fn start_stack(procs: &mut Procs, prometheus_yml: &str) -> (String, Arc<Mutex<Ve
     (prom, received)
 }
 
+/// Starts remedy (the release build) on `config`, waits until it is ready, and writes the rules
+/// it serves where Prometheus loads them; returns its proxy and admin addresses.
+fn start_remedy(
+    procs: &mut Procs,
+    config: &str,
+    proxy_port: u16,
+    admin_port: u16,
+) -> (SocketAddr, SocketAddr) {
+    let dir = procs.dir.clone();
+    let config_path = dir.join("remedy.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    procs.start(
+        "remedy",
+        Command::new(release_binary())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .env("REMEDY_LOG", "info"),
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
+    wait_for(
+        &format!("remedy ready (logs in {})", dir.display()),
+        Duration::from_secs(20),
+        || {
+            TcpStream::connect(admin).ok()?;
+            (send(admin, "/-/ready").status == 200).then_some(())
+        },
+    );
+    // Prometheus loads the rules remedy itself serves.
+    let rules = send(admin, "/rules");
+    assert_eq!(rules.status, 200);
+    std::fs::write(dir.join("rules.yaml"), rules.body).unwrap();
+    (proxy, admin)
+}
+
+/// A Prometheus config part: scrape remedy's admin listener, and evaluate rules, every second.
+fn scrape_every_second(admin_port: u16) -> String {
+    format!(
+        "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+         scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
+    )
+}
+
 fn release_binary() -> PathBuf {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/remedy");
     assert!(
@@ -299,38 +342,8 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         analytics.url(),
         quiet.url()
     );
-    let config_path = dir.join("remedy.yaml");
-    std::fs::write(&config_path, &config).unwrap();
-    procs.start(
-        "remedy",
-        Command::new(release_binary())
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .env("REMEDY_LOG", "info"),
-    );
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
-    wait_for(
-        &format!("remedy ready (logs in {logs})"),
-        Duration::from_secs(20),
-        || {
-            TcpStream::connect(admin).ok()?;
-            (send(admin, "/-/ready").status == 200).then_some(())
-        },
-    );
-
-    // Prometheus loads the rules remedy itself serves.
-    let rules = send(admin, "/rules");
-    assert_eq!(rules.status, 200);
-    std::fs::write(dir.join("rules.yaml"), rules.body).unwrap();
-
-    let (prom, received) = start_stack(
-        &mut procs,
-        &format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-             scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
-        ),
-    );
+    let (proxy, _admin) = start_remedy(&mut procs, &config, proxy_port, admin_port);
+    let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin_port));
 
     let p = format!("http://127.0.0.1:{proxy_port}");
     let mut round: Vec<String> = Vec::new();
@@ -492,32 +505,8 @@ fn the_quota_warning_arrives_before_the_first_429() {
          \x20   reduce_concurrency: {{ threshold: 0.1, for: 2s, keep_firing_for: 0s, min_requests: 2 }}\n",
         api.url(),
     );
-    let config_path = dir.join("remedy.yaml");
-    std::fs::write(&config_path, &config).unwrap();
-    procs.start(
-        "remedy",
-        Command::new(release_binary())
-            .args(["run", "--config"])
-            .arg(&config_path),
-    );
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
-    wait_for(
-        &format!("remedy ready (logs in {logs})"),
-        Duration::from_secs(20),
-        || {
-            TcpStream::connect(admin).ok()?;
-            (send(admin, "/-/ready").status == 200).then_some(())
-        },
-    );
-    std::fs::write(dir.join("rules.yaml"), send(admin, "/rules").body).unwrap();
-    let (prom, received) = start_stack(
-        &mut procs,
-        &format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-             scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
-        ),
-    );
+    let (proxy, _admin) = start_remedy(&mut procs, &config, proxy_port, admin_port);
+    let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin_port));
     let p = format!("http://127.0.0.1:{proxy_port}");
     let arrived = |alert: &str| {
         delivered(&received)
