@@ -660,11 +660,12 @@ fn used_slash_limit(s: &str) -> Option<(f64, f64)> {
     Some((number(used)?, number(limit)?))
 }
 
-/// A reset as seconds from `now`: an ISO date (Jira's `2026-03-02T15:04Z`), or a number read
-/// as `style` says. Times in the past are 0.
+/// A reset as seconds from `now`: an ISO date (Jira's `2026-03-02T15:04Z`), an HTTP-date, or
+/// a number read as `style` says. Times in the past are 0.
 fn reset(s: &str, style: ResetStyle, now: SystemTime) -> Option<f64> {
-    if s.contains('T') {
-        return Some(seconds_until(iso_date(s)?, now));
+    if !s.starts_with(|c: char| c.is_ascii_digit()) || s.contains('T') {
+        let at = iso_date(s).or_else(|| httpdate::parse_http_date(s).ok())?;
+        return Some(seconds_until(at, now));
     }
     let n = number(s)?;
     let epoch = |secs: f64| {

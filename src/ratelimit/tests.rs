@@ -237,6 +237,16 @@ fn pipedrive_seconds_from_now_and_known_vendors_beat_the_guess() {
 }
 
 #[test]
+fn a_reset_given_as_an_http_date_is_read_as_a_date() {
+    // The IETF draft's appendix lists HTTP-dates among the forms X-RateLimit-Reset takes.
+    let got = read_one(&[
+        ("x-ratelimit-remaining", "3"),
+        ("x-ratelimit-reset", "Mon, 02 Mar 2026 15:02:00 GMT"),
+    ]);
+    assert_eq!(got.reset_seconds, Some(120.0));
+}
+
+#[test]
 fn epoch_milliseconds_are_told_from_seconds_by_size() {
     let ms = ((1_772_463_600u64 + 90) * 1000).to_string();
     let got = read_one(&[("x-ratelimit-remaining", "3"), ("x-ratelimit-reset", &ms)]);
