@@ -2,8 +2,7 @@
 //! rate-limit headers allocates nothing either: proven with a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -11,23 +10,33 @@ use remedy::catalog::Catalog;
 use remedy::metrics::{Origin, Outcome, Recorder};
 use remedy::ratelimit::{self, Policies, ResetStyle, Window};
 
-/// The allocation counter is global: one measurement at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+thread_local! {
+    /// Allocations made by this thread: the test harness's own threads, which allocate while
+    /// another test measures, are not counted.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // `try_with`: the slot may be gone while a thread exits.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count_one();
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        count_one();
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -37,7 +46,6 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn recording_a_response_does_not_allocate() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let recorder = Recorder::new(&remedy::config::DEFAULT_BUCKETS);
     let source = recorder.source("github", &Catalog::builtin());
     let outcomes: Vec<Outcome> = [
@@ -65,7 +73,7 @@ fn recording_a_response_does_not_allocate() {
         source.start();
         source.record(o);
     }
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = allocations();
     for _ in 0..10_000 {
         for o in &outcomes {
             source.start();
@@ -74,7 +82,7 @@ fn recording_a_response_does_not_allocate() {
         source.retry_after(2.0);
         source.quota(&quota);
     }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    let after = allocations();
     assert_eq!(
         after - before,
         0,
@@ -88,7 +96,6 @@ fn recording_a_response_does_not_allocate() {
 
 #[test]
 fn reading_integer_rate_limit_headers_does_not_allocate() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut h = HeaderMap::new();
     for (k, v) in [
         ("content-type", "application/json"),
@@ -110,12 +117,12 @@ fn reading_integer_rate_limit_headers_does_not_allocate() {
     let now = SystemTime::now();
     let first = ratelimit::read(&h, 429, now, ResetStyle::Guess, &policies, "github");
     assert!(first.window.is_some());
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = allocations();
     for _ in 0..10_000 {
         let seen = ratelimit::read(&h, 200, now, ResetStyle::Guess, &policies, "github");
         assert_eq!(seen.window.and_then(|w| w.remaining), Some(50.0));
     }
-    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    let after = allocations();
     assert_eq!(
         after - before,
         0,
