@@ -155,7 +155,7 @@ fn ratelimit_headers(c: &mut Criterion) {
                 let seen = ratelimit::read(
                     black_box(h),
                     200,
-                    now,
+                    || now,
                     ResetStyle::Guess,
                     &policies,
                     "github",

@@ -603,7 +603,7 @@ fn observe_headers(target: &Target, status: StatusCode, headers: &HeaderMap) {
     let seen = ratelimit::read(
         headers,
         status.as_u16(),
-        SystemTime::now(),
+        SystemTime::now,
         target.reset_style,
         &target.policies,
         target.metrics.name(),

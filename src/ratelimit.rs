@@ -271,11 +271,12 @@ pub struct Observed {
     pub window: Option<Window>,
 }
 
-/// Reads every dialect in `headers` (of a response with `status`).
+/// Reads every dialect in `headers` (of a response with `status`). `now` is asked only when
+/// the response states a quota, so a response without any reads no clock.
 pub fn read(
     headers: &HeaderMap,
     status: u16,
-    now: SystemTime,
+    now: impl FnOnce() -> SystemTime,
     style: ResetStyle,
     policies: &Policies,
     source: &str,
@@ -283,6 +284,7 @@ pub fn read(
     let Some(found) = Found::collect(headers) else {
         return Observed::default();
     };
+    let now = now();
     let mut r = Reading {
         found,
         now,

@@ -115,11 +115,11 @@ fn reading_integer_rate_limit_headers_does_not_allocate() {
     }
     let policies = Policies::default();
     let now = SystemTime::now();
-    let first = ratelimit::read(&h, 429, now, ResetStyle::Guess, &policies, "github");
+    let first = ratelimit::read(&h, 429, || now, ResetStyle::Guess, &policies, "github");
     assert!(first.window.is_some());
     let before = allocations();
     for _ in 0..10_000 {
-        let seen = ratelimit::read(&h, 200, now, ResetStyle::Guess, &policies, "github");
+        let seen = ratelimit::read(&h, 200, || now, ResetStyle::Guess, &policies, "github");
         assert_eq!(seen.window.and_then(|w| w.remaining), Some(50.0));
     }
     let after = allocations();

@@ -25,7 +25,7 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 fn read_with(pairs: &[(&str, &str)], status: u16, style: ResetStyle, p: &Policies) -> Window {
-    read(&headers(pairs), status, now(), style, p, "test")
+    read(&headers(pairs), status, now, style, p, "test")
         .window
         .unwrap_or_else(|| panic!("no window in {pairs:?}"))
 }
@@ -65,7 +65,7 @@ fn a_response_without_quota_headers_reads_as_none() {
         ("server", "nginx"),
     ]);
     assert_eq!(
-        read(&h, 200, now(), ResetStyle::Guess, &Policies::default(), "t"),
+        read(&h, 200, now, ResetStyle::Guess, &Policies::default(), "t"),
         Observed::default()
     );
 }
@@ -373,7 +373,7 @@ fn retry_after_on_a_429_is_an_exhausted_window() {
     assert_eq!(iso.reset_seconds, Some(9.0 * 3600.0));
     // On another status, Retry-After is no quota.
     let h = headers(&[("retry-after", "120")]);
-    let on_503 = read(&h, 503, now(), ResetStyle::Guess, &p, "t");
+    let on_503 = read(&h, 503, now, ResetStyle::Guess, &p, "t");
     assert_eq!((on_503.retry_after, on_503.window), (Some(120.0), None));
 }
 
@@ -426,7 +426,7 @@ proptest! {
         let mut h = HeaderMap::new();
         h.append(HeaderName::from_static(name), HeaderValue::from_str(&value).unwrap());
         h.append(HeaderName::from_static(other), HeaderValue::from_str(&other_value).unwrap());
-        let seen = read(&h, status, now(), ResetStyle::Guess, &Policies::default(), "t");
+        let seen = read(&h, status, now, ResetStyle::Guess, &Policies::default(), "t");
         if let Some(w) = seen.window {
             for v in [w.remaining, w.limit, w.reset_seconds].into_iter().flatten() {
                 prop_assert!(v.is_finite() && v >= 0.0, "{w:?}");
