@@ -99,6 +99,26 @@ pub struct ProxyConfig {
     /// names; every other value is logged as `REDACTED`.
     #[serde(default)]
     pub log_query_params: Vec<String>,
+    /// `CONNECT` for the sources' hosts answered with remedy's own TLS, so that `https://`
+    /// calls through `HTTPS_PROXY` are observed too.
+    #[serde(default)]
+    pub intercept: InterceptConfig,
+}
+
+/// `proxy.intercept`: off unless `enabled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where `ca.pem` and `bundle.pem` are written for the connector; the key never is.
+    pub ca_dir: Option<PathBuf>,
+    /// A CA of the user's instead of the one remedy makes (PEM certificate and PKCS#8 key).
+    pub ca_cert_file: Option<PathBuf>,
+    pub ca_key_file: Option<PathBuf>,
+    /// `CONNECT` to these is passed through unobserved: `host` (port 443) or `host:port`.
+    #[serde(default)]
+    pub tunnel: Vec<String>,
 }
 
 fn default_proxy_listen() -> SocketAddr {
@@ -130,6 +150,7 @@ impl Default for ProxyConfig {
             header_read_timeout: default_header_read_timeout(),
             send_timeout: default_send_timeout(),
             log_query_params: Vec::new(),
+            intercept: InterceptConfig::default(),
         }
     }
 }
@@ -806,7 +827,76 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
     if c.proxy.max_headers == 0 {
         return Err(("proxy.max_headers".into(), "must be at least 1".into()));
     }
-    Ok(())
+    validate_intercept(&c.proxy.intercept, &hosts)
+}
+
+/// `proxy.intercept`: where the CA goes, the user's CA if named, and tunnels that no source
+/// claims. `hosts` are every source's hosts.
+fn validate_intercept(i: &InterceptConfig, hosts: &HashMap<String, usize>) -> Result<(), Invalid> {
+    for (k, t) in i.tunnel.iter().enumerate() {
+        let key = format!("proxy.intercept.tunnel[{k}]");
+        let (host, _) = tunnel_target(t).map_err(|m| (key.clone(), m))?;
+        if let Some(j) = hosts.get(&host) {
+            return Err((
+                key,
+                format!(
+                    "{host:?} is a host of sources[{j}]: a CONNECT to it is intercepted and \
+                     counted, so it cannot be tunnelled too"
+                ),
+            ));
+        }
+    }
+    if !i.enabled {
+        return Ok(());
+    }
+    if i.ca_dir.is_none() {
+        return Err((
+            "proxy.intercept.ca_dir".into(),
+            "required when interception is enabled: remedy writes ca.pem and bundle.pem there \
+             for the connector to trust (for example /var/run/remedy)"
+                .into(),
+        ));
+    }
+    if hosts.is_empty() {
+        return Err((
+            "proxy.intercept.enabled".into(),
+            "no source names match.hosts: interception serves the hosts sources name".into(),
+        ));
+    }
+    match (&i.ca_cert_file, &i.ca_key_file) {
+        (None, None) => Ok(()),
+        (Some(cert), Some(key)) => crate::ca::UserCa::load(cert, key)
+            .map(drop)
+            .map_err(|e| (e.key().into(), e.to_string())),
+        (Some(_), None) => Err((
+            "proxy.intercept.ca_key_file".into(),
+            "ca_cert_file needs its key in ca_key_file".into(),
+        )),
+        (None, Some(_)) => Err((
+            "proxy.intercept.ca_cert_file".into(),
+            "ca_key_file needs its certificate in ca_cert_file".into(),
+        )),
+    }
+}
+
+/// A `proxy.intercept.tunnel` entry as host and port: `host` means port 443.
+pub fn tunnel_target(entry: &str) -> Result<(String, u16), String> {
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{entry:?}: the port must be a number from 1 to 65535"))?,
+        ),
+        None => (entry, 443),
+    };
+    let host = check_host(host).map_err(|_| {
+        format!(
+            "{entry:?} must be a host name such as oauth2.googleapis.com, with :port if not 443"
+        )
+    })?;
+    Ok((host, port))
 }
 
 fn check_prefix(p: &str) -> Result<(), String> {

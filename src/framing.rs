@@ -16,7 +16,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct Requests {
     /// When the connection last had no request in service, in nanoseconds after `born`.
     idle_since: AtomicU64,
     born: Instant,
+    /// A `CONNECT` was answered 200: the bytes from here on are a tunnel's, not requests.
+    tunnel: AtomicBool,
 }
 
 impl Default for Requests {
@@ -56,6 +58,7 @@ impl Default for Requests {
             in_flight: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             born: Instant::now(),
+            tunnel: AtomicBool::new(false),
         }
     }
 }
@@ -81,7 +84,7 @@ impl Requests {
 
     /// The moment from which the header read timeout runs, if no request is in service.
     fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Relaxed) == 0)
+        (self.in_flight.load(Relaxed) == 0 && !self.tunnel.load(Relaxed))
             .then(|| self.born + Duration::from_nanos(self.idle_since.load(Relaxed)))
     }
 }
@@ -89,6 +92,15 @@ impl Requests {
 /// A request in service; dropped once its response has been handed to the connection.
 #[derive(Debug)]
 pub struct InService(Arc<Requests>);
+
+impl InService {
+    /// This request is a `CONNECT` answered 200: the guard stops reading the connection as
+    /// requests and its header read timeout stops, since the tunnel's own connection keeps
+    /// them from here on.
+    pub fn open_tunnel(&self) {
+        self.0.tunnel.store(true, Relaxed);
+    }
+}
 
 impl Drop for InService {
     fn drop(&mut self) {
@@ -485,6 +497,7 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
         let this = self.project();
         let before = buf.filled().len();
         match this.inner.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if this.requests.tunnel.load(Relaxed) => Poll::Ready(Ok(())),
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 let max_headers = this.timeouts.max_headers;

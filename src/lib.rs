@@ -6,12 +6,14 @@
 //! through [`upstream`] and hands an [`metrics::Outcome`] to the [`metrics::Recorder`].
 
 pub mod admin;
+pub mod ca;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod connector_body;
 pub mod dashboard;
 pub mod deadline;
+pub mod drain;
 pub mod framing;
 pub mod memory;
 pub mod metrics;

@@ -89,6 +89,44 @@ pub struct Recorder {
     faq_info: IntGaugeVec,
     reload_successful: IntGauge,
     reload_timestamp: Gauge,
+    intercept: [IntCounter; 3],
+}
+
+/// What became of a `CONNECT`, as `remedy_intercept_connections_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    /// Answered with remedy's TLS: its requests are routed and counted.
+    Intercepted = 0,
+    /// Passed through unobserved (`proxy.intercept.tunnel`).
+    Tunnelled = 1,
+    /// Refused: 403, or 405 with interception off.
+    Refused = 2,
+}
+
+/// `remedy_intercept_connections_total`, one handle per outcome.
+#[derive(Debug, Clone)]
+pub struct Connects([IntCounter; 3]);
+
+impl Connects {
+    pub fn count(&self, outcome: ConnectOutcome) {
+        self.0[outcome as usize].inc();
+    }
+}
+
+impl ConnectOutcome {
+    const ALL: [ConnectOutcome; 3] = [
+        ConnectOutcome::Intercepted,
+        ConnectOutcome::Tunnelled,
+        ConnectOutcome::Refused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectOutcome::Intercepted => "intercepted",
+            ConnectOutcome::Tunnelled => "tunnelled",
+            ConnectOutcome::Refused => "refused",
+        }
+    }
 }
 
 const RESPONSES: &str = "remedy_upstream_responses_total";
@@ -187,8 +225,18 @@ impl Recorder {
             "When the config was last loaded successfully, as a Unix timestamp.",
         )
         .expect("valid metric");
+        let intercept_vec = IntCounterVec::new(
+            Opts::new(
+                "remedy_intercept_connections_total",
+                "CONNECT requests, by what remedy did with them: intercepted, tunnelled, refused.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let intercept = ConnectOutcome::ALL.map(|o| intercept_vec.with_label_values(&[o.as_str()]));
         for c in [
             Box::new(responses.clone()) as Box<dyn Collector>,
+            Box::new(intercept_vec),
             Box::new(duration.clone()),
             Box::new(errors.clone()),
             Box::new(in_flight.clone()),
@@ -222,7 +270,13 @@ impl Recorder {
             faq_info,
             reload_successful,
             reload_timestamp,
+            intercept,
         }
+    }
+
+    /// The `CONNECT` counters, for the proxy to count with.
+    pub fn connects(&self) -> Connects {
+        Connects(self.intercept.clone())
     }
 
     /// Handles for one source, with the catalog's codes (and 200, 502/504 made by remedy)

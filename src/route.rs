@@ -38,11 +38,27 @@ pub struct Routed<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NoRoute {
     #[error(
-        "remedy does not tunnel CONNECT: status codes inside a TLS tunnel cannot be observed. \
-         Send plain-HTTP requests (HTTP_PROXY=http://..., or a base URL pointing at remedy) \
+        "remedy does not tunnel CONNECT while proxy.intercept is off: status codes inside a \
+         TLS tunnel cannot be observed. Turn interception on, and give the connector \
+         remedy's CA bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE) from proxy.intercept.ca_dir:\n\n\
+         proxy:\n  intercept:\n    enabled: true\n    ca_dir: /var/run/remedy\n\n\
+         or send plain-HTTP requests (HTTP_PROXY=http://..., or a base URL pointing at remedy) \
          and remedy forwards them to the upstream over TLS."
     )]
     Connect,
+    #[error(
+        "no source names this CONNECT's host, so remedy neither intercepts nor tunnels it. \
+         Add a source whose match.hosts names the host (its requests are then counted), or \
+         list the host in proxy.intercept.tunnel to pass it through unobserved:\n\n\
+         sources:\n  - name: example\n    upstream: https://api.example.com\n    \
+         match: {{ hosts: [api.example.com] }}\n"
+    )]
+    ConnectRefused,
+    #[error(
+        "this request names a host other than the one its CONNECT tunnel was opened for; \
+         open a tunnel for each host"
+    )]
+    Misdirected,
     #[error("the request path is not allowed: {0}")]
     UnsafePath(&'static str),
     #[error("the request's host is not acceptable: {0}")]
@@ -72,6 +88,8 @@ impl NoRoute {
     pub fn short(self) -> &'static str {
         match self {
             NoRoute::Connect => "CONNECT is not tunnelled",
+            NoRoute::ConnectRefused => "CONNECT to a host no source names",
+            NoRoute::Misdirected => "a host other than the tunnel's",
             NoRoute::UnsafePath(why) | NoRoute::BadHost(why) => why,
             NoRoute::AmbiguousFraming => "ambiguous framing or a connection the guard lost",
             NoRoute::UnsupportedCoding => "a transfer coding other than chunked",
@@ -150,6 +168,37 @@ impl Router {
             .ok_or(NoRoute::Unmatched)
     }
 
+    /// The source for a request inside a `CONNECT` tunnel to `tunnel_host`: the source that
+    /// names that host, with the whole path. A `Host` or absolute-form URI that names another
+    /// host is misdirected (a connection is for one origin, RFC 9110 §7.4).
+    pub fn route_in_tunnel<'a>(
+        &self,
+        tunnel_host: &str,
+        method: &Method,
+        uri: &'a Uri,
+        host: Option<&str>,
+    ) -> Result<Routed<'a>, NoRoute> {
+        if method == Method::CONNECT {
+            return Err(NoRoute::Connect);
+        }
+        let path = uri.path();
+        check_path(path)?;
+        if uri.host().is_some() {
+            check_absolute(uri)?;
+        }
+        let named = uri.host().or(host.map(strip_port));
+        if named.is_some_and(|h| !h.eq_ignore_ascii_case(tunnel_host)) {
+            return Err(NoRoute::Misdirected);
+        }
+        self.by_host(tunnel_host)
+            .map(|source| Routed {
+                source,
+                path,
+                query: uri.query(),
+            })
+            .ok_or(NoRoute::Unmatched)
+    }
+
     /// The source whose prefix is a whole-segment prefix of `path`, and the rest of the path.
     fn by_prefix<'a>(&self, path: &'a str) -> Option<(usize, &'a str)> {
         if self.prefixes.is_empty() {
@@ -174,7 +223,8 @@ impl Router {
         None
     }
 
-    fn by_host(&self, host: &str) -> Option<usize> {
+    /// The source that names `host` in `match.hosts`.
+    pub fn by_host(&self, host: &str) -> Option<usize> {
         if let Some(i) = self.hosts.get(host) {
             return Some(*i);
         }

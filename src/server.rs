@@ -16,21 +16,23 @@ use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::ca::{Authority, CaError};
 use crate::config::{self, Config};
 use crate::framing::{Guarded, Requests, Slots, Timeouts};
 use crate::memory::{self, Burst};
 use crate::metrics::Recorder;
-use crate::proxy::{self, Routes};
+use crate::proxy::{self, Routes, Tunnels, Via};
 
 /// State shared by the proxy, the admin listener and the reload path.
 pub struct Sidecar {
     config_path: PathBuf,
     config: ArcSwap<Config>,
-    routes: ArcSwap<Routes>,
+    routes: Arc<ArcSwap<Routes>>,
+    /// The interception CA, while `proxy.intercept` is on; kept across reloads.
+    authority: Mutex<Option<Arc<Authority>>>,
     recorder: Recorder,
     ready: AtomicBool,
     reloading: Mutex<()>,
@@ -58,20 +60,25 @@ pub enum StartError {
     },
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{key}: {error}", key = .error.key())]
+    Intercept { error: CaError },
 }
 
 impl Sidecar {
     /// Builds routes and metrics for a validated config.
     pub fn new(config_path: PathBuf, config: Config) -> Result<Arc<Self>, StartError> {
         let recorder = Recorder::new(&config.metrics.duration_buckets);
-        let routes = Routes::new(&config, &recorder)
+        let authority =
+            intercept_authority(&config, None).map_err(|error| StartError::Intercept { error })?;
+        let routes = Routes::new(&config, &recorder, authority.clone())
             .map_err(|(index, error)| StartError::Upstream { index, error })?;
         recorder.set_catalog(&config.catalog);
         recorder.config_loaded(true);
         Ok(Arc::new(Sidecar {
             config_path,
             config: ArcSwap::from_pointee(config),
-            routes: ArcSwap::from_pointee(routes),
+            routes: Arc::new(ArcSwap::from_pointee(routes)),
+            authority: Mutex::new(authority),
             recorder,
             ready: AtomicBool::new(false),
             reloading: Mutex::new(()),
@@ -121,8 +128,21 @@ impl Sidecar {
     fn try_reload(&self) -> Result<(), String> {
         let new = config::load(&self.config_path).map_err(|e| e.to_string())?;
         let old = self.config.load_full();
-        let routes =
-            Routes::new(&new, &self.recorder).map_err(|(i, e)| format!("sources[{i}]: {e}"))?;
+        let mut authority = self.authority.lock().unwrap_or_else(|e| e.into_inner());
+        let (was, now) = (&old.proxy.intercept, &new.proxy.intercept);
+        if was.enabled
+            && now.enabled
+            && (was.ca_cert_file != now.ca_cert_file
+                || was.ca_key_file != now.ca_key_file
+                || was.ca_dir != now.ca_dir)
+        {
+            tracing::warn!("proxy.intercept's CA and ca_dir change only on restart");
+        }
+        let next = intercept_authority(&new, authority.clone()).map_err(|e| e.to_string())?;
+        let routes = Routes::new(&new, &self.recorder, next.clone())
+            .map_err(|(i, e)| format!("sources[{i}]: {e}"))?;
+        *authority = next;
+        drop(authority);
         if new.proxy.listen != old.proxy.listen || new.admin.listen != old.admin.listen {
             tracing::warn!("listen addresses change only on restart; keeping the bound ones");
         }
@@ -141,6 +161,39 @@ impl Sidecar {
         self.config.store(Arc::new(new));
         Ok(())
     }
+}
+
+/// The interception CA for `config`: `kept` (from before a reload) with the hosts brought
+/// up to date, or a new one; `None` while interception is off.
+fn intercept_authority(
+    config: &Config,
+    kept: Option<Arc<Authority>>,
+) -> Result<Option<Arc<Authority>>, CaError> {
+    let i = &config.proxy.intercept;
+    if !i.enabled {
+        return Ok(None);
+    }
+    let mut hosts: Vec<String> = config
+        .sources
+        .iter()
+        .flat_map(|s| s.matcher.hosts.iter().map(|h| h.to_ascii_lowercase()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let now = std::time::SystemTime::now();
+    if let Some(authority) = kept {
+        authority.set_hosts(hosts, now)?;
+        return Ok(Some(authority));
+    }
+    let dir = i.ca_dir.as_deref().unwrap_or(std::path::Path::new("."));
+    let user = i.ca_cert_file.as_deref().zip(i.ca_key_file.as_deref());
+    let authority = Authority::new(dir, user, hosts, now)?;
+    tracing::info!(
+        ca_dir = %dir.display(),
+        own_ca = user.is_none(),
+        "interception on: ca.pem and bundle.pem written"
+    );
+    Ok(Some(Arc::new(authority)))
 }
 
 /// Listeners bound and ready to serve; the addresses are what tests read.
@@ -345,7 +398,14 @@ async fn serve_proxy(
     };
     let connections = Arc::new(Semaphore::new(p.max_connections));
     let slots = Slots::new(connections.clone(), p.max_connections);
-    let graceful = GracefulShutdown::new();
+    let graceful = crate::drain::Drain::default();
+    let tunnels = Tunnels::new(
+        sidecar.routes.clone(),
+        http.clone(),
+        timeouts,
+        slots.clone(),
+        connections.clone(),
+    );
     let burst = Arc::new(Burst::default());
     let trimmer = tokio::spawn({
         let burst = burst.clone();
@@ -385,15 +445,25 @@ async fn serve_proxy(
         let client_ip = proxy::client_ip(peer);
         let requests = Arc::new(Requests::default());
         let io = Guarded::new(stream, requests.clone(), timeouts, slots.clone());
-        let service = service_fn(move |req| {
+        let tunnels = tunnels.clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let via = if req.method() == hyper::Method::CONNECT {
+                Via::Connect(tunnels.clone())
+            } else {
+                Via::Listener
+            };
             proxy::handle(
                 sidecar.routes.load_full(),
                 client_ip.clone(),
                 requests.serve(),
                 req,
+                via,
             )
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        let conn = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let conn = graceful.watcher().watch(conn, |c| c.graceful_shutdown());
         burst.opened();
         let burst = burst.clone();
         tokio::spawn(async move {
@@ -409,10 +479,11 @@ async fn serve_proxy(
     trimmer.abort();
 
     let drain = config.shutdown.drain_timeout.0;
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        tunnels.shutdown().await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!(?drain, "drain timeout passed with requests still in flight");
     }
 }

@@ -163,3 +163,88 @@ fn check_config_and_run_judge_a_ca_file_alike() {
         }
     }
 }
+
+/// `proxy.intercept` refuses at start what could not work, naming the key, the line and the
+/// file: no `ca_dir`, a certificate that is not a CA, a key that is not the certificate's,
+/// and a tunnel that a source claims.
+#[test]
+fn interception_config_errors_name_the_key_line_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = p.self_signed(&ca_key).unwrap();
+    let leaf = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (ca_pem, ca_key_pem) = (
+        file("ca.crt", ca.pem()),
+        file("ca.key", ca_key.serialize_pem()),
+    );
+    let leaf_pem = file("leaf.crt", leaf.cert.pem());
+    let leaf_key = file("leaf.key", leaf.signing_key.serialize_pem());
+    let ca_dir = dir.path().join("out").display().to_string();
+    let cases = [
+        ("enabled: true", "proxy.intercept.ca_dir", "required", 2),
+        (
+            &*format!(
+                "enabled: true\n    ca_dir: '{ca_dir}'\n    ca_cert_file: '{leaf_pem}'\n    ca_key_file: '{leaf_key}'"
+            ),
+            "proxy.intercept.ca_cert_file",
+            "leaf.crt: is not a CA certificate",
+            5,
+        ),
+        (
+            &*format!(
+                "enabled: true\n    ca_dir: '{ca_dir}'\n    ca_cert_file: '{ca_pem}'\n    ca_key_file: '{leaf_key}'"
+            ),
+            "proxy.intercept.ca_key_file",
+            "leaf.key: this key does not belong to the certificate",
+            6,
+        ),
+        (
+            "enabled: true\n    ca_dir: /tmp\n    tunnel: [api.example.com]",
+            "proxy.intercept.tunnel[0]",
+            "is a host of sources[0]",
+            5,
+        ),
+    ];
+    for (intercept, key, message, line) in cases {
+        let config = dir.path().join("remedy.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "proxy:\n  intercept:\n    {intercept}\n\
+                 sources:\n  - {{ name: api, upstream: 'https://api.example.com', match: {{ hosts: [api.example.com] }} }}\n"
+            ),
+        )
+        .unwrap();
+        let out = remedy(&["check-config", "--config", config.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(key) && err.contains(message), "{key}: {err}");
+        assert!(
+            err.contains(&format!(":{line}:")),
+            "line {line} for {key}: {err}"
+        );
+    }
+    // The user's CA with its own key starts.
+    let config = dir.path().join("good.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxy:\n  intercept:\n    enabled: true\n    ca_dir: '{ca_dir}'\n    ca_cert_file: '{ca_pem}'\n    ca_key_file: '{ca_key_pem}'\n\
+             sources:\n  - {{ name: api, upstream: 'https://api.example.com', match: {{ hosts: [api.example.com] }} }}\n"
+        ),
+    )
+    .unwrap();
+    let out = remedy(&["check-config", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

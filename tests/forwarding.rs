@@ -164,12 +164,20 @@ fn connect_is_answered_405_with_the_reason() {
     .expect("a response");
     assert_eq!(r.status, 405);
     assert!(r.text().contains("TLS tunnel"), "{}", r.text());
+    assert!(
+        r.text().contains("intercept:\n    enabled: true"),
+        "the body says how to turn interception on: {}",
+        r.text()
+    );
     assert_eq!(u.hits(), 0);
+    let s = remedy.scrape();
+    assert_eq!(s.responses("unmatched", 405, "unlisted", "proxy"), 1.0);
     assert_eq!(
-        remedy
-            .scrape()
-            .responses("unmatched", 405, "unlisted", "proxy"),
-        1.0
+        s.get(
+            "remedy_intercept_connections_total",
+            &[("outcome", "refused")]
+        ),
+        Some(1.0)
     );
 }
 

@@ -22,11 +22,16 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+mod connect;
+
+pub use connect::Tunnels;
+
+use crate::ca::Authority;
 use crate::config::{self, SourceConfig};
 use crate::connector_body::BadRequest;
 use crate::deadline::LazyDeadline;
 use crate::framing::{Answering, InService};
-use crate::metrics::{ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
+use crate::metrics::{Connects, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::pool::Lease;
 use crate::ratelimit;
 use crate::redact::Redactor;
@@ -39,6 +44,26 @@ pub struct Routes {
     redact: Redactor,
     targets: Vec<Target>,
     unmatched: Arc<SourceMetrics>,
+    /// Present while `proxy.intercept` is on.
+    intercept: Option<Intercepting>,
+    connects: Connects,
+}
+
+/// `proxy.intercept` as the live config has it.
+struct Intercepting {
+    authority: Arc<Authority>,
+    /// `proxy.intercept.tunnel`, as host and port.
+    tunnels: Vec<(String, u16)>,
+}
+
+/// How a request reached the proxy.
+pub enum Via {
+    /// The proxy listener.
+    Listener,
+    /// The proxy listener, as a `CONNECT`: what opens a tunnel.
+    Connect(Arc<Tunnels>),
+    /// Inside a `CONNECT` tunnel to this host.
+    Tunnel(Arc<str>),
 }
 
 /// One source, ready to forward to.
@@ -56,10 +81,12 @@ pub struct Target {
 }
 
 impl Routes {
-    /// Builds clients and metric handles for every source of `config`.
+    /// Builds clients and metric handles for every source of `config`; `authority` signs
+    /// for the tunnels while `proxy.intercept` is on.
     pub fn new(
         config: &config::Config,
         recorder: &Recorder,
+        authority: Option<Arc<Authority>>,
     ) -> Result<Self, (usize, upstream::BuildError)> {
         let targets = config
             .sources
@@ -72,6 +99,17 @@ impl Routes {
             redact: Redactor::new(&config.proxy.log_query_params),
             targets,
             unmatched: Arc::new(recorder.unmatched(&config.catalog)),
+            intercept: authority.map(|authority| Intercepting {
+                authority,
+                tunnels: config
+                    .proxy
+                    .intercept
+                    .tunnel
+                    .iter()
+                    .filter_map(|t| config::tunnel_target(t).ok())
+                    .collect(),
+            }),
+            connects: recorder.connects(),
         })
     }
 }
@@ -156,10 +194,20 @@ pub async fn handle(
     client_ip: HeaderValue,
     (ambiguous_framing, request): (bool, InService),
     mut req: Request<Incoming>,
+    via: Via,
 ) -> Result<Response<Answering<ResponseBody>>, Infallible> {
+    let start = Instant::now();
+    let tunnel = match via {
+        Via::Connect(tunnels) if !ambiguous_framing => {
+            // Boxed: the rare `CONNECT` adds a pointer, not its state, to every request.
+            let resp = Box::pin(tunnels.connect(&routes, &request, req, client_ip, start)).await;
+            return Ok(resp.map(|b| Answering::new(b, request)));
+        }
+        Via::Tunnel(host) => Some(host),
+        Via::Listener | Via::Connect(_) => None,
+    };
     // Every return goes through here (a wrapping future would copy this one's state).
     let answer = |resp: Response<ResponseBody>| Ok(resp.map(|b| Answering::new(b, request)));
-    let start = Instant::now();
     if ambiguous_framing {
         tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
         return answer(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
@@ -171,7 +219,12 @@ pub async fn handle(
     let host = crate::route::host_header(req.version(), req.headers());
     let routed = host.and_then(|host| {
         let host = host.and_then(|h| h.to_str().ok());
-        routes.router.route(req.method(), req.uri(), host)
+        match &tunnel {
+            Some(t) => routes
+                .router
+                .route_in_tunnel(t, req.method(), req.uri(), host),
+            None => routes.router.route(req.method(), req.uri(), host),
+        }
     });
     let (target, upstream_path) = match routed {
         Ok(r) => {
@@ -237,7 +290,7 @@ pub async fn handle(
     });
     // Kept for the warn line of a failure (a reference-counted clone, not a copy).
     let connector_uri = req.uri().clone();
-    rewrite_request(&mut req, &client_ip, target.preserve_host);
+    rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
 
     // Phase 4: forward and wait for the response head.
     let (resp, lease) = match target.client.send(upstream_path, req, start).await {
@@ -419,6 +472,8 @@ fn bad_request(
 fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Response<ResponseBody> {
     let status = match why {
         NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
+        NoRoute::ConnectRefused => StatusCode::FORBIDDEN,
+        NoRoute::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         NoRoute::UnsafePath(_) | NoRoute::BadHost(_) | NoRoute::AmbiguousFraming => {
             StatusCode::BAD_REQUEST
         }
@@ -430,7 +485,10 @@ fn refuse(unmatched: &Arc<SourceMetrics>, start: Instant, why: NoRoute) -> Respo
     let mut resp = text(status, format!("remedy: {why}\n"));
     if matches!(
         why,
-        NoRoute::Connect | NoRoute::AmbiguousFraming | NoRoute::UnsupportedCoding
+        NoRoute::Connect
+            | NoRoute::ConnectRefused
+            | NoRoute::AmbiguousFraming
+            | NoRoute::UnsupportedCoding
     ) {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -552,7 +610,13 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Rewrites `req`'s headers in place (moving a request costs a copy of its head).
-fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_host: bool) {
+/// `https` says the connector spoke TLS to remedy (inside a tunnel).
+fn rewrite_request<B>(
+    req: &mut Request<B>,
+    client_ip: &HeaderValue,
+    preserve_host: bool,
+    https: bool,
+) {
     // First, so that a `Host` the connector named in `Connection` is not forwarded either.
     // (A request with both framings never gets here: the guard refuses it.)
     strip_hop_by_hop(req.headers_mut());
@@ -579,7 +643,8 @@ fn rewrite_request<B>(req: &mut Request<B>, client_ip: &HeaderValue, preserve_ho
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     // remedy sets `X-Forwarded-Host` or removes it: a connector's own never passes.
     match original_host {
         Some(h) => {
@@ -786,6 +851,7 @@ mod tests {
             req,
             &client_ip("127.0.0.1:5000".parse().unwrap()),
             preserve_host,
+            false,
         );
     }
 

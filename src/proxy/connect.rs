@@ -1,0 +1,326 @@
+//! `CONNECT`, what clients send for `https://` URLs through `HTTPS_PROXY`.
+//!
+//! With `proxy.intercept` on, a `CONNECT` to a host a source names (on port 443 or the port
+//! of that source's upstream) is answered 200 and the tunnel is served as remedy's own TLS:
+//! the SNI must name the `CONNECT` host, the certificate is that host's leaf from the
+//! interception CA, and every request inside goes through [`super::handle`] like any other,
+//! routed to that host's source. A `CONNECT` to a `proxy.intercept.tunnel` entry is passed
+//! through unobserved; any other is refused 403. With interception off every `CONNECT` is
+//! refused 405. Each is counted in `remedy_intercept_connections_total`.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::{ResponseBody, Routes, Via, refuse, text};
+use crate::ca::Authority;
+use crate::drain::{Drain, Watcher};
+use crate::framing::{Guarded, InService, Requests, Slots, Timeouts};
+use crate::metrics::ConnectOutcome;
+use crate::route::NoRoute;
+
+/// How long a tunnelled host has to accept the TCP connection.
+const TUNNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the proxy listener lends its tunnels: the live routes, its HTTP settings, limits and
+/// connection slots, and the drain that tunnels' connections join.
+pub struct Tunnels {
+    routes: Arc<ArcSwap<Routes>>,
+    http: http1::Builder,
+    timeouts: Timeouts,
+    slots: Arc<Slots>,
+    connections: Arc<Semaphore>,
+    /// Taken at shutdown: a `CONNECT` after it is refused.
+    graceful: Mutex<Option<Drain>>,
+}
+
+impl Tunnels {
+    pub fn new(
+        routes: Arc<ArcSwap<Routes>>,
+        http: http1::Builder,
+        timeouts: Timeouts,
+        slots: Arc<Slots>,
+        connections: Arc<Semaphore>,
+    ) -> Arc<Self> {
+        Arc::new(Tunnels {
+            routes,
+            http,
+            timeouts,
+            slots,
+            connections,
+            graceful: Mutex::new(Some(Drain::default())),
+        })
+    }
+
+    /// Stops opening tunnels and waits for the requests in open ones to be answered.
+    pub async fn shutdown(&self) {
+        let graceful = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(g) = graceful {
+            g.shutdown().await;
+        }
+    }
+
+    /// A watcher for one tunnel's connection and a connection slot, unless the listener is
+    /// shutting down or full.
+    fn admit(&self) -> Result<(Watcher, OwnedSemaphorePermit), &'static str> {
+        let watcher = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Drain::watcher)
+            .ok_or("remedy is shutting down")?;
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "proxy.max_connections is reached")?;
+        Ok((watcher, permit))
+    }
+
+    /// Answers one `CONNECT` and, for a tunnel, leaves a task to serve it once hyper hands
+    /// the connection over.
+    pub(super) async fn connect(
+        self: Arc<Self>,
+        routes: &Routes,
+        request: &InService,
+        mut req: Request<Incoming>,
+        client_ip: HeaderValue,
+        start: Instant,
+    ) -> Response<ResponseBody> {
+        let Some(intercept) = &routes.intercept else {
+            routes.connects.count(ConnectOutcome::Refused);
+            return refuse(&routes.unmatched, start, NoRoute::Connect);
+        };
+        let Some((host, port)) = target(req.uri()) else {
+            routes.connects.count(ConnectOutcome::Refused);
+            return refuse(
+                &routes.unmatched,
+                start,
+                NoRoute::BadHost("a CONNECT names host:port"),
+            );
+        };
+        let decision = match routes.router.by_host(&host) {
+            Some(source) if port == 443 || port == upstream_port(&routes.targets[source]) => {
+                Decision::Intercept
+            }
+            Some(_) => Decision::Refuse,
+            None if intercept
+                .tunnels
+                .iter()
+                .any(|(h, p)| *h == host && *p == port) =>
+            {
+                Decision::Tunnel
+            }
+            None => Decision::Refuse,
+        };
+        if decision == Decision::Refuse {
+            tracing::debug!(%host, port, "CONNECT refused: no source names this host");
+            routes.connects.count(ConnectOutcome::Refused);
+            return refuse(&routes.unmatched, start, NoRoute::ConnectRefused);
+        }
+        let (watcher, permit) = match self.admit() {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("remedy: no tunnel opened: {why}\n"),
+                );
+            }
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        if decision == Decision::Tunnel {
+            let upstream = tokio::time::timeout(
+                TUNNEL_CONNECT_TIMEOUT,
+                TcpStream::connect((host.as_str(), port)),
+            )
+            .await;
+            routes.connects.count(ConnectOutcome::Tunnelled);
+            let upstream = match upstream {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tunnel_failed(&host, port, &e.to_string()),
+                Err(_) => return tunnel_failed(&host, port, "timed out"),
+            };
+            tracing::debug!(%host, port, "CONNECT tunnelled unobserved");
+            request.open_tunnel();
+            tokio::spawn(splice(upgrade, upstream, permit));
+        } else {
+            routes.connects.count(ConnectOutcome::Intercepted);
+            request.open_tunnel();
+            let authority = intercept.authority.clone();
+            spawn_serve(self, upgrade, host, authority, client_ip, (watcher, permit));
+        }
+        let mut resp = Response::new(ResponseBody::Full { data: None });
+        *resp.status_mut() = StatusCode::OK;
+        resp
+    }
+
+    /// Serves a tunnel as remedy's TLS, and the requests inside it.
+    async fn serve(
+        self: Arc<Self>,
+        upgrade: OnUpgrade,
+        host: String,
+        authority: Arc<Authority>,
+        client_ip: HeaderValue,
+        (watcher, _permit): (Watcher, OwnedSemaphorePermit),
+    ) {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let limit = self.timeouts.header_read;
+        let hello = tokio_rustls::LazyConfigAcceptor::new(
+            rustls::server::Acceptor::default(),
+            TokioIo::new(upgraded),
+        );
+        let start = match tokio::time::timeout(limit, hello).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => {
+                tracing::debug!(%host, error = %e, "tunnel closed before a TLS ClientHello");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%host, "no TLS ClientHello within proxy.header_read_timeout");
+                return;
+            }
+        };
+        // Clients send no SNI for an IP address.
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let named = match &sni {
+            Some(name) => name.eq_ignore_ascii_case(&host),
+            None => host.parse::<IpAddr>().is_ok(),
+        };
+        if !named {
+            tracing::warn!(
+                connect_host = %host,
+                sni = sni.as_deref().unwrap_or(""),
+                "TLS handshake refused: the SNI does not name the CONNECT host"
+            );
+            return;
+        }
+        let config = match authority.server_config(&host, SystemTime::now()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(%host, error = %e, "no certificate for an intercepted host");
+                return;
+            }
+        };
+        let tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                // Usually the connector does not trust remedy's CA: say where it is.
+                tracing::warn!(
+                    %host,
+                    error = %e,
+                    "TLS handshake with the connector failed; does it trust bundle.pem from proxy.intercept.ca_dir?"
+                );
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%host, "TLS handshake not done within proxy.header_read_timeout");
+                return;
+            }
+        };
+        let requests = Arc::new(Requests::default());
+        let io = Guarded::new(tls, requests.clone(), self.timeouts, self.slots.clone());
+        let routes = self.routes.clone();
+        let tunnel_host: Arc<str> = host.into();
+        let service = service_fn(move |req| {
+            super::handle(
+                routes.load_full(),
+                client_ip.clone(),
+                requests.serve(),
+                req,
+                Via::Tunnel(tunnel_host.clone()),
+            )
+        });
+        let conn = self.http.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
+            tracing::debug!(error = %e, "tunnelled connection ended with an error");
+            super::count_parser_refusal(&self.routes.load(), &e);
+        }
+    }
+}
+
+/// A plain function, so that the type of [`Tunnels::connect`]'s future does not contain the
+/// tunnel's, which contains the requests' (and so `connect`'s) again.
+fn spawn_serve(
+    tunnels: Arc<Tunnels>,
+    upgrade: OnUpgrade,
+    host: String,
+    authority: Arc<Authority>,
+    client_ip: HeaderValue,
+    admitted: (Watcher, OwnedSemaphorePermit),
+) {
+    tokio::spawn(tunnels.serve(upgrade, host, authority, client_ip, admitted));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Intercept,
+    Tunnel,
+    Refuse,
+}
+
+/// The `CONNECT` target as a lower-case host (IPv6 without brackets) and a port.
+fn target(uri: &http::Uri) -> Option<(String, u16)> {
+    let authority = uri.authority()?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    (!host.is_empty()).then(|| {
+        (
+            host.to_ascii_lowercase(),
+            authority.port_u16().unwrap_or(443),
+        )
+    })
+}
+
+fn upstream_port(target: &super::Target) -> u16 {
+    let u = &target.upstream_url;
+    u.authority
+        .port_u16()
+        .unwrap_or(if u.scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        })
+}
+
+fn tunnel_failed(host: &str, port: u16, cause: &str) -> Response<ResponseBody> {
+    tracing::warn!(%host, port, cause, "tunnelled host unreachable");
+    text(
+        StatusCode::BAD_GATEWAY,
+        Bytes::from(format!(
+            "remedy: tunnelled host {host}:{port} unreachable: {cause}\n"
+        )),
+    )
+}
+
+/// Copies a passed-through tunnel both ways until either side closes.
+async fn splice(upgrade: OnUpgrade, mut upstream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let Ok(upgraded) = upgrade.await else {
+        return;
+    };
+    let mut connector = TokioIo::new(upgraded);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut connector, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel ended with an error");
+    }
+}
