@@ -69,6 +69,7 @@ fn rendered_manifests_validate_for_kubernetes_1_28_and_1_30() {
         ("1.30.0", "helm/remedy/examples/classic-sidecar.yaml"),
         ("1.30.0", "helm/remedy/examples/native-sidecar.yaml"),
         ("1.30.0", "helm/remedy/examples/servicemonitor.yaml"),
+        ("1.30.0", "helm/remedy/examples/intercept.yaml"),
     ];
     for (kube, values) in cases {
         let text = template(kube, &[values]);
@@ -166,7 +167,11 @@ fn operator_resources_match_their_schemas_and_rules_pass_promtool() {
 #[test]
 fn rendered_remedy_config_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
-    for values in [None, Some("helm/remedy/examples/servicemonitor.yaml")] {
+    for values in [
+        None,
+        Some("helm/remedy/examples/servicemonitor.yaml"),
+        Some("helm/remedy/examples/intercept.yaml"),
+    ] {
         let text = template("1.30.0", values.as_slice());
         let cm = documents(&text)
             .into_iter()
@@ -221,6 +226,96 @@ fn example_cronjob_waits_for_its_final_scrape_and_names_its_extract() {
         text.contains("terminationGracePeriodSeconds: 160"),
         "{text}"
     );
+}
+
+/// One value turns interception on: remedy writes its CA files to an emptyDir that the
+/// connector mounts read-only at the path its CA variables name, and the connector's proxy
+/// variables point at remedy.
+#[test]
+fn intercept_value_shares_the_ca_files_and_sets_the_connector_env() {
+    let docs = documents(&template(
+        "1.30.0",
+        &["helm/remedy/examples/intercept.yaml"],
+    ));
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let pod = find("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone();
+    let config: serde_yaml::Value =
+        serde_yaml::from_str(find("ConfigMap")["data"]["remedy.yaml"].as_str().unwrap()).unwrap();
+    let intercept = &config["proxy"]["intercept"];
+    assert_eq!(intercept["enabled"], true);
+    assert_eq!(intercept["tunnel"][0], "oauth2.googleapis.com");
+    let ca_dir = intercept["ca_dir"].as_str().unwrap().to_owned();
+
+    let mount = |container: &serde_yaml::Value| {
+        container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "remedy-ca")
+            .cloned()
+            .expect("the CA volume is mounted")
+    };
+    let sidecar = &pod["initContainers"][0];
+    assert_eq!(mount(sidecar)["mountPath"].as_str(), Some(ca_dir.as_str()));
+    assert!(mount(sidecar)["readOnly"].is_null(), "remedy writes there");
+    let connector = &pod["containers"][0];
+    assert_eq!(mount(connector)["mountPath"].as_str(), Some(ca_dir.as_str()));
+    assert_eq!(mount(connector)["readOnly"], true);
+    let volume = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "remedy-ca")
+        .cloned()
+        .unwrap();
+    assert!(volume["emptyDir"].is_mapping(), "{volume:?}");
+
+    let env: std::collections::HashMap<String, String> = connector["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let bundle = format!("{ca_dir}/bundle.pem");
+    for name in ["HTTPS_PROXY", "https_proxy"] {
+        assert_eq!(env[name], "http://127.0.0.1:8780", "{name}");
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        for entry in ["localhost", "127.0.0.1", "::1", ".svc", ".cluster.local"] {
+            assert!(env[name].split(',').any(|e| e == entry), "{name}: {entry}");
+        }
+    }
+    for name in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    ] {
+        assert_eq!(env[name], bundle, "{name}");
+    }
+    assert_eq!(env["NODE_EXTRA_CA_CERTS"], format!("{ca_dir}/ca.pem"));
+    assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+    // The startup probe gates the connector on /-/ready, which waits for the files.
+    assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/-/ready");
+
+    // A user's CA comes from a Secret, mounted beside the config.
+    let text = must(
+        "helm",
+        &[
+            "template",
+            "t",
+            "helm/remedy",
+            "--set",
+            "intercept.enabled=true,intercept.caSecret=remedy-ca,exampleConnector.enabled=true",
+        ],
+    );
+    assert!(text.contains("ca_cert_file: /etc/remedy-ca/tls.crt"), "{text}");
+    assert!(text.contains("secretName: remedy-ca"), "{text}");
 }
 
 #[test]

@@ -11,6 +11,8 @@ Named templates. Other charts that depend on this one add remedy to their own po
       - name: connector
         env:
           {{- include "remedy.connectorEnv" .Subcharts.remedy | nindent 10 }}
+        volumeMounts:
+          {{- include "remedy.connectorVolumeMounts" .Subcharts.remedy | nindent 10 }}
     volumes:
       {{- include "remedy.volumes" .Subcharts.remedy | nindent 6 }}
 */}}
@@ -41,6 +43,21 @@ remedy.io/sidecar: {{ .Release.Name | quote }}
 proxy:
   listen: 127.0.0.1:{{ .Values.sidecar.proxyPort }}
   {{- toYaml .Values.proxyLimits | nindent 2 }}
+  {{- with .Values.intercept }}
+  {{- if .enabled }}
+  intercept:
+    enabled: true
+    ca_dir: {{ .mountPath }}
+    {{- if .caSecret }}
+    ca_cert_file: /etc/remedy-ca/tls.crt
+    ca_key_file: /etc/remedy-ca/tls.key
+    {{- end }}
+    {{- with .tunnel }}
+    tunnel:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  {{- end }}
+  {{- end }}
 admin:
   listen: 0.0.0.0:{{ .Values.sidecar.adminPort }}
 sources:
@@ -162,6 +179,15 @@ checksum/remedy-config: {{ include "remedy.config" . | sha256sum }}
     - name: remedy-config
       mountPath: /etc/remedy
       readOnly: true
+    {{- if .Values.intercept.enabled }}
+    - name: remedy-ca
+      mountPath: {{ .Values.intercept.mountPath }}
+    {{- if .Values.intercept.caSecret }}
+    - name: remedy-ca-key
+      mountPath: /etc/remedy-ca
+      readOnly: true
+    {{- end }}
+    {{- end }}
 {{- end }}
 
 {{/* The sidecar when native, for a pod's initContainers; nothing otherwise. */}}
@@ -178,15 +204,66 @@ checksum/remedy-config: {{ include "remedy.config" . | sha256sum }}
 {{- end }}
 {{- end }}
 
-{{/* The config volume. */}}
+{{/* The config volume; with interception, the CA files' emptyDir (and the user's CA). */}}
 {{- define "remedy.volumes" -}}
 - name: remedy-config
   configMap:
     name: {{ include "remedy.fullname" . }}
+{{- if .Values.intercept.enabled }}
+- name: remedy-ca
+  emptyDir:
+    sizeLimit: 4Mi
+{{- with .Values.intercept.caSecret }}
+- name: remedy-ca-key
+  secret:
+    secretName: {{ . }}
+    # Readable by remedy's user without an fsGroup; only remedy's container mounts it.
+    defaultMode: 0444
+{{- end }}
+{{- end }}
 {{- end }}
 
-{{/* Environment for the connector container: where remedy listens. */}}
+{{/*
+Environment for the connector container: where remedy listens and, with interception,
+HTTPS_PROXY and the CA variables. SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and
+GRPC_DEFAULT_SSL_ROOTS_FILE_PATH replace a client's roots, so they take the bundle (public
+roots plus remedy's CA); NODE_EXTRA_CA_CERTS adds to Node's, so it takes the CA alone.
+*/}}
 {{- define "remedy.connectorEnv" -}}
 - name: REMEDY_URL
   value: "http://127.0.0.1:{{ .Values.sidecar.proxyPort }}"
+{{- with .Values.intercept }}
+{{- if .enabled }}
+{{- $proxy := printf "http://127.0.0.1:%v" $.Values.sidecar.proxyPort }}
+{{- $noProxy := join "," (concat (list "localhost" "127.0.0.1" "::1" ".svc" ".cluster.local") .noProxy) }}
+{{- $bundle := printf "%s/bundle.pem" .mountPath }}
+{{- range $name := list "HTTPS_PROXY" "https_proxy" }}
+- name: {{ $name }}
+  value: {{ $proxy | quote }}
+{{- end }}
+{{- range $name := list "NO_PROXY" "no_proxy" }}
+- name: {{ $name }}
+  value: {{ $noProxy | quote }}
+{{- end }}
+{{- range $name := list "SSL_CERT_FILE" "REQUESTS_CA_BUNDLE" "CURL_CA_BUNDLE" "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH" }}
+- name: {{ $name }}
+  value: {{ $bundle | quote }}
+{{- end }}
+- name: NODE_EXTRA_CA_CERTS
+  value: {{ printf "%s/ca.pem" .mountPath | quote }}
+- name: NODE_USE_ENV_PROXY
+  value: "1"
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts for the connector container: the CA files, read-only, with interception. */}}
+{{- define "remedy.connectorVolumeMounts" -}}
+{{- if .Values.intercept.enabled }}
+- name: remedy-ca
+  mountPath: {{ .Values.intercept.mountPath }}
+  readOnly: true
+{{- else -}}
+[]
+{{- end }}
 {{- end }}
