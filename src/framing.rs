@@ -46,6 +46,9 @@ pub struct Requests {
     born: Instant,
     /// A `CONNECT` was answered 200: the bytes from here on are a tunnel's, not requests.
     tunnel: AtomicBool,
+    /// The connection's `proxy.max_connections` slot, held as long as the connection's bytes
+    /// are read: through a tunnel too, which outlives the connection's HTTP serving.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Default for Requests {
@@ -59,11 +62,20 @@ impl Default for Requests {
             idle_since: AtomicU64::new(0),
             born: Instant::now(),
             tunnel: AtomicBool::new(false),
+            _slot: None,
         }
     }
 }
 
 impl Requests {
+    /// A connection's requests, holding its listener slot until the last of its bytes.
+    pub fn holding(slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Requests {
+            _slot: Some(slot),
+            ..Requests::default()
+        }
+    }
+
     fn judge(&self, refuse: bool) {
         let index = self.judged.fetch_add(1, Relaxed);
         if refuse {

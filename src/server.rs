@@ -404,7 +404,6 @@ async fn serve_proxy(
         http.clone(),
         timeouts,
         slots.clone(),
-        connections.clone(),
     );
     let burst = Arc::new(Burst::default());
     let trimmer = tokio::spawn({
@@ -443,7 +442,7 @@ async fn serve_proxy(
         let sidecar = sidecar.clone();
         let routes = sidecar.clone();
         let client_ip = proxy::client_ip(peer);
-        let requests = Arc::new(Requests::default());
+        let requests = Arc::new(Requests::holding(permit));
         let io = Guarded::new(stream, requests.clone(), timeouts, slots.clone());
         let tunnels = tunnels.clone();
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -472,7 +471,6 @@ async fn serve_proxy(
                 proxy::count_parser_refusal(&routes.routes.load(), &e);
             }
             burst.closed();
-            drop(permit);
         });
     }
     drop(listener);

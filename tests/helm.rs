@@ -259,7 +259,10 @@ fn intercept_value_shares_the_ca_files_and_sets_the_connector_env() {
     assert_eq!(mount(sidecar)["mountPath"].as_str(), Some(ca_dir.as_str()));
     assert!(mount(sidecar)["readOnly"].is_null(), "remedy writes there");
     let connector = &pod["containers"][0];
-    assert_eq!(mount(connector)["mountPath"].as_str(), Some(ca_dir.as_str()));
+    assert_eq!(
+        mount(connector)["mountPath"].as_str(),
+        Some(ca_dir.as_str())
+    );
     assert_eq!(mount(connector)["readOnly"], true);
     let volume = pod["volumes"]
         .as_sequence()
@@ -314,7 +317,10 @@ fn intercept_value_shares_the_ca_files_and_sets_the_connector_env() {
             "intercept.enabled=true,intercept.caSecret=remedy-ca,exampleConnector.enabled=true",
         ],
     );
-    assert!(text.contains("ca_cert_file: /etc/remedy-ca/tls.crt"), "{text}");
+    assert!(
+        text.contains("ca_cert_file: /etc/remedy-ca/tls.crt"),
+        "{text}"
+    );
     assert!(text.contains("secretName: remedy-ca"), "{text}");
 }
 

@@ -20,10 +20,16 @@ struct Setup {
 
 impl Setup {
     fn start(tunnel: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with("", "", tunnel, env)
+    }
+
+    /// With `proxy` lines (indented two spaces) added to the proxy section, and `top`
+    /// sections before it.
+    fn start_with(proxy: &str, top: &str, tunnel: &str, env: &[(&str, &str)]) -> Self {
         let upstream = Upstream::tls();
         let ca_dir = tempfile::tempdir().unwrap();
         let yaml = format!(
-            "proxy:\n  listen: 127.0.0.1:0\n  intercept:\n    enabled: true\n    ca_dir: '{dir}'\n    tunnel: [{tunnel}]\n\
+            "{top}proxy:\n  listen: 127.0.0.1:0\n{proxy}  intercept:\n    enabled: true\n    ca_dir: '{dir}'\n    tunnel: [{tunnel}]\n\
              sources:\n  - name: api\n    upstream: '{url}'\n    ca_file: '{ca}'\n    match: {{ hosts: [{HOST}, other.example.test] }}\n\
              \x20 - name: untrusted\n    upstream: '{url}'\n    match: {{ hosts: [untrusted.example.test] }}\n",
             dir = ca_dir.path().display(),
@@ -412,4 +418,38 @@ fn a_host_added_by_a_reload_is_intercepted_without_a_restart() {
         s.remedy.scrape().responses("api", 200, "none", "upstream"),
         2.0
     );
+}
+
+#[test]
+fn a_tunnel_holds_the_slot_of_the_connection_it_was_opened_on() {
+    // One connection slot: the tunnel needs no second one, and frees it when it ends.
+    let s = Setup::start_with("  max_connections: 1\n", "", "", &[]);
+    for round in 0..3 {
+        let (code, body) = s.curl(&format!("https://{HOST}/x/200"), &[]);
+        assert_eq!(code, 200, "round {round}: {body}");
+    }
+    assert_eq!(s.intercepted("intercepted"), 3.0);
+}
+
+#[test]
+fn a_request_in_a_tunnel_finishes_and_is_counted_when_remedy_drains() {
+    let s = Setup::start_with(
+        "",
+        "shutdown: { drain_timeout: 5s, linger: 30s }\n",
+        "",
+        &[],
+    );
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(|| s.curl(&format!("https://{HOST}/slow/800"), &[]));
+        s.remedy.wait_in_flight("api", 1.0);
+        s.remedy.signal("TERM");
+        // The drain waits for the request inside the tunnel: once it is over, the request is
+        // answered and counted, and the scrape that follows sees it.
+        s.remedy.wait_log("drained");
+        let m = s.remedy.scrape();
+        assert_eq!(m.in_flight("api"), 0.0);
+        assert_eq!(m.responses("api", 200, "none", "upstream"), 1.0);
+        let (code, body) = slow.join().unwrap();
+        assert_eq!(code, 200, "the drain let it finish: {body}");
+    });
 }

@@ -22,7 +22,6 @@ use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::{ResponseBody, Routes, Via, refuse, text};
@@ -35,14 +34,14 @@ use crate::route::NoRoute;
 /// How long a tunnelled host has to accept the TCP connection.
 const TUNNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the proxy listener lends its tunnels: the live routes, its HTTP settings, limits and
-/// connection slots, and the drain that tunnels' connections join.
+/// What the proxy listener lends its tunnels: the live routes, its HTTP settings and limits,
+/// and the drain that tunnels' connections join. A tunnel keeps the `max_connections` slot of
+/// the connection it was opened on, since that connection's bytes carry it.
 pub struct Tunnels {
     routes: Arc<ArcSwap<Routes>>,
     http: http1::Builder,
     timeouts: Timeouts,
     slots: Arc<Slots>,
-    connections: Arc<Semaphore>,
     /// Taken at shutdown: a `CONNECT` after it is refused.
     graceful: Mutex<Option<Drain>>,
 }
@@ -53,14 +52,12 @@ impl Tunnels {
         http: http1::Builder,
         timeouts: Timeouts,
         slots: Arc<Slots>,
-        connections: Arc<Semaphore>,
     ) -> Arc<Self> {
         Arc::new(Tunnels {
             routes,
             http,
             timeouts,
             slots,
-            connections,
             graceful: Mutex::new(Some(Drain::default())),
         })
     }
@@ -77,22 +74,13 @@ impl Tunnels {
         }
     }
 
-    /// A watcher for one tunnel's connection and a connection slot, unless the listener is
-    /// shutting down or full.
-    fn admit(&self) -> Result<(Watcher, OwnedSemaphorePermit), &'static str> {
-        let watcher = self
-            .graceful
+    /// A watcher for one tunnel's connection, unless the listener is shutting down.
+    fn watcher(&self) -> Option<Watcher> {
+        self.graceful
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(Drain::watcher)
-            .ok_or("remedy is shutting down")?;
-        let permit = self
-            .connections
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| "proxy.max_connections is reached")?;
-        Ok((watcher, permit))
     }
 
     /// Answers one `CONNECT` and, for a tunnel, leaves a task to serve it once hyper hands
@@ -136,14 +124,11 @@ impl Tunnels {
             routes.connects.count(ConnectOutcome::Refused);
             return refuse(&routes.unmatched, start, NoRoute::ConnectRefused);
         }
-        let (watcher, permit) = match self.admit() {
-            Ok(admitted) => admitted,
-            Err(why) => {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("remedy: no tunnel opened: {why}\n"),
-                );
-            }
+        let Some(watcher) = self.watcher() else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "remedy is shutting down: no tunnel opened\n",
+            );
         };
         let upgrade = hyper::upgrade::on(&mut req);
         if decision == Decision::Tunnel {
@@ -160,12 +145,12 @@ impl Tunnels {
             };
             tracing::debug!(%host, port, "CONNECT tunnelled unobserved");
             request.open_tunnel();
-            tokio::spawn(splice(upgrade, upstream, permit));
+            tokio::spawn(splice(upgrade, upstream));
         } else {
             routes.connects.count(ConnectOutcome::Intercepted);
             request.open_tunnel();
             let authority = intercept.authority.clone();
-            spawn_serve(self, upgrade, host, authority, client_ip, (watcher, permit));
+            spawn_serve(self, upgrade, host, authority, client_ip, watcher);
         }
         let mut resp = Response::new(ResponseBody::Full { data: None });
         *resp.status_mut() = StatusCode::OK;
@@ -179,7 +164,7 @@ impl Tunnels {
         host: String,
         authority: Arc<Authority>,
         client_ip: HeaderValue,
-        (watcher, _permit): (Watcher, OwnedSemaphorePermit),
+        watcher: Watcher,
     ) {
         let Ok(upgraded) = upgrade.await else {
             return;
@@ -266,9 +251,9 @@ fn spawn_serve(
     host: String,
     authority: Arc<Authority>,
     client_ip: HeaderValue,
-    admitted: (Watcher, OwnedSemaphorePermit),
+    watcher: Watcher,
 ) {
-    tokio::spawn(tunnels.serve(upgrade, host, authority, client_ip, admitted));
+    tokio::spawn(tunnels.serve(upgrade, host, authority, client_ip, watcher));
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,7 +300,7 @@ fn tunnel_failed(host: &str, port: u16, cause: &str) -> Response<ResponseBody> {
 }
 
 /// Copies a passed-through tunnel both ways until either side closes.
-async fn splice(upgrade: OnUpgrade, mut upstream: TcpStream, _permit: OwnedSemaphorePermit) {
+async fn splice(upgrade: OnUpgrade, mut upstream: TcpStream) {
     let Ok(upgraded) = upgrade.await else {
         return;
     };
