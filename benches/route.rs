@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Uri};
-use remedy::route::Router;
+use remedy::proxy::route::Router;
 
 fn config_with_100_sources() -> remedy::config::Config {
     let mut yaml = String::from("sources:\n");

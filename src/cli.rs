@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::rules::Format;
+use crate::artifacts::rules::Format;
 
 /// remedy: a Prometheus exporter sidecar that counts a data connector's API responses by
 /// source and status, labelled with the FAQ's advised action.

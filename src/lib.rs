@@ -2,32 +2,22 @@
 //! through remedy's proxy; every response is counted by source, status and the FAQ's
 //! remediation key.
 //!
-//! Data flows one way: [`server`] accepts, [`route`] picks the source, [`proxy`] forwards
-//! through [`upstream`] and hands an [`metrics::Outcome`] to the [`metrics::Recorder`].
+//! Data flows one way: [`server`] accepts on the proxy listener ([`proxy::listener`] watches
+//! each connection's bytes), [`proxy::route`] picks the source, [`proxy`] runs the request's
+//! phases and forwards through [`proxy::upstream`], and hands a [`metrics::Outcome`] to the
+//! [`metrics::Recorder`]. [`admin`] serves what [`artifacts`] generate from the catalog and
+//! config.
 
 pub mod admin;
+pub mod artifacts;
 pub mod ca;
 pub mod catalog;
 pub mod cli;
 pub mod config;
-pub mod connector_body;
-pub mod dashboard;
-pub mod deadline;
-pub mod drain;
-pub mod framing;
-pub mod memory;
 pub mod metrics;
 pub mod pem;
-pub mod pool;
 pub mod proxy;
-pub mod ratelimit;
-pub mod redact;
-pub mod route;
-pub mod rules;
-pub mod runbook;
 pub mod server;
-pub mod upstream;
-pub mod webconfig;
 
 /// The crate version, the `version` label of `remedy_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,10 +3,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
+use remedy::admin::webconfig::WebConfig;
 use remedy::cli::{Cli, Command, LogFormat};
 use remedy::config::{self, Config};
 use remedy::server::{Bound, Sidecar};
-use remedy::webconfig::WebConfig;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -81,15 +81,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Rules { config, format } => {
             let c = load_or_default(config.as_deref())?;
-            print(&remedy::rules::render_as(&c, format))
+            print(&remedy::artifacts::rules::render_as(&c, format))
         }
         Command::Dashboard { config } => {
             let c = load_or_default(config.as_deref())?;
-            print(&remedy::dashboard::render(&c.catalog))
+            print(&remedy::artifacts::dashboard::render(&c.catalog))
         }
         Command::Runbook { config } => {
             let c = load_or_default(config.as_deref())?;
-            print(&remedy::runbook::render(&c))
+            print(&remedy::artifacts::runbook::render(&c))
         }
         Command::Explain { code, config } => {
             let c = load_or_default(config.as_deref())?;

@@ -21,9 +21,9 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::ca::{Authority, CaError};
 use crate::config::{self, Config};
-use crate::framing::{Guarded, Requests, Slots, Timeouts};
-use crate::memory::{self, Burst};
 use crate::metrics::Recorder;
+use crate::proxy::listener::{Guarded, Requests, Slots, Timeouts};
+use crate::proxy::memory::{self, Burst};
 use crate::proxy::{self, Routes, Tunnels, Via};
 
 /// State shared by the proxy, the admin listener and the reload path.
@@ -50,7 +50,7 @@ pub enum StartError {
     #[error("sources[{index}]: {error}")]
     Upstream {
         index: usize,
-        error: crate::upstream::BuildError,
+        error: crate::proxy::upstream::BuildError,
     },
     #[error("cannot listen on {addr} ({listener}): {error}")]
     Bind {
@@ -228,7 +228,7 @@ impl Bound {
 pub fn run(
     sidecar: Arc<Sidecar>,
     bound: Bound,
-    web: Option<Arc<crate::webconfig::WebConfig>>,
+    web: Option<Arc<crate::admin::webconfig::WebConfig>>,
 ) -> Result<(), StartError> {
     let config = sidecar.config();
     let workers = config
@@ -398,7 +398,7 @@ async fn serve_proxy(
     };
     let connections = Arc::new(Semaphore::new(p.max_connections));
     let slots = Slots::new(connections.clone(), p.max_connections);
-    let graceful = crate::drain::Drain::default();
+    let graceful = crate::proxy::drain::Drain::default();
     let tunnels = Tunnels::new(
         sidecar.routes.clone(),
         http.clone(),

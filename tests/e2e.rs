@@ -448,8 +448,9 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     .unwrap();
 
     // Every dashboard query returns data from this Prometheus.
-    let dashboard: Value = serde_json::from_str(&remedy::dashboard::render(&catalog)).unwrap();
-    for expr in remedy::dashboard::queries(&dashboard, "20s", "10m") {
+    let dashboard: Value =
+        serde_json::from_str(&remedy::artifacts::dashboard::render(&catalog)).unwrap();
+    for expr in remedy::artifacts::dashboard::queries(&dashboard, "20s", "10m") {
         assert!(
             !query(&prom, &expr).is_empty(),
             "no data for dashboard query {expr}; logs in {logs}"

@@ -105,7 +105,7 @@ fn promtool_unit_tests_of_every_alert_pass() {
 #[test]
 fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
     let dashboard: serde_json::Value = serde_json::from_str(&remedy(&["dashboard"])).unwrap();
-    let queries = remedy::dashboard::queries(&dashboard, "5m", "1h");
+    let queries = remedy::artifacts::dashboard::queries(&dashboard, "5m", "1h");
     assert!(queries.len() >= 9, "{queries:?}");
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, q) in queries.iter().enumerate() {

@@ -22,21 +22,30 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-mod connect;
+pub mod connector_body;
+pub mod deadline;
+pub mod drain;
+mod intercept;
+pub mod listener;
+pub mod memory;
+pub mod ratelimit;
+pub mod redact;
+pub mod route;
+pub mod upstream;
 
-pub use connect::Tunnels;
+pub use intercept::Tunnels;
 
 use crate::ca::Authority;
 use crate::config::{self, SourceConfig};
-use crate::connector_body::BadRequest;
-use crate::deadline::LazyDeadline;
-use crate::framing::{Answering, InService};
 use crate::metrics::{Connects, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
-use crate::pool::Lease;
-use crate::ratelimit;
-use crate::redact::Redactor;
-use crate::route::{NoRoute, Router};
-use crate::upstream::{self, SendError, Upstream};
+use crate::proxy::connector_body::BadRequest;
+use crate::proxy::deadline::LazyDeadline;
+use crate::proxy::listener::{Answering, InService};
+use crate::proxy::upstream::pool::Lease;
+
+use crate::proxy::redact::Redactor;
+use crate::proxy::route::{NoRoute, Router};
+use upstream::{SendError, Upstream};
 
 /// Everything a request needs from the live config; swapped whole on reload.
 pub struct Routes {
@@ -212,11 +221,11 @@ pub async fn handle(
         tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
         return answer(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
     }
-    if !crate::route::only_chunked(req.headers()) {
+    if !crate::proxy::route::only_chunked(req.headers()) {
         return answer(refuse(&routes.unmatched, start, NoRoute::UnsupportedCoding));
     }
     // Phase 1: pick the upstream.
-    let host = crate::route::host_header(req.version(), req.headers());
+    let host = crate::proxy::route::host_header(req.version(), req.headers());
     let routed = host.and_then(|host| {
         let host = host.and_then(|h| h.to_str().ok());
         match &tunnel {

@@ -14,6 +14,8 @@
 //! With `--web.config.file` it serves TLS and requires basic auth on every route, as
 //! Prometheus exporters do.
 
+pub mod webconfig;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +28,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
+use crate::admin::webconfig::WebConfig;
 use crate::server::Sidecar;
-use crate::webconfig::WebConfig;
 
 /// Puts the calling thread (and the threads it starts) in the idle scheduling class. On a CPU it
 /// shares with a proxy worker, the admin thread then runs only while the worker has nothing to
@@ -195,7 +197,11 @@ async fn respond(
         ),
         (&Method::GET, "/rules") => {
             let config = sidecar.config();
-            reply(StatusCode::OK, YAML, crate::rules::render(&config))
+            reply(
+                StatusCode::OK,
+                YAML,
+                crate::artifacts::rules::render(&config),
+            )
         }
         (&Method::GET, "/catalog") => {
             let config = sidecar.config();
@@ -208,7 +214,7 @@ async fn respond(
             reply(
                 StatusCode::OK,
                 JSON,
-                crate::dashboard::render(&config.catalog),
+                crate::artifacts::dashboard::render(&config.catalog),
             )
         }
         (&Method::GET, "/-/healthy") => reply(StatusCode::OK, TEXT, "remedy is healthy.\n"),

@@ -4,8 +4,8 @@
 
 use std::fmt::Write;
 
+use crate::artifacts::rules::{self, OWN_ALERTS};
 use crate::config::Config;
-use crate::rules::{self, OWN_ALERTS};
 
 pub fn render(config: &Config) -> String {
     let catalog = &config.catalog;

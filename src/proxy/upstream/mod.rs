@@ -7,6 +7,8 @@
 //! gives each connection a task of its own: an upload then keeps flowing to the upstream even
 //! while the connector is not reading an early answer.
 
+pub mod pool;
+
 use std::error::Error as StdError;
 use std::io;
 use std::sync::Arc;
@@ -23,9 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use crate::config::SourceConfig;
-use crate::connector_body::{BadRequest, ConnectorBody};
 use crate::metrics::ErrorKind;
-use crate::pool::{Lease, Pool};
+use crate::proxy::connector_body::{BadRequest, ConnectorBody};
+use crate::proxy::upstream::pool::{Lease, Pool};
 
 /// The connection pools for one source.
 pub struct Upstream {
@@ -118,7 +120,7 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(t.idle.0)
-            .http1_max_buf_size(crate::pool::UPSTREAM_READ_BUFFER)
+            .http1_max_buf_size(crate::proxy::upstream::pool::UPSTREAM_READ_BUFFER)
             .build(https);
         Ok(Upstream {
             scheme: upstream.scheme.clone(),

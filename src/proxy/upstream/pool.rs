@@ -24,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 use tower_service::Service;
 
-use crate::deadline::LazyDeadline;
 use crate::metrics::ErrorKind;
-use crate::upstream::Failure;
+use crate::proxy::deadline::LazyDeadline;
+use crate::proxy::upstream::Failure;
 
 /// The most an upstream connection buffers of what it reads.
 pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;

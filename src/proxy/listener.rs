@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::deadline::LazyDeadline;
+use crate::proxy::deadline::LazyDeadline;
 
 /// One connection's requests, as its reader and its service both see them.
 #[derive(Debug)]

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
+use crate::artifacts::rules;
 use crate::catalog::Catalog;
-use crate::rules;
 
 /// Dashboard UID, stable so links and provisioning survive regeneration.
 pub const UID: &str = "remedy-connectors";

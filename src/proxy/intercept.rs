@@ -26,10 +26,10 @@ use tokio::time::Instant;
 
 use super::{ResponseBody, Routes, Via, refuse, text};
 use crate::ca::Authority;
-use crate::drain::{Drain, Watcher};
-use crate::framing::{Guarded, InService, Requests, Slots, Timeouts};
 use crate::metrics::ConnectOutcome;
-use crate::route::NoRoute;
+use crate::proxy::drain::{Drain, Watcher};
+use crate::proxy::listener::{Guarded, InService, Requests, Slots, Timeouts};
+use crate::proxy::route::NoRoute;
 
 /// How long a tunnelled host has to accept the TCP connection.
 const TUNNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
