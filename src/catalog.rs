@@ -354,6 +354,112 @@ fn default_alert_name(remediation: &str) -> String {
     name
 }
 
+// remedy's own alerts: their names and texts, and the texts of the FAQ's remediation keys
+// that the rules, the runbook and the dashboard all use.
+
+pub const UNMATCHED_ALERT: &str = "RemedyUnmatchedRequests";
+
+pub const UNREACHABLE_ALERT: &str = "RemedyUpstreamUnreachable";
+
+pub const RELOAD_ALERT: &str = "RemedyConfigReloadFailed";
+
+pub const IN_FLIGHT_ALERT: &str = "RemedyInFlightLimitReached";
+
+pub const NEAR_RATE_LIMIT_ALERT: &str = "ConnectorNearRateLimit";
+
+/// The remediation key of the FAQ's 429, whose advice `ConnectorNearRateLimit` carries.
+pub const RATE_LIMIT_KEY: &str = "reduce_concurrency";
+
+/// remedy's own alerts, each with a remediation key of its own.
+pub const OWN_ALERTS: &[&str] = &[
+    UNMATCHED_ALERT,
+    UNREACHABLE_ALERT,
+    IN_FLIGHT_ALERT,
+    RELOAD_ALERT,
+];
+
+/// The alerts that are not one per remediation key; their names are the keys of
+/// `alerts.overrides` besides the remediation keys.
+pub const NAMED_ALERTS: &[&str] = &[
+    UNMATCHED_ALERT,
+    UNREACHABLE_ALERT,
+    IN_FLIGHT_ALERT,
+    RELOAD_ALERT,
+    NEAR_RATE_LIMIT_ALERT,
+];
+
+/// Text of remedy's own alerts: (remediation key, meaning, advised action).
+pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str) {
+    match alert {
+        UNMATCHED_ALERT => (
+            "add_source",
+            "The connector sends requests that no configured source matches. remedy answers them 404 and never forwards them, so the connector's calls fail.",
+            "Add a source whose match.path_prefix or match.hosts covers these requests, or point the connector at an existing source's prefix. remedy's debug log names each refused path.",
+        ),
+        UNREACHABLE_ALERT => (
+            "check_upstream_reachability",
+            "remedy cannot reach the upstream API: connections are refused, reset, time out, fail TLS or DNS. remedy answers 502 or 504 itself (origin=\"proxy\").",
+            "Check egress from the pod (NetworkPolicy, DNS, proxy settings), the source's upstream URL and ca_file, and the timeouts. remedy_upstream_request_errors_total gives the kind of failure; remedy's warn log gives the cause.",
+        ),
+        IN_FLIGHT_ALERT => (
+            IN_FLIGHT_KEY,
+            "remedy answered 503 itself (origin=\"proxy\", remediation=\"raise_max_in_flight\") because the source already had max_in_flight requests in flight. The API never saw these requests.",
+            "Raise the source's max_in_flight in remedy's config, or reduce the connector's concurrency (fewer parallel requests, or fewer runs at once). remedy_upstream_requests_in_flight shows how close the source runs to its cap.",
+        ),
+        _ => (
+            "fix_config",
+            "The last reload of remedy's config failed; remedy keeps serving with the previous config.",
+            "Run remedy check-config on the file (or read remedy's error log, which names the key and line), fix it, and reload again.",
+        ),
+    }
+}
+
+/// `401 Unauthorized`, `500 Internal Server Error, 502 Bad Gateway or 503 Service Unavailable`.
+pub fn codes_phrase(r: &Remediation<'_>) -> String {
+    let names: Vec<String> = r
+        .entries
+        .iter()
+        .map(|e| format!("{} {}", e.code, e.name))
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
+}
+
+/// The FAQ's meaning for the key's codes; prefixed by code when several share the key.
+pub fn meaning_text(r: &Remediation<'_>) -> String {
+    if r.entries.len() == 1 {
+        return r.entries[0].meaning.clone();
+    }
+    r.entries
+        .iter()
+        .map(|e| format!("{} {}: {}", e.code, e.name, e.meaning))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The FAQ's advice sentences for the key's codes, word for word, each once.
+pub fn advice_sentences<'a>(r: &Remediation<'a>) -> Vec<&'a str> {
+    let mut sentences: Vec<&str> = Vec::new();
+    for e in &r.entries {
+        for a in &e.advice {
+            if !sentences.contains(&a.as_str()) {
+                sentences.push(a);
+            }
+        }
+    }
+    sentences
+}
+
+/// The FAQ's advised action for the key as one paragraph.
+pub fn advice_text(r: &Remediation<'_>) -> String {
+    advice_sentences(r).join(" ")
+}
+
+/// What `ConnectorNearRateLimit` means.
+pub const NEAR_RATE_LIMIT_MEANING: &str = "The API reports in its rate-limit headers that the source's quota is nearly used up (remedy_upstream_ratelimit_used_ratio). Once it is, the API answers 429 Too Many Requests and the extract is throttled.";
+
 #[cfg(test)]
 mod tests {
     use super::*;

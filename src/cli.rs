@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::artifacts::rules::Format;
+use crate::artifacts::rules;
 
 /// remedy: a Prometheus exporter sidecar that counts a data connector's API responses by
 /// source and status, labelled with the FAQ's advised action.
@@ -45,8 +45,8 @@ pub enum Command {
         /// The config whose catalog and alert settings to use; built-in defaults without it.
         #[arg(long, visible_alias = "config.file")]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = Format::Rules)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = RulesFormat::Rules)]
+        format: RulesFormat,
     },
     /// Print the Grafana dashboard JSON.
     Dashboard {
@@ -66,4 +66,22 @@ pub enum Command {
         #[arg(long, visible_alias = "config.file")]
         config: Option<PathBuf>,
     },
+}
+
+/// `remedy rules --format`, mapped onto the generator's own type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RulesFormat {
+    /// A Prometheus rules file.
+    Rules,
+    /// A `monitoring.coreos.com/v1` PrometheusRule for the Prometheus Operator.
+    Prometheusrule,
+}
+
+impl From<RulesFormat> for rules::Format {
+    fn from(f: RulesFormat) -> Self {
+        match f {
+            RulesFormat::Rules => rules::Format::Rules,
+            RulesFormat::Prometheusrule => rules::Format::Prometheusrule,
+        }
+    }
 }

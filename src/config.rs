@@ -773,15 +773,13 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
     let keys: Vec<&str> = c.catalog.remediations().iter().map(|r| r.key).collect();
     for (key, o) in &a.overrides {
         let path = format!("alerts.overrides.{key}");
-        if !keys.contains(&key.as_str())
-            && !crate::artifacts::rules::NAMED_ALERTS.contains(&key.as_str())
-        {
+        if !keys.contains(&key.as_str()) && !crate::catalog::NAMED_ALERTS.contains(&key.as_str()) {
             return Err((
                 path,
                 format!(
                     "unknown remediation key {key:?}; known: {}, or an alert name ({})",
                     keys.join(", "),
-                    crate::artifacts::rules::NAMED_ALERTS.join(", ")
+                    crate::catalog::NAMED_ALERTS.join(", ")
                 ),
             ));
         }

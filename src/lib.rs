@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pem;
 pub mod proxy;
 pub mod server;
+pub mod sidecar;
 
 /// The crate version, the `version` label of `remedy_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

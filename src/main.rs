@@ -6,7 +6,8 @@ use clap::Parser;
 use remedy::admin::webconfig::WebConfig;
 use remedy::cli::{Cli, Command, LogFormat};
 use remedy::config::{self, Config};
-use remedy::server::{Bound, Sidecar};
+use remedy::server::Bound;
+use remedy::sidecar::Sidecar;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -81,7 +82,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Rules { config, format } => {
             let c = load_or_default(config.as_deref())?;
-            print(&remedy::artifacts::rules::render_as(&c, format))
+            print(&remedy::artifacts::rules::render_as(&c, format.into()))
         }
         Command::Dashboard { config } => {
             let c = load_or_default(config.as_deref())?;

@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::admin::webconfig::WebConfig;
-use crate::server::Sidecar;
+use crate::sidecar::Sidecar;
 
 /// Puts the calling thread (and the threads it starts) in the idle scheduling class. On a CPU it
 /// shares with a proxy worker, the admin thread then runs only while the worker has nothing to

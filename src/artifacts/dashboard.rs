@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::artifacts::rules;
-use crate::catalog::Catalog;
+use crate::catalog::{self, Catalog};
 
 /// Dashboard UID, stable so links and provisioning survive regeneration.
 pub const UID: &str = "remedy-connectors";
@@ -29,7 +29,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
     let r = "remedy_upstream_responses_total";
     let sel = "source=~\"$source\"";
     let alerts = rules::alert_names(catalog).join("|");
-    let near = rules::default_settings(rules::NEAR_RATE_LIMIT_ALERT).threshold;
+    let near = rules::default_settings(catalog::NEAR_RATE_LIMIT_ALERT).threshold;
     let [_, _, (used, _), (reset, _)] = crate::metrics::QUOTA_GAUGES;
     vec![
         Panel {
@@ -90,7 +90,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                 "Share of each source's quota used, from the rate-limit headers its API sends (any dialect \
                  remedy reads: `remedy explain 429`), for the window nearest exhaustion. \
                  {near} fires at the red line ({t}, its default threshold), before the 429s beside it.",
-                near = rules::NEAR_RATE_LIMIT_ALERT,
+                near = catalog::NEAR_RATE_LIMIT_ALERT,
                 t = near,
             ),
             unit: "percentunit",

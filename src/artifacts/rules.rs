@@ -9,38 +9,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Remediation};
+use crate::catalog::{
+    Catalog, IN_FLIGHT_ALERT, NAMED_ALERTS, NEAR_RATE_LIMIT_ALERT, NEAR_RATE_LIMIT_MEANING,
+    RATE_LIMIT_KEY, RELOAD_ALERT, Remediation, UNMATCHED_ALERT, UNREACHABLE_ALERT, advice_text,
+    codes_phrase, meaning_text, own_alert_text,
+};
 use crate::config::{AlertOverride, Config, Dur, Severity};
 use crate::metrics::SOURCE_UNMATCHED;
 
-pub const UNMATCHED_ALERT: &str = "RemedyUnmatchedRequests";
-pub const UNREACHABLE_ALERT: &str = "RemedyUpstreamUnreachable";
-pub const RELOAD_ALERT: &str = "RemedyConfigReloadFailed";
-pub const IN_FLIGHT_ALERT: &str = "RemedyInFlightLimitReached";
-pub const NEAR_RATE_LIMIT_ALERT: &str = "ConnectorNearRateLimit";
-use crate::catalog::IN_FLIGHT_KEY;
 use crate::metrics::QUOTA_GAUGES;
-
-/// The remediation key of the FAQ's 429, whose advice `ConnectorNearRateLimit` carries.
-const RATE_LIMIT_KEY: &str = "reduce_concurrency";
-
-/// remedy's own alerts, each with a remediation key of its own.
-pub const OWN_ALERTS: &[&str] = &[
-    UNMATCHED_ALERT,
-    UNREACHABLE_ALERT,
-    IN_FLIGHT_ALERT,
-    RELOAD_ALERT,
-];
-
-/// The alerts that are not one per remediation key; their names are the keys of
-/// `alerts.overrides` besides the remediation keys.
-pub const NAMED_ALERTS: &[&str] = &[
-    UNMATCHED_ALERT,
-    UNREACHABLE_ALERT,
-    IN_FLIGHT_ALERT,
-    RELOAD_ALERT,
-    NEAR_RATE_LIMIT_ALERT,
-];
 
 /// What an alert fires on, after defaults and the config's overrides.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -287,32 +264,6 @@ pub fn responses_from_zero(selector: &str, window: &str) -> String {
 /// Every response of a configured source (not the refused, unmatched ones).
 const MATCHED: &str = "source!=\"unmatched\"";
 
-/// Text of remedy's own alerts: (remediation key, meaning, advised action).
-pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str) {
-    match alert {
-        UNMATCHED_ALERT => (
-            "add_source",
-            "The connector sends requests that no configured source matches. remedy answers them 404 and never forwards them, so the connector's calls fail.",
-            "Add a source whose match.path_prefix or match.hosts covers these requests, or point the connector at an existing source's prefix. remedy's debug log names each refused path.",
-        ),
-        UNREACHABLE_ALERT => (
-            "check_upstream_reachability",
-            "remedy cannot reach the upstream API: connections are refused, reset, time out, fail TLS or DNS. remedy answers 502 or 504 itself (origin=\"proxy\").",
-            "Check egress from the pod (NetworkPolicy, DNS, proxy settings), the source's upstream URL and ca_file, and the timeouts. remedy_upstream_request_errors_total gives the kind of failure; remedy's warn log gives the cause.",
-        ),
-        IN_FLIGHT_ALERT => (
-            IN_FLIGHT_KEY,
-            "remedy answered 503 itself (origin=\"proxy\", remediation=\"raise_max_in_flight\") because the source already had max_in_flight requests in flight. The API never saw these requests.",
-            "Raise the source's max_in_flight in remedy's config, or reduce the connector's concurrency (fewer parallel requests, or fewer runs at once). remedy_upstream_requests_in_flight shows how close the source runs to its cap.",
-        ),
-        _ => (
-            "fix_config",
-            "The last reload of remedy's config failed; remedy keeps serving with the previous config.",
-            "Run remedy check-config on the file (or read remedy's error log, which names the key and line), fix it, and reload again.",
-        ),
-    }
-}
-
 /// The rules for `config` as a Prometheus rules file.
 pub fn build(config: &Config) -> RulesFile {
     let shape = Shape::new(config);
@@ -408,49 +359,6 @@ fn annotations(
             config.alerts.runbook_url.replace("{remediation}", key),
         ),
     ])
-}
-
-/// `401 Unauthorized`, `500 Internal Server Error, 502 Bad Gateway or 503 Service Unavailable`.
-pub fn codes_phrase(r: &Remediation<'_>) -> String {
-    let names: Vec<String> = r
-        .entries
-        .iter()
-        .map(|e| format!("{} {}", e.code, e.name))
-        .collect();
-    match names.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.join(""),
-    }
-}
-
-/// The FAQ's meaning for the key's codes; prefixed by code when several share the key.
-pub fn meaning_text(r: &Remediation<'_>) -> String {
-    if r.entries.len() == 1 {
-        return r.entries[0].meaning.clone();
-    }
-    r.entries
-        .iter()
-        .map(|e| format!("{} {}: {}", e.code, e.name, e.meaning))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The FAQ's advice sentences for the key's codes, word for word, each once.
-pub fn advice_sentences<'a>(r: &Remediation<'a>) -> Vec<&'a str> {
-    let mut sentences: Vec<&str> = Vec::new();
-    for e in &r.entries {
-        for a in &e.advice {
-            if !sentences.contains(&a.as_str()) {
-                sentences.push(a);
-            }
-        }
-    }
-    sentences
-}
-
-/// The FAQ's advised action for the key as one paragraph.
-pub fn advice_text(r: &Remediation<'_>) -> String {
-    advice_sentences(r).join(" ")
 }
 
 fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rule {
@@ -606,9 +514,6 @@ fn near_rate_limit(config: &Config, shape: &Shape) -> Rule {
     )
 }
 
-/// What `ConnectorNearRateLimit` means.
-pub const NEAR_RATE_LIMIT_MEANING: &str = "The API reports in its rate-limit headers that the source's quota is nearly used up (remedy_upstream_ratelimit_used_ratio). Once it is, the API answers 429 Too Many Requests and the extract is throttled.";
-
 fn own_alert(config: &Config, name: &str, expr: String, s: &Settings, summary: String) -> Rule {
     let (key, meaning, advice) = own_alert_text(name);
     alert(
@@ -645,7 +550,7 @@ fn alert(
 }
 
 /// Output format of `remedy rules`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// A Prometheus rules file.
     #[default]

@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::artifacts::rules::{self, OWN_ALERTS};
+use crate::artifacts::rules;
+use crate::catalog::{self, OWN_ALERTS, RATE_LIMIT_KEY};
 use crate::config::Config;
 
 pub fn render(config: &Config) -> String {
@@ -18,7 +19,7 @@ pub fn render(config: &Config) -> String {
          `runbook_url` annotation; the anchor is the alert's `remediation` label.\n\n\
          All queries use remedy's metrics; replace `SOURCE` with the alert's `source` label.\n\n",
     );
-    let near_threshold = rules::settings(config, rules::NEAR_RATE_LIMIT_ALERT).threshold;
+    let near_threshold = rules::settings(config, catalog::NEAR_RATE_LIMIT_ALERT).threshold;
     for r in catalog.remediations() {
         let codes: Vec<String> = r.codes().iter().map(u16::to_string).collect();
         let code_re = codes.join("|");
@@ -31,14 +32,14 @@ pub fn render(config: &Config) -> String {
             key = r.key,
             alert = r.alert,
             before = if r.key == RATE_LIMIT_KEY {
-                format!(" (and `{}` before it)", rules::NEAR_RATE_LIMIT_ALERT)
+                format!(" (and `{}` before it)", catalog::NEAR_RATE_LIMIT_ALERT)
             } else {
                 String::new()
             },
-            phrase = rules::codes_phrase(&r),
-            meaning = rules::meaning_text(&r),
+            phrase = catalog::codes_phrase(&r),
+            meaning = catalog::meaning_text(&r),
         );
-        for a in rules::advice_sentences(&r) {
+        for a in catalog::advice_sentences(&r) {
             let _ = writeln!(md, "- {a}");
         }
         let _ = write!(
@@ -56,15 +57,15 @@ pub fn render(config: &Config) -> String {
         );
     }
     for alert in OWN_ALERTS {
-        let (key, meaning, advice) = rules::own_alert_text(alert);
+        let (key, meaning, advice) = catalog::own_alert_text(alert);
         let query = match *alert {
-            rules::UNMATCHED_ALERT => format!(
+            catalog::UNMATCHED_ALERT => format!(
                 "sum(rate(remedy_upstream_responses_total{{source=\"unmatched\"}}[{window}]))"
             ),
-            rules::UNREACHABLE_ALERT => format!(
+            catalog::UNREACHABLE_ALERT => format!(
                 "sum by (source, kind) (rate(remedy_upstream_request_errors_total[{window}]))"
             ),
-            rules::IN_FLIGHT_ALERT => format!(
+            catalog::IN_FLIGHT_ALERT => format!(
                 "sum by (source) (rate(remedy_upstream_responses_total{{origin=\"proxy\",code=\"503\"}}[{window}]))\n\
                  max by (source) (remedy_upstream_requests_in_flight)"
             ),
@@ -81,8 +82,6 @@ pub fn render(config: &Config) -> String {
     md.push('\n');
     md
 }
-
-const RATE_LIMIT_KEY: &str = "reduce_concurrency";
 
 fn signals(key: &str, codes: &[u16], window: &str, near_threshold: f64) -> String {
     let mut out = String::from(
@@ -129,7 +128,7 @@ fn signals(key: &str, codes: &[u16], window: &str, near_threshold: f64) -> Strin
              concurrency limit:\n\n```promql\n\
              max by (source) (last_over_time(remedy_upstream_ratelimit_used_ratio{{source=\"SOURCE\"}}[{window}]))\n\
              max by (source) (last_over_time(remedy_upstream_ratelimit_reset_seconds{{source=\"SOURCE\"}}[{window}]))\n```",
-            near = rules::NEAR_RATE_LIMIT_ALERT,
+            near = catalog::NEAR_RATE_LIMIT_ALERT,
             share = near_threshold * 100.0,
         );
     }
