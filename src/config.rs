@@ -187,7 +187,7 @@ pub struct SourceConfig {
     /// The `source` label value: `[a-z][a-z0-9_]*`.
     pub name: SourceName,
     /// `http` or `https` URL of the API, with an optional base path.
-    pub upstream: Upstream,
+    pub upstream: UpstreamUrl,
     /// Which requests belong to this source.
     #[serde(rename = "match")]
     pub matcher: MatchConfig,
@@ -473,20 +473,20 @@ impl<'de> Deserialize<'de> for SourceName {
 
 /// An upstream API's URL: scheme, authority and a base path without trailing slash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub struct UpstreamUrl {
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
     /// Empty, or `/v1` style: prepended to the forwarded path.
     pub base_path: String,
 }
 
-impl fmt::Display for Upstream {
+impl fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
     }
 }
 
-impl std::str::FromStr for Upstream {
+impl std::str::FromStr for UpstreamUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
@@ -520,7 +520,7 @@ impl std::str::FromStr for Upstream {
             ));
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Upstream {
+        Ok(UpstreamUrl {
             scheme,
             authority,
             base_path,
@@ -528,7 +528,7 @@ impl std::str::FromStr for Upstream {
     }
 }
 
-impl<'de> Deserialize<'de> for Upstream {
+impl<'de> Deserialize<'de> for UpstreamUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?
             .parse()
@@ -1118,7 +1118,7 @@ mod tests {
 
     #[test]
     fn upstream_urls_split_into_parts() {
-        let u: Upstream = "https://api.example.com:8443/v2/".parse().unwrap();
+        let u: UpstreamUrl = "https://api.example.com:8443/v2/".parse().unwrap();
         assert_eq!(u.scheme, http::uri::Scheme::HTTPS);
         assert_eq!(u.authority.as_str(), "api.example.com:8443");
         assert_eq!(u.base_path, "/v2");
@@ -1129,7 +1129,7 @@ mod tests {
             "https://x/?a=1",
             "/path",
         ] {
-            assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+            assert!(bad.parse::<UpstreamUrl>().is_err(), "{bad}");
         }
     }
 

@@ -45,7 +45,7 @@ use crate::proxy::upstream::pool::Lease;
 
 use crate::proxy::redact::Redactor;
 use crate::proxy::route::{NoRoute, Router};
-use upstream::{SendError, Upstream};
+use upstream::{SendError, UpstreamClient};
 
 /// Everything a request needs from the live config; swapped whole on reload.
 pub struct Routes {
@@ -77,10 +77,10 @@ pub enum Via {
 
 /// One source, ready to forward to.
 pub struct Target {
-    upstream_url: config::Upstream,
+    upstream_url: config::UpstreamUrl,
     preserve_host: bool,
     idle: Duration,
-    client: Upstream,
+    client: UpstreamClient,
     metrics: Arc<SourceMetrics>,
     limit: Option<Arc<Semaphore>>,
     /// How the API states a reset, when its vendor is known.
@@ -133,7 +133,7 @@ impl Target {
             upstream_url: s.upstream.clone(),
             preserve_host: s.preserve_host,
             idle: s.timeouts.idle.0,
-            client: Upstream::new(s)?,
+            client: UpstreamClient::new(s)?,
             metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
             limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
             reset_style: ratelimit::ResetStyle::for_host(s.upstream.authority.host()),

@@ -30,7 +30,7 @@ use crate::proxy::connector_body::{BadRequest, ConnectorBody};
 use crate::proxy::upstream::pool::{Lease, Pool};
 
 /// The connection pools for one source.
-pub struct Upstream {
+pub struct UpstreamClient {
     scheme: Scheme,
     authority: Authority,
     client: Client<HttpsConnector<HttpConnector>, ConnectorBody>,
@@ -79,7 +79,7 @@ impl Failure {
     }
 }
 
-impl Upstream {
+impl UpstreamClient {
     pub fn new(source: &SourceConfig) -> Result<Self, BuildError> {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -122,7 +122,7 @@ impl Upstream {
             .pool_idle_timeout(t.idle.0)
             .http1_max_buf_size(crate::proxy::upstream::pool::UPSTREAM_READ_BUFFER)
             .build(https);
-        Ok(Upstream {
+        Ok(UpstreamClient {
             scheme: upstream.scheme.clone(),
             authority: upstream.authority.clone(),
             client,
