@@ -1,4 +1,4 @@
-//! The request's life, in phases: route, limit, rewrite the request, forward, observe the
+//! The request's life, in phases: route, admit, rewrite the request, forward, observe the
 //! response head, stream the body back, record the outcome exactly once.
 //!
 //! Recording is tied to a [`Pending`] guard created when the request is routed and dropped
@@ -198,6 +198,10 @@ impl Drop for Pending {
 
 /// Serves one request from the connector. Never fails: every problem is an HTTP answer.
 /// `request` keeps it counted as in service on its connection until the response has gone.
+///
+/// The request's life, phase by phase: [`route`], [`admit`], [`rewrite_request`],
+/// [`forward`], [`observe_head`], [`stream_back`]. From admission on, a [`Pending`] guard
+/// records the request exactly once, whichever phase ends it.
 pub async fn handle(
     routes: Arc<Routes>,
     client_ip: HeaderValue,
@@ -215,63 +219,120 @@ pub async fn handle(
         Via::Tunnel(host) => Some(host),
         Via::Listener | Via::Connect(_) => None,
     };
-    // Every return goes through here (a wrapping future would copy this one's state).
-    let answer = |resp: Response<ResponseBody>| Ok(resp.map(|b| Answering::new(b, request)));
-    if ambiguous_framing {
-        tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
-        return answer(refuse(&routes.unmatched, start, NoRoute::AmbiguousFraming));
+    let resp = async {
+        let (target, path) = route(&routes, ambiguous_framing, &req, tunnel.as_deref(), start)?;
+        let mut pending = admit(target, start)?;
+        let seen = Seen::of(&routes, &req);
+        rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
+        let (resp, lease) = forward(&routes, target, &mut pending, &seen, path, req, start).await?;
+        observe_head(target, &mut pending, &seen, &resp, start);
+        stream_back(&routes, target, pending, &seen, resp, lease).await
+    };
+    let resp = resp.await.unwrap_or_else(|answered| *answered);
+    Ok(resp.map(|b| Answering::new(b, request)))
+}
+
+/// An answer remedy made itself, ending the request's phases early. Boxed, so that the
+/// phases' results stay small on the path that forwards.
+type Answered = Box<Response<ResponseBody>>;
+
+/// What the phases after the rewrite still need of the connector's request.
+struct Seen {
+    method: http::Method,
+    /// For the warn line of a failure (a reference-counted clone, not a copy).
+    uri: http::Uri,
+    /// The redacted path and query, made only when debug lines are logged.
+    logged_path: Option<String>,
+}
+
+impl Seen {
+    fn of<B>(routes: &Routes, req: &Request<B>) -> Self {
+        let uri = req.uri().clone();
+        let logged_path = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            routes
+                .redact
+                .path_and_query(uri.path(), uri.query())
+                .into_owned()
+        });
+        Seen {
+            method: req.method().clone(),
+            uri,
+            logged_path,
+        }
     }
-    if !crate::proxy::route::only_chunked(req.headers()) {
-        return answer(refuse(&routes.unmatched, start, NoRoute::UnsupportedCoding));
+
+    fn path(&self, routes: &Routes) -> String {
+        routes
+            .redact
+            .path_and_query(self.uri.path(), self.uri.query())
+            .into_owned()
     }
-    // Phase 1: pick the upstream.
-    let host = crate::proxy::route::host_header(req.version(), req.headers());
-    let routed = host.and_then(|host| {
-        let host = host.and_then(|h| h.to_str().ok());
-        match &tunnel {
+}
+
+/// Phase 1: the source the request belongs to and the path it has there, or the refusal
+/// (counted under `source="unmatched"`).
+fn route<'r>(
+    routes: &'r Routes,
+    ambiguous_framing: bool,
+    req: &Request<Incoming>,
+    tunnel: Option<&str>,
+    start: Instant,
+) -> Result<(&'r Target, PathAndQuery), Answered> {
+    let refuse = |no| Err(Box::new(refuse(&routes.unmatched, start, no)));
+    if let Some(no) = unfollowable(ambiguous_framing, req) {
+        return refuse(no);
+    }
+    let routed = crate::proxy::route::host_header(req.version(), req.headers()).and_then(|h| {
+        let host = h.and_then(|h| h.to_str().ok());
+        match tunnel {
             Some(t) => routes
                 .router
                 .route_in_tunnel(t, req.method(), req.uri(), host),
             None => routes.router.route(req.method(), req.uri(), host),
         }
     });
-    let (target, upstream_path) = match routed {
+    match routed {
         Ok(r) => {
             let target = &routes.targets[r.source];
             match target.upstream_path(r.path, r.query) {
-                Some(path) => (target, path),
-                None => {
-                    return answer(refuse(
-                        &routes.unmatched,
-                        start,
-                        NoRoute::UnsafePath("it does not form a valid upstream URI"),
-                    ));
-                }
+                Some(path) => Ok((target, path)),
+                None => refuse(NoRoute::UnsafePath("it does not form a valid upstream URI")),
             }
         }
         Err(no) => {
-            if tracing::enabled!(tracing::Level::DEBUG) {
-                let path = routes
-                    .redact
-                    .path_and_query(req.uri().path(), req.uri().query());
-                tracing::debug!(
-                    method = %req.method(),
-                    path = %path,
-                    host = req
-                        .headers()
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or(""),
-                    reason = no.short(),
-                    "request not forwarded"
-                );
-            }
-            return answer(refuse(&routes.unmatched, start, no));
+            log_refusal(routes, req, no);
+            refuse(no)
         }
-    };
-    let mut pending = Pending::new(target.metrics.clone(), start);
+    }
+}
 
-    // Phase 2: admission under the source's in-flight cap.
+/// A request whose framing the guard could not follow, or whose body coding remedy cannot
+/// forward faithfully.
+fn unfollowable(ambiguous_framing: bool, req: &Request<Incoming>) -> Option<NoRoute> {
+    if ambiguous_framing {
+        tracing::debug!(method = %req.method(), "request not forwarded: ambiguous framing");
+        return Some(NoRoute::AmbiguousFraming);
+    }
+    (!crate::proxy::route::only_chunked(req.headers())).then_some(NoRoute::UnsupportedCoding)
+}
+
+fn log_refusal(routes: &Routes, req: &Request<Incoming>, no: NoRoute) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let host = req.headers().get(header::HOST);
+        tracing::debug!(
+            method = %req.method(),
+            path = %routes.redact.path_and_query(req.uri().path(), req.uri().query()),
+            host = host.and_then(|h| h.to_str().ok()).unwrap_or(""),
+            reason = no.short(),
+            "request not forwarded"
+        );
+    }
+}
+
+/// Phase 2: admission under the source's in-flight cap; from here the request is counted
+/// once by the guard returned, or answered 503 when the cap is reached.
+fn admit(target: &Target, start: Instant) -> Result<Pending, Answered> {
+    let mut pending = Pending::new(target.metrics.clone(), start);
     if let Some(limit) = &target.limit {
         match limit.clone().try_acquire_owned() {
             Ok(permit) => pending._permit = Some(permit),
@@ -281,70 +342,93 @@ pub async fn handle(
                     source = target.metrics.name(),
                     "in-flight cap reached: answering 503"
                 );
-                return answer(text(
+                return Err(Box::new(text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "remedy: this source's max_in_flight is reached; retry later\n",
-                ));
+                )));
             }
         }
     }
+    Ok(pending)
+}
 
-    // Phase 3: rewrite the request for the upstream.
-    let method = req.method().clone();
-    let logged_path = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-        routes
-            .redact
-            .path_and_query(req.uri().path(), req.uri().query())
-            .into_owned()
-    });
-    // Kept for the warn line of a failure (a reference-counted clone, not a copy).
-    let connector_uri = req.uri().clone();
-    rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
-
-    // Phase 4: forward and wait for the response head.
-    let (resp, lease) = match target.client.send(upstream_path, req, start).await {
-        Ok(sent) => sent,
+/// Phase 4: sends the request and waits for the response head; a request the connector
+/// could not send whole is a 400, an upstream that cannot be reached a 502 or 504.
+async fn forward(
+    routes: &Routes,
+    target: &Target,
+    pending: &mut Pending,
+    seen: &Seen,
+    path: PathAndQuery,
+    req: Request<Incoming>,
+    start: Instant,
+) -> Result<(Response<Incoming>, Option<Lease>), Answered> {
+    match target.client.send(path, req, start).await {
+        Ok(sent) => Ok(sent),
         Err(SendError::Connector(bad)) => {
-            let path = routes
-                .redact
-                .path_and_query(connector_uri.path(), connector_uri.query());
-            return answer(bad_request(&mut pending, target, &method, &path, bad));
+            let path = seen.path(routes);
+            Err(Box::new(bad_request(
+                pending,
+                target,
+                &seen.method,
+                &path,
+                bad,
+            )))
         }
-        Err(SendError::Upstream(failure)) => {
-            let status = if failure.kind == ErrorKind::Timeout {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            tracing::warn!(
-                source = target.metrics.name(),
-                %method,
-                path = %routes.redact.path_and_query(connector_uri.path(), connector_uri.query()),
-                status = status.as_u16(),
-                kind = failure.kind.as_str(),
-                cause = %failure.cause,
-                "upstream unreachable"
-            );
-            pending.status = status.as_u16();
-            pending.error = Some(failure.kind);
-            let body = format!(
-                "remedy: upstream {} unreachable ({}): {}\n",
-                target.upstream_url,
-                failure.kind.as_str(),
-                failure.cause
-            );
-            return answer(text(status, body));
-        }
-    };
+        Err(SendError::Upstream(failure)) => Err(Box::new(unreachable(
+            routes, target, pending, seen, &failure,
+        ))),
+    }
+}
 
-    // Phase 5: observe the response head.
+fn unreachable(
+    routes: &Routes,
+    target: &Target,
+    pending: &mut Pending,
+    seen: &Seen,
+    failure: &upstream::Failure,
+) -> Response<ResponseBody> {
+    let status = if failure.kind == ErrorKind::Timeout {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    tracing::warn!(
+        source = target.metrics.name(),
+        method = %seen.method,
+        path = %seen.path(routes),
+        status = status.as_u16(),
+        kind = failure.kind.as_str(),
+        cause = %failure.cause,
+        "upstream unreachable"
+    );
+    pending.status = status.as_u16();
+    pending.error = Some(failure.kind);
+    let body = format!(
+        "remedy: upstream {} unreachable ({}): {}\n",
+        target.upstream_url,
+        failure.kind.as_str(),
+        failure.cause
+    );
+    text(status, body)
+}
+
+/// Phase 5: the response head as the connector will get it: its status is what the guard
+/// counts, its rate-limit headers go to the source's gauges.
+fn observe_head(
+    target: &Target,
+    pending: &mut Pending,
+    seen: &Seen,
+    resp: &Response<Incoming>,
+    start: Instant,
+) {
     pending.status = resp.status().as_u16();
     pending.origin = Origin::Upstream;
     observe_headers(target, resp.status(), resp.headers());
-    if let Some(path) = &logged_path {
+    if let Some(path) = &seen.logged_path {
         tracing::debug!(
             source = target.metrics.name(),
-            %method,
+            method = %seen.method,
             path = path.as_str(),
             status = pending.status,
             origin = "upstream",
@@ -352,50 +436,39 @@ pub async fn handle(
             "proxied"
         );
     }
+}
 
-    // Phase 6: stream the body back; the outcome is recorded when it ends.
-    let (mut parts, body) = resp.into_parts();
+/// Phase 6: the response, its body streamed back as it comes; the guard records the outcome
+/// when the body ends, fails or is dropped.
+async fn stream_back(
+    routes: &Routes,
+    target: &Target,
+    mut pending: Pending,
+    seen: &Seen,
+    resp: Response<Incoming>,
+    mut lease: Option<Lease>,
+) -> Result<Response<ResponseBody>, Answered> {
+    let (mut parts, mut body) = resp.into_parts();
     if strip_hop_by_hop(&mut parts.headers) {
         // hyper read the body by its chunks; a `Content-Length` beside them (RFC 9112 §6.3
         // says to ignore it) would frame the re-sent body wrongly.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let (mut body, mut lease) = (body, lease);
     let held = match peek(&mut body, &mut lease).await {
+        // The upstream broke before the body began: nothing of this answer has reached the
+        // connector, so remedy answers for it, as for a connection that failed before its head.
         Poll::Ready(Some(Err(e))) => {
-            // The upstream broke before the body began: nothing of this answer has reached
-            // the connector, so remedy answers for it, as for a connection that failed
-            // before its head.
-            return answer(broken_before_body(
-                &mut pending,
-                target,
-                &method,
-                &connector_uri,
-                &routes.redact,
-                &e,
-            ));
+            let answer = broken_before_body(&mut pending, target, seen, &routes.redact, &e);
+            return Err(Box::new(answer));
         }
         Poll::Ready(Some(Ok(frame))) => Some(frame),
         Poll::Ready(None) | Poll::Pending => None,
     };
-    let lease = lease.map(|mut l| {
+    if let Some(l) = lease.as_mut() {
         l.set_complete(body.is_end_stream());
-        l
-    });
-    answer(Response::from_parts(
-        parts,
-        ResponseBody::Stream {
-            body,
-            held,
-            sent: false,
-            deferred: None,
-            idle: LazyDeadline::default(),
-            idle_after: target.idle,
-            last_progress: None,
-            pending: Some(pending),
-            lease,
-        },
-    ))
+    }
+    let body = ResponseBody::streaming(body, held, target.idle, pending, lease);
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Polls the upstream body once, without waiting: a break already known when the head
@@ -421,16 +494,15 @@ async fn peek(
 fn broken_before_body(
     pending: &mut Pending,
     target: &Target,
-    method: &http::Method,
-    uri: &http::Uri,
+    seen: &Seen,
     redact: &Redactor,
     e: &hyper::Error,
 ) -> Response<ResponseBody> {
     let cause = upstream::causes(e);
     tracing::warn!(
         source = target.metrics.name(),
-        %method,
-        path = %redact.path_and_query(uri.path(), uri.query()),
+        method = %seen.method,
+        path = %redact.path_and_query(seen.uri.path(), seen.uri.query()),
         upstream_status = pending.status,
         status = 502,
         kind = ErrorKind::Reset.as_str(),
@@ -721,6 +793,29 @@ pin_project! {
 #[derive(Debug, thiserror::Error)]
 #[error("upstream body idle for longer than {0:?}")]
 pub struct IdleTimeout(Duration);
+
+impl ResponseBody {
+    /// The upstream's body on its way to the connector; `held` is a frame already read.
+    fn streaming(
+        body: Incoming,
+        held: Option<Frame<Bytes>>,
+        idle_after: Duration,
+        pending: Pending,
+        lease: Option<Lease>,
+    ) -> Self {
+        ResponseBody::Stream {
+            body,
+            held,
+            sent: false,
+            deferred: None,
+            idle: LazyDeadline::default(),
+            idle_after,
+            last_progress: None,
+            pending: Some(pending),
+            lease,
+        }
+    }
+}
 
 impl Body for ResponseBody {
     type Data = Bytes;
