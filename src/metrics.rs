@@ -129,24 +129,43 @@ impl ConnectOutcome {
     }
 }
 
-const RESPONSES: &str = "remedy_upstream_responses_total";
+/// Every metric's name, defined here once: the recorder registers them, and the rules, the
+/// dashboard and the runbook query them by these constants.
+pub mod names {
+    pub const RESPONSES: &str = "remedy_upstream_responses_total";
+    pub const DURATION: &str = "remedy_upstream_request_duration_seconds";
+    pub const ERRORS: &str = "remedy_upstream_request_errors_total";
+    pub const IN_FLIGHT: &str = "remedy_upstream_requests_in_flight";
+    pub const RETRY_AFTER: &str = "remedy_upstream_retry_after_seconds";
+    pub const REMAINING: &str = "remedy_upstream_ratelimit_remaining";
+    pub const LIMIT: &str = "remedy_upstream_ratelimit_limit";
+    pub const USED_RATIO: &str = "remedy_upstream_ratelimit_used_ratio";
+    pub const RESET: &str = "remedy_upstream_ratelimit_reset_seconds";
+    pub const INTERCEPT: &str = "remedy_intercept_connections_total";
+    pub const FAQ_INFO: &str = "remedy_faq_info";
+    pub const BUILD_INFO: &str = "remedy_build_info";
+    pub const RELOAD_SUCCESSFUL: &str = "remedy_config_last_reload_successful";
+    pub const RELOAD_TIMESTAMP: &str = "remedy_config_last_reload_success_timestamp_seconds";
+}
+
+use names::RESPONSES;
 
 /// The rate-limit gauges, in the order of [`SourceMetrics::quota`]'s fields, with their help.
 pub const QUOTA_GAUGES: [(&str, &str); 4] = [
     (
-        "remedy_upstream_ratelimit_remaining",
+        names::REMAINING,
         "Requests (or quota units) left in the source's quota, as of the last response that stated it.",
     ),
     (
-        "remedy_upstream_ratelimit_limit",
+        names::LIMIT,
         "The size of the source's quota, as of the last response that stated it.",
     ),
     (
-        "remedy_upstream_ratelimit_used_ratio",
+        names::USED_RATIO,
         "Share of the source's quota used, 0 to 1, for the window nearest exhaustion.",
     ),
     (
-        "remedy_upstream_ratelimit_reset_seconds",
+        names::RESET,
         "Seconds until the source's quota is restored, as of the last response that stated it.",
     ),
 ];
@@ -165,7 +184,7 @@ impl Recorder {
         .expect("valid metric");
         let duration = HistogramVec::new(
             HistogramOpts::new(
-                "remedy_upstream_request_duration_seconds",
+                names::DURATION,
                 "Time from a request's arrival to the end of its response body.",
             )
             .buckets(buckets.to_vec()),
@@ -174,7 +193,7 @@ impl Recorder {
         .expect("valid metric");
         let errors = IntCounterVec::new(
             Opts::new(
-                "remedy_upstream_request_errors_total",
+                names::ERRORS,
                 "Why remedy answered 502/504 itself: connect, dns, tls, timeout, reset.",
             ),
             &["source", "kind"],
@@ -182,7 +201,7 @@ impl Recorder {
         .expect("valid metric");
         let in_flight = IntGaugeVec::new(
             Opts::new(
-                "remedy_upstream_requests_in_flight",
+                names::IN_FLIGHT,
                 "Requests received and not yet fully answered.",
             ),
             &["source"],
@@ -190,7 +209,7 @@ impl Recorder {
         .expect("valid metric");
         let retry_after = GaugeVec::new(
             Opts::new(
-                "remedy_upstream_retry_after_seconds",
+                names::RETRY_AFTER,
                 "The last Retry-After the upstream sent, in seconds.",
             ),
             &["source"],
@@ -201,14 +220,14 @@ impl Recorder {
         });
         let faq_info = IntGaugeVec::new(
             Opts::new(
-                "remedy_faq_info",
+                names::FAQ_INFO,
                 "The FAQ catalog: meaning and advised action per status code. Always 1.",
             ),
             &["code", "name", "remediation", "advice"],
         )
         .expect("valid metric");
         let build_info = IntGaugeVec::new(
-            Opts::new("remedy_build_info", "remedy's version. Always 1."),
+            Opts::new(names::BUILD_INFO, "remedy's version. Always 1."),
             &["version", "revision"],
         )
         .expect("valid metric");
@@ -216,18 +235,18 @@ impl Recorder {
             .with_label_values(&[crate::VERSION, crate::REVISION])
             .set(1);
         let reload_successful = IntGauge::new(
-            "remedy_config_last_reload_successful",
+            names::RELOAD_SUCCESSFUL,
             "Whether the last config load or reload succeeded.",
         )
         .expect("valid metric");
         let reload_timestamp = Gauge::new(
-            "remedy_config_last_reload_success_timestamp_seconds",
+            names::RELOAD_TIMESTAMP,
             "When the config was last loaded successfully, as a Unix timestamp.",
         )
         .expect("valid metric");
         let intercept_vec = IntCounterVec::new(
             Opts::new(
-                "remedy_intercept_connections_total",
+                names::INTERCEPT,
                 "CONNECT requests, by what remedy did with them: intercepted, tunnelled, refused.",
             ),
             &["outcome"],

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use crate::artifacts::rules;
 use crate::catalog::{self, Catalog};
+use crate::metrics::names;
 
 /// Dashboard UID, stable so links and provisioning survive regeneration.
 pub const UID: &str = "remedy-connectors";
@@ -26,7 +27,7 @@ struct Panel {
 }
 
 fn panels(catalog: &Catalog) -> Vec<Panel> {
-    let r = "remedy_upstream_responses_total";
+    let r = names::RESPONSES;
     let sel = "source=~\"$source\"";
     let alerts = rules::alert_names(catalog).join("|");
     let near = rules::default_settings(catalog::NEAR_RATE_LIMIT_ALERT).threshold;
@@ -135,7 +136,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                     "{{source}} reset",
                 ),
                 (
-                    format!("max by (source) (remedy_upstream_retry_after_seconds{{{sel}}})"),
+                    format!("max by (source) ({}{{{sel}}})", names::RETRY_AFTER),
                     "{{source}} retry-after",
                 ),
             ],
@@ -153,7 +154,8 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                 format!(
                     "(sum by (source, code, remediation) (increase({r}{{{sel},class=~\"4xx|5xx\"}}[$__range])) > 0)\n\
                      * on (code) group_left (name, advice)\n\
-                     max by (code, name, advice) (remedy_faq_info)"
+                     max by (code, name, advice) ({faq})",
+                    faq = names::FAQ_INFO
                 ),
                 "",
             )],
@@ -172,7 +174,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                 .map(|(q, legend)| {
                     (
                         format!(
-                            "histogram_quantile({q}, sum by (source, le) (rate(remedy_upstream_request_duration_seconds_bucket{{{sel}}}[$__rate_interval])))"
+                            "histogram_quantile({q}, sum by (source, le) (rate({d}_bucket{{{sel}}}[$__rate_interval])))", d = names::DURATION
                         ),
                         legend,
                     )
@@ -189,7 +191,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             unit: "none",
             instant: false,
             targets: vec![(
-                format!("sum by (source) (remedy_upstream_requests_in_flight{{{sel}}})"),
+                format!("sum by (source) ({}{{{sel}}})", names::IN_FLIGHT),
                 "{{source}}",
             )],
             width: 12,
@@ -203,7 +205,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             unit: "reqps",
             instant: false,
             targets: vec![(
-                format!("sum by (source, kind) (rate(remedy_upstream_request_errors_total{{{sel}}}[$__rate_interval]))"),
+                format!("sum by (source, kind) (rate({}{{{sel}}}[$__rate_interval]))", names::ERRORS),
                 "{{source}} {{kind}}",
             )],
             width: 12,
@@ -260,6 +262,7 @@ fn advice_markdown(catalog: &Catalog) -> String {
 /// The dashboard as a JSON value.
 pub fn build(catalog: &Catalog) -> Value {
     let ds = json!({ "type": "prometheus", "uid": DS });
+    let sources = format!("label_values({}, source)", names::RESPONSES);
     let mut out = Vec::new();
     let (mut x, mut y, mut row_h) = (0u32, 0u32, 0u32);
     let mut place = |w: u32, h: u32| {
@@ -357,8 +360,8 @@ pub fn build(catalog: &Catalog) -> Value {
                 "label": "Source",
                 "type": "query",
                 "datasource": ds,
-                "query": { "query": "label_values(remedy_upstream_responses_total, source)", "refId": "sources" },
-                "definition": "label_values(remedy_upstream_responses_total, source)",
+                "query": { "query": sources, "refId": "sources" },
+                "definition": sources,
                 "refresh": 2,
                 "multi": true,
                 "includeAll": true,

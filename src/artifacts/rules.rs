@@ -124,7 +124,7 @@ pub enum Rule {
     },
 }
 
-const RESPONSES: &str = "remedy_upstream_responses_total";
+use crate::metrics::names::{self, RESPONSES};
 
 /// How the rules aggregate and over what range: `alerts.group_by` and `alerts.window`.
 pub struct Shape {
@@ -302,23 +302,26 @@ pub fn recording_rules(shape: &Shape) -> Vec<Rule> {
     let per = |extra: &str| format!("sum by ({by}{extra}) {}", shape.responses(MATCHED),);
     vec![
         Rule::Record {
-            record: format!("{level}:remedy_upstream_responses:increase{window}"),
+            record: format!("{level}:{}:increase{window}", recorded(RESPONSES)),
             expr: per(""),
         },
         Rule::Record {
-            record: format!("{level}:remedy_upstream_responses:rate{window}"),
+            record: format!("{level}:{}:rate{window}", recorded(RESPONSES)),
             expr: format!("{} / {window_seconds}", per("")),
         },
         Rule::Record {
-            record: format!("{level}_class:remedy_upstream_responses:rate{window}"),
+            record: format!("{level}_class:{}:rate{window}", recorded(RESPONSES)),
             expr: format!("{} / {window_seconds}", per(", class")),
         },
         Rule::Record {
-            record: format!("{level}_remediation:remedy_upstream_responses:rate{window}"),
+            record: format!("{level}_remediation:{}:rate{window}", recorded(RESPONSES)),
             expr: format!("{} / {window_seconds}", per(", remediation")),
         },
         Rule::Record {
-            record: format!("{level}_remediation:remedy_upstream_responses:ratio_rate{window}"),
+            record: format!(
+                "{level}_remediation:{}:ratio_rate{window}",
+                recorded(RESPONSES)
+            ),
             expr: format!(
                 "{}\n/ ignoring (remediation) group_left\n{}",
                 per(", remediation"),
@@ -330,7 +333,7 @@ pub fn recording_rules(shape: &Shape) -> Vec<Rule> {
             expr: shape.runs(MATCHED),
         },
         Rule::Record {
-            record: format!("{level}:remedy_upstream_ratelimit_used_ratio:max{window}"),
+            record: format!("{level}:{}:max{window}", names::USED_RATIO),
             expr: shape.used_ratio(),
         },
     ]
@@ -460,7 +463,7 @@ fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
         own_alert(
             config,
             RELOAD_ALERT,
-            "remedy_config_last_reload_successful == 0".into(),
+            format!("{} == 0", names::RELOAD_SUCCESSFUL),
             &s,
             "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
         )
@@ -607,6 +610,11 @@ pub fn alert_names(catalog: &Catalog) -> Vec<String> {
         .collect();
     names.extend(NAMED_ALERTS.iter().map(|s| (*s).to_owned()));
     names
+}
+
+/// A counter's name in a recording rule's name, without `_total` (Prometheus's convention).
+fn recorded(counter: &str) -> &str {
+    counter.strip_suffix("_total").unwrap_or(counter)
 }
 
 #[cfg(test)]

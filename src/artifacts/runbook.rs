@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::artifacts::rules;
 use crate::catalog::{self, OWN_ALERTS, RATE_LIMIT_KEY};
 use crate::config::Config;
+use crate::metrics::names;
 
 pub fn render(config: &Config) -> String {
     let catalog = &config.catalog;
@@ -47,12 +48,13 @@ pub fn render(config: &Config) -> String {
             "\n### Confirm it\n\n\
              Share of the source's responses with this remediation over {window} (what the alert \
              fires on):\n\n```promql\n\
-             sum by (source) (rate(remedy_upstream_responses_total{{source=\"SOURCE\",remediation=\"{key}\"}}[{window}]))\n\
-             / sum by (source) (rate(remedy_upstream_responses_total{{source=\"SOURCE\"}}[{window}]))\n```\n\n\
+             sum by (source) (rate({r}{{source=\"SOURCE\",remediation=\"{key}\"}}[{window}]))\n\
+             / sum by (source) (rate({r}{{source=\"SOURCE\"}}[{window}]))\n```\n\n\
              Which codes, and whether the upstream sent them or remedy made them:\n\n```promql\n\
-             sum by (code, origin) (increase(remedy_upstream_responses_total{{source=\"SOURCE\",code=~\"{code_re}\"}}[1h]))\n```\n\n\
+             sum by (code, origin) (increase({r}{{source=\"SOURCE\",code=~\"{code_re}\"}}[1h]))\n```\n\n\
              ### What remedy's signals add\n\n{signals}\n\n",
             key = r.key,
+            r = names::RESPONSES,
             signals = signals(r.key, r.codes().as_slice(), &window, near_threshold),
         );
     }
@@ -60,16 +62,20 @@ pub fn render(config: &Config) -> String {
         let (key, meaning, advice) = catalog::own_alert_text(alert);
         let query = match *alert {
             catalog::UNMATCHED_ALERT => format!(
-                "sum(rate(remedy_upstream_responses_total{{source=\"unmatched\"}}[{window}]))"
+                "sum(rate({r}{{source=\"unmatched\"}}[{window}]))",
+                r = names::RESPONSES
             ),
             catalog::UNREACHABLE_ALERT => format!(
-                "sum by (source, kind) (rate(remedy_upstream_request_errors_total[{window}]))"
+                "sum by (source, kind) (rate({e}[{window}]))",
+                e = names::ERRORS
             ),
             catalog::IN_FLIGHT_ALERT => format!(
-                "sum by (source) (rate(remedy_upstream_responses_total{{origin=\"proxy\",code=\"503\"}}[{window}]))\n\
-                 max by (source) (remedy_upstream_requests_in_flight)"
+                "sum by (source) (rate({r}{{origin=\"proxy\",code=\"503\"}}[{window}]))\n\
+                 max by (source) ({f})",
+                r = names::RESPONSES,
+                f = names::IN_FLIGHT
             ),
-            _ => "remedy_config_last_reload_successful == 0".to_owned(),
+            _ => format!("{} == 0", names::RELOAD_SUCCESSFUL),
         };
         let _ = write!(
             md,
