@@ -41,11 +41,10 @@ use crate::metrics::{Connects, ErrorKind, Origin, Outcome, Recorder, SourceMetri
 use crate::proxy::connector_body::BadRequest;
 use crate::proxy::deadline::LazyDeadline;
 use crate::proxy::listener::{Answering, InService};
-use crate::proxy::upstream::pool::Lease;
 
 use crate::proxy::redact::Redactor;
 use crate::proxy::route::{NoRoute, Router};
-use upstream::{SendError, UpstreamClient};
+use upstream::{SendError, UpstreamBody, UpstreamClient};
 
 /// Everything a request needs from the live config; swapped whole on reload.
 pub struct Routes {
@@ -224,9 +223,9 @@ pub async fn handle(
         let mut pending = admit(target, start)?;
         let seen = Seen::of(&routes, &req);
         rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
-        let (resp, lease) = forward(&routes, target, &mut pending, &seen, path, req, start).await?;
+        let resp = forward(&routes, target, &mut pending, &seen, path, req, start).await?;
         observe_head(target, &mut pending, &seen, &resp, start);
-        stream_back(&routes, target, pending, &seen, resp, lease).await
+        stream_back(&routes, target, pending, &seen, resp).await
     };
     let resp = resp.await.unwrap_or_else(|answered| *answered);
     Ok(resp.map(|b| Answering::new(b, request)))
@@ -362,7 +361,7 @@ async fn forward(
     path: PathAndQuery,
     req: Request<Incoming>,
     start: Instant,
-) -> Result<(Response<Incoming>, Option<Lease>), Answered> {
+) -> Result<Response<UpstreamBody>, Answered> {
     match target.client.send(path, req, start).await {
         Ok(sent) => Ok(sent),
         Err(SendError::Connector(bad)) => {
@@ -419,7 +418,7 @@ fn observe_head(
     target: &Target,
     pending: &mut Pending,
     seen: &Seen,
-    resp: &Response<Incoming>,
+    resp: &Response<UpstreamBody>,
     start: Instant,
 ) {
     pending.status = resp.status().as_u16();
@@ -445,8 +444,7 @@ async fn stream_back(
     target: &Target,
     mut pending: Pending,
     seen: &Seen,
-    resp: Response<Incoming>,
-    mut lease: Option<Lease>,
+    resp: Response<UpstreamBody>,
 ) -> Result<Response<ResponseBody>, Answered> {
     let (mut parts, mut body) = resp.into_parts();
     if strip_hop_by_hop(&mut parts.headers) {
@@ -454,7 +452,7 @@ async fn stream_back(
         // says to ignore it) would frame the re-sent body wrongly.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let held = match peek(&mut body, &mut lease).await {
+    let held = match peek(&mut body).await {
         // The upstream broke before the body began: nothing of this answer has reached the
         // connector, so remedy answers for it, as for a connection that failed before its head.
         Poll::Ready(Some(Err(e))) => {
@@ -464,29 +462,17 @@ async fn stream_back(
         Poll::Ready(Some(Ok(frame))) => Some(frame),
         Poll::Ready(None) | Poll::Pending => None,
     };
-    if let Some(l) = lease.as_mut() {
-        l.set_complete(body.is_end_stream());
-    }
-    let body = ResponseBody::streaming(body, held, target.idle, pending, lease);
+    let body = ResponseBody::streaming(body, held, target.idle, pending);
     Ok(Response::from_parts(parts, body))
 }
 
 /// Polls the upstream body once, without waiting: a break already known when the head
 /// arrived shows here, before the head is handed on.
-async fn peek(
-    body: &mut Incoming,
-    lease: &mut Option<Lease>,
-) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+async fn peek(body: &mut UpstreamBody) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
     if body.is_end_stream() {
         return Poll::Ready(None);
     }
-    std::future::poll_fn(|cx| {
-        if let Some(l) = lease.as_mut() {
-            l.drive(cx);
-        }
-        Poll::Ready(Pin::new(&mut *body).poll_frame(cx))
-    })
-    .await
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await
 }
 
 /// The upstream sent a head and broke before any of its body: a 502 with `kind="reset"`,
@@ -768,7 +754,7 @@ pin_project! {
     pub enum ResponseBody {
         Stream {
             #[pin]
-            body: Incoming,
+            body: UpstreamBody,
             // The first frame, when it came with the head.
             held: Option<Frame<Bytes>>,
             // Whether the head has surely been written: a frame passed on, or a turn given.
@@ -782,8 +768,6 @@ pin_project! {
             // When the last chunk came, from the first wait on.
             last_progress: Option<Instant>,
             pending: Option<Pending>,
-            // The upstream connection, when this body drives it.
-            lease: Option<Lease>,
         },
         Full { data: Option<Bytes> },
     }
@@ -797,11 +781,10 @@ pub struct IdleTimeout(Duration);
 impl ResponseBody {
     /// The upstream's body on its way to the connector; `held` is a frame already read.
     fn streaming(
-        body: Incoming,
+        body: UpstreamBody,
         held: Option<Frame<Bytes>>,
         idle_after: Duration,
         pending: Pending,
-        lease: Option<Lease>,
     ) -> Self {
         ResponseBody::Stream {
             body,
@@ -812,7 +795,6 @@ impl ResponseBody {
             idle_after,
             last_progress: None,
             pending: Some(pending),
-            lease,
         }
     }
 }
@@ -836,7 +818,6 @@ impl Body for ResponseBody {
                 idle_after,
                 last_progress,
                 pending,
-                lease,
             } => {
                 if let Some(frame) = held.take() {
                     *sent = true;
@@ -844,21 +825,13 @@ impl Body for ResponseBody {
                 }
                 let polled = match deferred.take() {
                     Some(e) => Poll::Ready(Some(Err(e))),
-                    None => {
-                        if let Some(l) = lease.as_mut() {
-                            l.drive(cx);
-                        }
-                        body.as_mut().poll_frame(cx)
-                    }
+                    None => body.as_mut().poll_frame(cx),
                 };
                 match polled {
                     Poll::Ready(Some(Ok(frame))) => {
                         *sent = true;
                         if last_progress.is_some() {
                             *last_progress = Some(Instant::now());
-                        }
-                        if let Some(l) = lease.as_mut() {
-                            l.set_complete(body.is_end_stream());
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
@@ -883,9 +856,6 @@ impl Body for ResponseBody {
                         Poll::Ready(Some(Err(e.into())))
                     }
                     Poll::Ready(None) => {
-                        if let Some(l) = lease.as_mut() {
-                            l.set_complete(true);
-                        }
                         pending.take();
                         Poll::Ready(None)
                     }

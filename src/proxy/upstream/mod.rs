@@ -132,14 +132,15 @@ impl UpstreamClient {
     }
 
     /// Sends `req` to `path` on the upstream and waits for the response head, within the
-    /// `response_header` timeout counted from `start` (when the request arrived). A [`Lease`]
-    /// comes back when the response body must drive the connection it arrives on.
+    /// `response_header` timeout counted from `start` (when the request arrived). The body
+    /// that comes back drives the connection it arrives on, and hands it back to the pool
+    /// once read whole.
     pub async fn send(
         &self,
         path: PathAndQuery,
         mut req: Request<Incoming>,
         start: Instant,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let deadline = start + self.response_header;
         // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
         // connection to a TLS upstream sets its own version).
@@ -151,7 +152,7 @@ impl UpstreamClient {
                     .send(req, deadline)
                     .await
                     .map_err(|e| e.unwrap_or_else(|| self.timed_out()))?;
-                Ok((resp, Some(lease)))
+                Ok(resp.map(|body| UpstreamBody::new(body, Some(lease))))
             }
             _ => {
                 *req.uri_mut() = Uri::from_parts({
@@ -166,7 +167,7 @@ impl UpstreamClient {
                 let (body, watch) = ConnectorBody::new(body);
                 let sent = self.client.request(Request::from_parts(parts, body));
                 let failure = match tokio::time::timeout_at(deadline, sent).await {
-                    Ok(Ok(resp)) => return Ok((resp, None)),
+                    Ok(Ok(resp)) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
                     Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
                     Err(_) => self.timed_out(),
                 };
@@ -189,6 +190,58 @@ impl UpstreamClient {
                 self.response_header
             ),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body from the upstream. On a pooled connection it drives that connection
+    /// as it is read, and marks it reusable once the body has ended.
+    pub struct UpstreamBody {
+        #[pin]
+        body: Incoming,
+        lease: Option<Lease>,
+    }
+}
+
+impl UpstreamBody {
+    fn new(body: Incoming, mut lease: Option<Lease>) -> Self {
+        if let Some(l) = lease.as_mut() {
+            l.set_complete(body.is_end_stream());
+        }
+        UpstreamBody { body, lease }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if let Some(l) = this.lease.as_mut() {
+            l.drive(cx);
+        }
+        let polled = this.body.as_mut().poll_frame(cx);
+        if let Some(l) = this.lease.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(_))) => l.set_complete(this.body.is_end_stream()),
+                Poll::Ready(None) => l.set_complete(true),
+                _ => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
