@@ -1,18 +1,16 @@
 //! Generated artifacts (rules, runbooks, dashboard) match what the binary generates, and the
-//! real Prometheus tools accept them. `REMEDY_UPDATE_GOLDEN=1 cargo test --test generated`
+//! real Prometheus tools accept them. `REMEDY_UPDATE_GOLDEN=1 cargo test --test integration generated::`
 //! rewrites the committed files.
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use support::{Remedy, Upstream, send};
+use crate::support::{Remedy, Upstream, send};
 
-use support::tools::{assert_golden, root, run as tool};
+use crate::support::tools::{assert_golden, root, run as tool};
 
 fn remedy(args: &[&str]) -> String {
-    support::tools::remedy_stdout(args)
+    crate::support::tools::remedy_stdout(args)
 }
 
 fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {

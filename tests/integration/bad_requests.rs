@@ -3,12 +3,10 @@
 //! 400 (or 499 when it has gone) with origin="proxy", no upstream error kind, no warn line,
 //! and the upstream connection pool unharmed.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 
-use support::{Remedy, Upstream, raw, read_one, send};
+use crate::support::{Remedy, Upstream, raw, read_one, send};
 
 fn remedy_for(u: &Upstream) -> Remedy {
     Remedy::start(&format!(

@@ -2,11 +2,9 @@
 //! kubernetes-validate, the operator resources' schemas, promtool, remedy check-config,
 //! hadolint and yamllint. The tools come from scripts/install-tools.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::tools::{must, root, run};
+use crate::support::tools::{must, root, run};
 
 fn examples() -> Vec<String> {
     let mut files: Vec<String> = std::fs::read_dir(root().join("helm/remedy/examples"))
@@ -183,7 +181,7 @@ fn rendered_remedy_config_passes_check_config() {
             cm["data"]["remedy.yaml"].as_str().unwrap(),
         );
         let out = must(
-            support::launcher::binary(),
+            crate::support::launcher::binary(),
             &["check-config", "--config", path.to_str().unwrap()],
         );
         assert!(out.contains("valid"), "{out}");
@@ -344,12 +342,12 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
 #[test]
 fn chart_rules_and_dashboard_are_what_the_binary_generates() {
     let gen_rules = must(
-        support::launcher::binary(),
+        crate::support::launcher::binary(),
         &["rules", "--format", "prometheusrule"],
     );
-    let dash = must(support::launcher::binary(), &["dashboard"]);
-    support::tools::assert_golden("helm/remedy/files/prometheusrule.yaml", &gen_rules);
-    support::tools::assert_golden("helm/remedy/files/remedy-dashboard.json", &dash);
+    let dash = must(crate::support::launcher::binary(), &["dashboard"]);
+    crate::support::tools::assert_golden("helm/remedy/files/prometheusrule.yaml", &gen_rules);
+    crate::support::tools::assert_golden("helm/remedy/files/remedy-dashboard.json", &dash);
     // The rendered PrometheusRule carries exactly the generated groups.
     let rendered = documents(&template("1.30.0", &[]))
         .into_iter()

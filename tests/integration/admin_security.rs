@@ -1,11 +1,9 @@
 //! The admin listener can be protected as Prometheus exporters are: `--web.config.file` with
 //! a TLS certificate and bcrypt basic-auth users (the exporter-toolkit format).
 
-mod support;
-
 use std::process::Command;
 
-use support::{Remedy, Upstream};
+use crate::support::{Remedy, Upstream};
 
 struct Secured {
     remedy: Remedy,
@@ -87,11 +85,11 @@ fn a_bad_web_config_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yml");
     std::fs::write(&web, "basic_auth_users:\n  prometheus: plaintext\n").unwrap();
-    let cfg = support::launcher::write_config(
+    let cfg = crate::support::launcher::write_config(
         dir.path(),
         "sources:\n  - { name: api, upstream: 'http://127.0.0.1:1', match: { path_prefix: /api } }\n",
     );
-    let out = Command::new(support::launcher::binary())
+    let out = Command::new(crate::support::launcher::binary())
         .args([
             "run",
             "--config",

@@ -1,12 +1,10 @@
 //! Shutdown drains and lingers; reloads swap the config whole or not at all.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Remedy, Upstream, request, send, wait_for};
+use crate::support::{Remedy, Upstream, request, send, wait_for};
 
 fn source(name: &str, u: &Upstream) -> String {
     format!(
@@ -116,7 +114,7 @@ fn a_second_signal_exits_at_once() {
     let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
     let _held = std::thread::spawn(move || {
-        support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
+        crate::support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
     });
     remedy.wait_in_flight("api", 1.0);
     remedy.signal("TERM");

@@ -8,8 +8,6 @@
 //! Takes about a minute. Logs of every process stay in the folder the failure names (or,
 //! with `REMEDY_E2E_KEEP=1`, always, with the webhook payload in `webhook-example.json`).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,8 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Upstream, send, wait_for};
 use serde_json::Value;
-use support::{Upstream, send, wait_for};
 
 /// Every process started here, killed when the test ends however it ends.
 struct Procs {
@@ -576,7 +574,7 @@ const RUN_SCRAPE: Duration = Duration::from_secs(6);
 /// One extract run: a fresh remedy process, discovered through file_sd as a pod would be,
 /// that makes its calls and gets SIGTERM at once, as when its connector exits.
 struct Run {
-    remedy: support::Remedy,
+    remedy: crate::support::Remedy,
     name: String,
 }
 
@@ -602,7 +600,7 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
         ads.url(),
         analytics.url()
     );
-    let rules = support::tools::remedy_stdout(&["rules", "--config", &{
+    let rules = crate::support::tools::remedy_stdout(&["rules", "--config", &{
         let path = dir.join("remedy.yaml");
         std::fs::write(&path, &config).unwrap();
         path.display().to_string()
@@ -638,7 +636,7 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
     // Prometheus has the target (its scrape manager takes up to 5s to pick up new targets),
     // before any scrape of it.
     let start = |name: &str, live: &mut Vec<(String, SocketAddr)>| {
-        let remedy = support::Remedy::start(&config);
+        let remedy = crate::support::Remedy::start(&config);
         live.push((name.to_owned(), remedy.admin));
         discover(live);
         let url = format!("http://{}/metrics", remedy.admin);

@@ -1,13 +1,11 @@
 //! Hostile or broken clients get an HTTP error or a closed connection, never a forwarded
 //! request, and never affect other connections.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{Remedy, Upstream, raw, read_one, send};
+use crate::support::{Remedy, Upstream, raw, read_one, send};
 
 fn remedy_for(u: &Upstream, proxy: &str) -> Remedy {
     Remedy::start(&format!(
@@ -269,7 +267,7 @@ fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
         assert!(got < 100_000_000, "a stalled reader got the whole body");
     }
     let peak_kib = remedy.peak_rss_kib();
-    support::wait_for(
+    crate::support::wait_for(
         "resident memory back near idle",
         Duration::from_secs(10),
         || (remedy.rss_kib() < idle_kib + (peak_kib - idle_kib) / 2 + 1024).then_some(()),
@@ -421,7 +419,7 @@ fn readers_that_stop_reading_cannot_lock_out_a_connector_that_reads() {
 
 /// Waits until the upstream has received `n` requests.
 fn wait_hits(u: &Upstream, n: usize) {
-    support::wait_for(
+    crate::support::wait_for(
         &format!("{n} requests at the upstream"),
         Duration::from_secs(10),
         || (u.hits() >= n).then_some(()),

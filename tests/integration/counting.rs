@@ -1,11 +1,9 @@
 //! Every response is counted once, by source, code, class, remediation and origin.
 
-mod support;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use support::{Remedy, Upstream, send};
+use crate::support::{Remedy, Upstream, send};
 
 fn two_sources(a: &Upstream, b: &Upstream) -> String {
     format!(
@@ -109,7 +107,7 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
     let (a, b) = (Upstream::http(), Upstream::http());
     let remedy = Remedy::start(&two_sources(&a, &b));
     send(remedy.proxy, "/alpha/x/429?retry_after=120&ratelimit=7");
-    let gauge = |s: &support::Scrape, name: &str, source: &str| {
+    let gauge = |s: &crate::support::Scrape, name: &str, source: &str| {
         s.get(name, &[("source", source)]).expect(name)
     };
     let s = remedy.scrape();
@@ -144,7 +142,7 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
 }
 
 /// The four quota gauges of `source`: remaining, limit, used ratio, seconds to reset.
-fn quota(s: &support::Scrape, source: &str) -> Vec<Option<f64>> {
+fn quota(s: &crate::support::Scrape, source: &str) -> Vec<Option<f64>> {
     remedy::metrics::QUOTA_GAUGES
         .iter()
         .map(|(name, _)| s.get(name, &[("source", source)]))

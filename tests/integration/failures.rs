@@ -1,12 +1,10 @@
 //! When the upstream cannot answer, remedy answers 502/504 itself, says why, and counts it
 //! with origin="proxy"; a response broken mid-body reaches the connector broken.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use support::{Remedy, Upstream, raw, send};
+use crate::support::{Remedy, Upstream, raw, send};
 
 fn source(url: &str, extra: &str) -> String {
     format!(

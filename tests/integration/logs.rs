@@ -1,8 +1,6 @@
 //! Logs name what happened and never a secret, even at debug level.
 
-mod support;
-
-use support::{Remedy, Upstream, request};
+use crate::support::{Remedy, Upstream, request};
 
 #[test]
 fn no_secret_reaches_the_logs_at_debug_level() {

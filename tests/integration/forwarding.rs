@@ -1,10 +1,8 @@
 //! Requests reach the upstream as the connector sent them, and answers come back whole.
 
-mod support;
-
 use std::process::Command;
 
-use support::{Remedy, Upstream, request, send};
+use crate::support::{Remedy, Upstream, request, send};
 
 fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
     echo["headers"]
@@ -157,7 +155,7 @@ fn unmatched_request_is_never_forwarded() {
 fn connect_is_answered_405_with_the_reason() {
     let u = Upstream::http();
     let remedy = Remedy::start(&one_source(&u, ""));
-    let r = support::raw(
+    let r = crate::support::raw(
         remedy.proxy,
         b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n",
     )
@@ -229,7 +227,7 @@ fn http_1_0_connectors_are_forwarded_as_http_1_1() {
             "{method} /api/v HTTP/1.0\r\nHost: api.example.com\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let r = support::raw(remedy.proxy, head.as_bytes()).expect("a complete answer");
+        let r = crate::support::raw(remedy.proxy, head.as_bytes()).expect("a complete answer");
         assert_eq!(r.status, 200, "{method}");
         let echo = r.json();
         assert_eq!(echo["version"], "HTTP/1.1", "{method}");
@@ -247,7 +245,7 @@ fn a_missing_or_doubled_host_or_a_foreign_scheme_is_refused() {
         b"GET ftp://api.example.com/api/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
         b"GET http://user:pw@api.example.com/x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
     ] {
-        let r = support::raw(remedy.proxy, bad).expect("an answer");
+        let r = crate::support::raw(remedy.proxy, bad).expect("an answer");
         assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
         assert!(r.text().contains("host"), "{}", r.text());
     }
@@ -264,7 +262,7 @@ fn forwarded_headers_are_remedys_own() {
     let u = Upstream::http();
     let remedy = Remedy::start(&one_source(&u, ""));
     // HTTP/1.0 without Host: a connector's X-Forwarded-Host does not pass.
-    let r = support::raw(
+    let r = crate::support::raw(
         remedy.proxy,
         b"GET /api/x HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n",
     )

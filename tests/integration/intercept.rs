@@ -1,12 +1,10 @@
 //! HTTPS through `HTTPS_PROXY`: real clients (curl, Python requests, openssl) send `CONNECT`
 //! to remedy and trust the bundle it writes; their calls are counted like any other.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Remedy, Upstream, raw};
+use crate::support::{Remedy, Upstream, raw};
 
 const HOST: &str = "api.example.test";
 
@@ -402,7 +400,7 @@ fn a_host_added_by_a_reload_is_intercepted_without_a_restart() {
     )
     .unwrap();
     s.remedy.signal("HUP");
-    support::wait_for(
+    crate::support::wait_for(
         "a CA for the new host",
         std::time::Duration::from_secs(10),
         || {

@@ -1,12 +1,10 @@
 //! Bad config never starts: each file under tests/data/invalid-*.yaml is rejected with the
 //! exact message in its .err sibling (file, line, key path, reason) and exit code 1.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::tools::remedy;
+use crate::support::tools::remedy;
 
 fn invalid_files() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
@@ -73,7 +71,7 @@ fn shipped_example_config_is_valid_and_summarised() {
 
 #[test]
 fn config_file_is_also_read_from_the_environment_and_exporter_spelling() {
-    let out = Command::new(support::launcher::binary())
+    let out = Command::new(crate::support::launcher::binary())
         .args(["check-config"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("REMEDY_CONFIG", "config/remedy.yaml")
@@ -152,8 +150,8 @@ fn check_config_and_run_judge_a_ca_file_alike() {
             String::from_utf8_lossy(&checked.stderr)
         );
         if usable {
-            let remedy = support::Remedy::start(&std::fs::read_to_string(config).unwrap());
-            assert_eq!(support::send(remedy.admin, "/-/ready").status, 200);
+            let remedy = crate::support::Remedy::start(&std::fs::read_to_string(config).unwrap());
+            assert_eq!(crate::support::send(remedy.admin, "/-/ready").status, 200);
         } else {
             let err = String::from_utf8_lossy(&checked.stderr).into_owned();
             assert!(err.contains(name) && err.contains("ca_file"), "{err}");

@@ -9,15 +9,13 @@
 //! path or with a dot segment; no request the client sent once reaches the upstream twice;
 //! and remedy's counters equal the answers the clients got.
 
-mod support;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{Remedy, Upstream, send};
+use crate::support::{Remedy, Upstream, send};
 
 const SEED: u64 = 0x5eed_2026;
 const CASES: usize = 10_000;

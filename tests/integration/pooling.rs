@@ -1,11 +1,9 @@
 //! Upstream connections are kept alive and reused between requests, closed when idle too
 //! long, and a connection the upstream closed is replaced without the connector noticing.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Remedy, Upstream, request, send, wait_for};
+use crate::support::{Remedy, Upstream, request, send, wait_for};
 
 fn source(u: &Upstream, extra: &str) -> String {
     let ca = u

@@ -1,11 +1,9 @@
 //! Bodies stream both ways: 100 MiB through remedy leaves its memory where it was.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use support::{Remedy, Upstream, send};
+use crate::support::{Remedy, Upstream, send};
 
 const SIZE: u64 = 100 * 1024 * 1024;
 /// Headroom over the resident memory before the transfer: buffers, not bodies.

@@ -1,0 +1,24 @@
+//! remedy's integration tests, one module per behaviour users rely on, in one test binary
+//! (one link instead of one per file). Each test starts real listeners on 127.0.0.1:0: the
+//! remedy binary, upstream fixtures, and Prometheus's own tools where a test names them.
+//! `alloc` has a binary of its own, since it installs a counting global allocator.
+
+mod support;
+
+mod admin_security;
+mod bad_requests;
+mod config_errors;
+mod config_props;
+mod counting;
+mod e2e;
+mod failures;
+mod forwarding;
+mod fuzz;
+mod generated;
+mod helm;
+mod intercept;
+mod lifecycle;
+mod limits;
+mod logs;
+mod pooling;
+mod streaming;
