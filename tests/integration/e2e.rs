@@ -52,6 +52,15 @@ impl Procs {
         self.children.push((name.to_owned(), child));
     }
 
+    /// Whether the last process started as `name` has exited.
+    fn exited(&mut self, name: &str) -> bool {
+        self.children
+            .iter_mut()
+            .rev()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, c)| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     fn stop(&mut self, name: &str) {
         if let Some((_, c)) = self.children.iter_mut().find(|(n, _)| n == name) {
             let _ = c.kill();
@@ -74,6 +83,9 @@ impl Drop for Procs {
     }
 }
 
+/// A port free a moment ago, for the tools that must be told theirs (Prometheus and
+/// Alertmanager cannot report a port they chose): `start_stack` starts them again on other
+/// ports should another process take one in between.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -166,10 +178,68 @@ fn start_stack(procs: &mut Procs, prometheus_yml: &str) -> (String, Arc<Mutex<Ve
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = procs.dir.clone();
     let logs = dir.display().to_string();
-    let (prom_port, am_port) = (free_port(), free_port());
-    // Alertmanager runs the example config, with its receivers pointed at this test's webhook.
     let received = Arc::new(Mutex::new(Vec::new()));
     let hook = webhook(received.clone());
+    for attempt in 1..=5 {
+        let (prom_port, am_port) = (free_port(), free_port());
+        write_stack_configs(&dir, root, &hook, am_port, prometheus_yml);
+        procs.start(
+            "alertmanager",
+            Command::new("prometheus-alertmanager")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("alertmanager.yml").display()
+                ))
+                .arg(format!("--storage.path={}", dir.join("am-data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+                .arg("--cluster.listen-address="),
+        );
+        procs.start(
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    dir.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("prom-data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        );
+        let prom = format!("127.0.0.1:{prom_port}");
+        let am_addr = format!("127.0.0.1:{am_port}");
+        let up = wait_for(
+            &format!("Prometheus and Alertmanager up (logs in {logs})"),
+            Duration::from_secs(30),
+            || {
+                if procs.exited("prometheus") || procs.exited("alertmanager") {
+                    return Some(false);
+                }
+                http_get_json(&prom, "/api/v1/status/buildinfo")?;
+                http_get_json(&am_addr, "/api/v2/status")?;
+                Some(true)
+            },
+        );
+        if up {
+            return (prom, received);
+        }
+        eprintln!("attempt {attempt}: a port was taken meanwhile; starting again on others");
+        procs.stop("prometheus");
+        procs.stop("alertmanager");
+    }
+    panic!("Prometheus and Alertmanager did not start (logs in {logs})");
+}
+
+/// Alertmanager's config (the example, its receivers pointed at `hook`) and Prometheus's
+/// (`prometheus_yml` plus the rules and Alertmanager on `am_port`), in `dir`.
+fn write_stack_configs(
+    dir: &Path,
+    root: &Path,
+    hook: &SocketAddr,
+    am_port: u16,
+    prometheus_yml: &str,
+) {
     let example =
         std::fs::read_to_string(root.join("config/alertmanager/alertmanager.yml")).unwrap();
     let mut am: serde_yaml::Value = serde_yaml::from_str(&example).unwrap();
@@ -194,17 +264,6 @@ fn start_stack(procs: &mut Procs, prometheus_yml: &str) -> (String, Arc<Mutex<Ve
         dir.join("remedy.tmpl"),
     )
     .unwrap();
-    procs.start(
-        "alertmanager",
-        Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-    );
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
@@ -214,60 +273,35 @@ fn start_stack(procs: &mut Procs, prometheus_yml: &str) -> (String, Arc<Mutex<Ve
         ),
     )
     .unwrap();
-    procs.start(
-        "prometheus",
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("prom-data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
-    );
-    let prom = format!("127.0.0.1:{prom_port}");
-    let am_addr = format!("127.0.0.1:{am_port}");
-    wait_for(
-        &format!("Prometheus and Alertmanager up (logs in {logs})"),
-        Duration::from_secs(30),
-        || {
-            http_get_json(&prom, "/api/v1/status/buildinfo")?;
-            http_get_json(&am_addr, "/api/v2/status")?;
-            Some(())
-        },
-    );
-
-    (prom, received)
 }
 
 /// Starts remedy (the release build) on `config`, waits until it is ready, and writes the rules
 /// it serves where Prometheus loads them; returns its proxy and admin addresses.
-fn start_remedy(
-    procs: &mut Procs,
-    config: &str,
-    proxy_port: u16,
-    admin_port: u16,
-) -> (SocketAddr, SocketAddr) {
+fn start_remedy(procs: &mut Procs, config: &str) -> (SocketAddr, SocketAddr) {
     let dir = procs.dir.clone();
     let config_path = dir.join("remedy.yaml");
     std::fs::write(&config_path, config).unwrap();
     procs.start(
         "remedy",
         Command::new(release_binary())
-            .args(["run", "--config"])
+            .args(["--log-format", "json", "run", "--config"])
             .arg(&config_path)
             .env("REMEDY_LOG", "info"),
     );
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let proxy: SocketAddr = format!("127.0.0.1:{proxy_port}").parse().unwrap();
-    wait_for(
+    // Both listeners bind port 0; remedy's log says which ports they got.
+    let address = |message: &str| -> Option<SocketAddr> {
+        let log = std::fs::read_to_string(dir.join("remedy.log")).ok()?;
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == message)
+            .and_then(|v| v["address"].as_str()?.parse().ok())
+    };
+    let (proxy, admin) = wait_for(
         &format!("remedy ready (logs in {})", dir.display()),
         Duration::from_secs(20),
         || {
-            TcpStream::connect(admin).ok()?;
-            (send(admin, "/-/ready").status == 200).then_some(())
+            let (proxy, admin) = (address("proxy listening")?, address("admin listening")?);
+            (send(admin, "/-/ready").status == 200).then_some((proxy, admin))
         },
     );
     // Prometheus loads the rules remedy itself serves.
@@ -278,10 +312,10 @@ fn start_remedy(
 }
 
 /// A Prometheus config part: scrape remedy's admin listener, and evaluate rules, every second.
-fn scrape_every_second(admin_port: u16) -> String {
+fn scrape_every_second(admin: SocketAddr) -> String {
     format!(
         "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
-         scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['127.0.0.1:{admin_port}'] }} ] }}\n"
+         scrape_configs:\n  - {{ job_name: remedy, static_configs: [ {{ targets: ['{admin}'] }} ] }}\n"
     )
 }
 
@@ -322,10 +356,9 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         Upstream::http(),
         Upstream::http(),
     );
-    let (proxy_port, admin_port) = (free_port(), free_port());
     let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
     let config = format!(
-        "proxy: {{ listen: 127.0.0.1:{proxy_port} }}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n\
+        "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
          shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
          sources:\n\
          \x20 - {{ name: crm, upstream: '{}', match: {{ path_prefix: /crm }} }}\n\
@@ -340,10 +373,10 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         analytics.url(),
         quiet.url()
     );
-    let (proxy, _admin) = start_remedy(&mut procs, &config, proxy_port, admin_port);
-    let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin_port));
+    let (proxy, admin) = start_remedy(&mut procs, &config);
+    let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin));
 
-    let p = format!("http://127.0.0.1:{proxy_port}");
+    let p = format!("http://{proxy}");
     let mut round: Vec<String> = Vec::new();
     for _ in 0..2 {
         round.push(format!("{p}/crm/deals/200?page=1"));
@@ -493,9 +526,8 @@ fn the_quota_warning_arrives_before_the_first_429() {
     let dir = procs.dir.clone();
     let logs = dir.display().to_string();
     let api = Upstream::http();
-    let (proxy_port, admin_port) = (free_port(), free_port());
     let config = format!(
-        "proxy: {{ listen: 127.0.0.1:{proxy_port} }}\nadmin: {{ listen: 127.0.0.1:{admin_port} }}\n\
+        "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
          shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
          sources:\n\
          \x20 - {{ name: ads, upstream: '{}', match: {{ path_prefix: /ads }} }}\n\
@@ -504,9 +536,9 @@ fn the_quota_warning_arrives_before_the_first_429() {
          \x20   reduce_concurrency: {{ threshold: 0.1, for: 2s, keep_firing_for: 0s, min_requests: 2 }}\n",
         api.url(),
     );
-    let (proxy, _admin) = start_remedy(&mut procs, &config, proxy_port, admin_port);
-    let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin_port));
-    let p = format!("http://127.0.0.1:{proxy_port}");
+    let (proxy, admin) = start_remedy(&mut procs, &config);
+    let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin));
+    let p = format!("http://{proxy}");
     let arrived = |alert: &str| {
         delivered(&received)
             .into_iter()
