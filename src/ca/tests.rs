@@ -12,6 +12,14 @@ fn hosts(names: &[&str]) -> Vec<String> {
     names.iter().map(|h| h.to_string()).collect()
 }
 
+/// remedy's own CA for `names`, its files in a fresh folder, made now.
+fn own_ca(names: &[&str]) -> (tempfile::TempDir, Authority, SystemTime) {
+    let dir = tempfile::tempdir().unwrap();
+    let now = SystemTime::now();
+    let a = Authority::new(dir.path(), None, hosts(names), now).unwrap();
+    (dir, a, now)
+}
+
 fn cas_in(dir: &Path) -> Vec<CertificateDer<'static>> {
     crate::pem::certificates(&dir.join("ca.pem")).unwrap()
 }
@@ -48,9 +56,7 @@ fn not_after(cert: &[u8]) -> SystemTime {
 
 #[test]
 fn a_leaf_for_a_listed_host_verifies_and_one_for_another_name_does_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now();
-    let a = Authority::new(dir.path(), None, hosts(&["api.example.test"]), now).unwrap();
+    let (dir, a, now) = own_ca(&["api.example.test"]);
     let leaf = a.certificate("api.example.test", now).unwrap();
     verify(dir.path(), &leaf, "api.example.test", now).unwrap();
 
@@ -65,9 +71,7 @@ fn a_leaf_for_a_listed_host_verifies_and_one_for_another_name_does_not() {
 
 #[test]
 fn leaves_are_cached_then_renewed_at_half_life_with_a_key_of_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now();
-    let a = Authority::new(dir.path(), None, hosts(&["api.example.test"]), now).unwrap();
+    let (dir, a, now) = own_ca(&["api.example.test"]);
     let first = a.certificate("api.example.test", now).unwrap();
     let again = a
         .certificate("api.example.test", now + Duration::from_secs(60))
@@ -117,9 +121,7 @@ fn the_ca_is_renewed_before_its_end_and_no_leaf_outlives_its_ca() {
 
 #[test]
 fn a_reload_that_adds_a_host_adds_a_ca_for_it_and_keeps_the_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let now = SystemTime::now();
-    let a = Authority::new(dir.path(), None, hosts(&["a.example.test"]), now).unwrap();
+    let (dir, a, now) = own_ca(&["a.example.test"]);
     let first = a.certificate("a.example.test", now).unwrap();
     a.set_hosts(hosts(&["a.example.test", "b.example.test"]), now)
         .unwrap();

@@ -134,15 +134,10 @@ impl Router {
         uri: &'a Uri,
         host: Option<&str>,
     ) -> Result<Routed<'a>, NoRoute> {
-        if method == Method::CONNECT {
-            return Err(NoRoute::Connect);
-        }
-        let path = uri.path();
-        check_path(path)?;
+        let path = admissible(method, uri)?;
         let query = uri.query();
         // Absolute-form (a client using HTTP_PROXY): the URI's host decides, nothing else.
         if let Some(authority_host) = uri.host() {
-            check_absolute(uri)?;
             return self
                 .by_host(authority_host)
                 .map(|source| Routed {
@@ -178,14 +173,7 @@ impl Router {
         uri: &'a Uri,
         host: Option<&str>,
     ) -> Result<Routed<'a>, NoRoute> {
-        if method == Method::CONNECT {
-            return Err(NoRoute::Connect);
-        }
-        let path = uri.path();
-        check_path(path)?;
-        if uri.host().is_some() {
-            check_absolute(uri)?;
-        }
+        let path = admissible(method, uri)?;
         let named = uri.host().or(host.map(strip_port));
         if named.is_some_and(|h| !h.eq_ignore_ascii_case(tunnel_host)) {
             return Err(NoRoute::Misdirected);
@@ -233,6 +221,20 @@ impl Router {
         }
         None
     }
+}
+
+/// What every request passes before it is matched: not a `CONNECT`, a path that spells only
+/// its segments, and an absolute-form URI only as `http://` or `https://` without a user.
+fn admissible<'a>(method: &Method, uri: &'a Uri) -> Result<&'a str, NoRoute> {
+    if method == Method::CONNECT {
+        return Err(NoRoute::Connect);
+    }
+    let path = uri.path();
+    check_path(path)?;
+    if uri.host().is_some() {
+        check_absolute(uri)?;
+    }
+    Ok(path)
 }
 
 fn strip_port(host: &str) -> &str {

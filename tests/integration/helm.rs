@@ -188,13 +188,18 @@ fn rendered_remedy_config_passes_check_config() {
     }
 }
 
-#[test]
-fn example_cronjob_waits_for_its_final_scrape_and_names_its_extract() {
+/// The manifests for Kubernetes 1.30 with `examples/NAME.yaml`, looked up by kind.
+fn example(name: &str) -> impl Fn(&str) -> serde_yaml::Value {
     let docs = documents(&template(
         "1.30.0",
-        &["helm/remedy/examples/native-sidecar.yaml"],
+        &[&format!("helm/remedy/examples/{name}.yaml")],
     ));
-    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    move |kind| docs.iter().find(|d| d["kind"] == kind).unwrap().clone()
+}
+
+#[test]
+fn example_cronjob_waits_for_its_final_scrape_and_names_its_extract() {
+    let find = example("native-sidecar");
     let pod = &find("CronJob")["spec"]["jobTemplate"]["spec"]["template"];
     assert_eq!(pod["metadata"]["labels"]["extract"], "example-connector");
     assert_eq!(
@@ -231,11 +236,7 @@ fn example_cronjob_waits_for_its_final_scrape_and_names_its_extract() {
 /// variables point at remedy.
 #[test]
 fn intercept_value_shares_the_ca_files_and_sets_the_connector_env() {
-    let docs = documents(&template(
-        "1.30.0",
-        &["helm/remedy/examples/intercept.yaml"],
-    ));
-    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).unwrap().clone();
+    let find = example("intercept");
     let pod = find("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"].clone();
     let config: serde_yaml::Value =
         serde_yaml::from_str(find("ConfigMap")["data"]["remedy.yaml"].as_str().unwrap()).unwrap();
