@@ -188,6 +188,11 @@ fn rendered_remedy_config_passes_check_config() {
     }
 }
 
+/// `helm template` of the chart with `--set values`.
+fn template_with(values: &str) -> String {
+    must("helm", &["template", "t", "helm/remedy", "--set", values])
+}
+
 /// The manifests for Kubernetes 1.30 with `examples/NAME.yaml`, looked up by kind.
 fn example(name: &str) -> impl Fn(&str) -> serde_yaml::Value {
     let docs = documents(&template(
@@ -214,15 +219,8 @@ fn example_cronjob_waits_for_its_final_scrape_and_names_its_extract() {
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 70);
 
     // Without an interval of its own the wait follows the slowest enabled monitor.
-    let text = must(
-        "helm",
-        &[
-            "template",
-            "t",
-            "helm/remedy",
-            "--set",
-            "exampleConnector.enabled=true,serviceMonitor.enabled=true,serviceMonitor.interval=1m",
-        ],
+    let text = template_with(
+        "exampleConnector.enabled=true,serviceMonitor.enabled=true,serviceMonitor.interval=1m",
     );
     assert!(text.contains("linger: 120s"), "{text}");
     assert!(
@@ -306,15 +304,8 @@ fn intercept_value_shares_the_ca_files_and_sets_the_connector_env() {
     assert_eq!(sidecar["startupProbe"]["httpGet"]["path"], "/-/ready");
 
     // A user's CA comes from a Secret, mounted beside the config.
-    let text = must(
-        "helm",
-        &[
-            "template",
-            "t",
-            "helm/remedy",
-            "--set",
-            "intercept.enabled=true,intercept.caSecret=remedy-ca,exampleConnector.enabled=true",
-        ],
+    let text = template_with(
+        "intercept.enabled=true,intercept.caSecret=remedy-ca,exampleConnector.enabled=true",
     );
     assert!(
         text.contains("ca_cert_file: /etc/remedy-ca/tls.crt"),
