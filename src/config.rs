@@ -675,7 +675,20 @@ fn from_serde(e: &serde_yaml::Error, file: &str) -> ConfigError {
 type Invalid = (String, String);
 
 fn validate(c: &mut Config) -> Result<(), Invalid> {
-    if c.sources.is_empty() {
+    let hosts = validate_sources(&c.sources)?;
+    c.catalog = Catalog::with_overrides(&c.catalog_overrides)
+        .map_err(|(i, e)| (format!("catalog[{i}]"), e.to_string()))?;
+    validate_metrics(&c.metrics)?;
+    validate_alerts(&c.alerts, &c.catalog)?;
+    validate_reload(&c.reload)?;
+    validate_proxy(&c.proxy)?;
+    validate_intercept(&c.proxy.intercept, &hosts)
+}
+
+/// `sources`: at least one, names and matchers unique, timeouts above zero, CA files
+/// readable by the same reader `run` uses. Returns every source's hosts.
+fn validate_sources(sources: &[SourceConfig]) -> Result<HashMap<String, usize>, Invalid> {
+    if sources.is_empty() {
         return Err((
             "sources".into(),
             "no sources: add at least one upstream API to forward to".into(),
@@ -684,7 +697,7 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut hosts: HashMap<String, usize> = HashMap::new();
     let mut prefixes: Vec<(String, usize)> = Vec::new();
-    for (i, s) in c.sources.iter().enumerate() {
+    for (i, s) in sources.iter().enumerate() {
         let at = |key: &str| format!("sources[{i}]{key}");
         if let Some(first) = names.insert(s.name.as_str(), i) {
             return Err((
@@ -725,28 +738,36 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
                 ));
             }
         }
-        let t = &s.timeouts;
-        for (key, d) in [
-            ("connect", t.connect),
-            ("response_header", t.response_header),
-            ("idle", t.idle),
-        ] {
-            if d.0.is_zero() {
-                return Err((at(&format!(".timeouts.{key}")), "must be above 0".into()));
-            }
-        }
-        // The same reader the upstream's TLS client uses: a file accepted here is one
-        // `run` accepts.
-        if let Some(ca) = &s.ca_file {
-            crate::pem::add_roots(ca, rustls::RootCertStore::empty())
-                .map_err(|e| (at(".ca_file"), e.to_string()))?;
+        validate_source_settings(s, &at)?;
+    }
+    Ok(hosts)
+}
+
+/// One source's timeouts (above zero) and `ca_file` (read by the same reader the upstream's
+/// TLS client uses, so a file accepted here is one `run` accepts).
+fn validate_source_settings(s: &SourceConfig, at: &dyn Fn(&str) -> String) -> Result<(), Invalid> {
+    let t = &s.timeouts;
+    for (key, d) in [
+        ("connect", t.connect),
+        ("response_header", t.response_header),
+        ("idle", t.idle),
+    ] {
+        if d.0.is_zero() {
+            return Err((at(&format!(".timeouts.{key}")), "must be above 0".into()));
         }
     }
+    // The same reader the upstream's TLS client uses: a file accepted here is one
+    // `run` accepts.
+    if let Some(ca) = &s.ca_file {
+        crate::pem::add_roots(ca, rustls::RootCertStore::empty())
+            .map_err(|e| (at(".ca_file"), e.to_string()))?;
+    }
+    Ok(())
+}
 
-    c.catalog = Catalog::with_overrides(&c.catalog_overrides)
-        .map_err(|(i, e)| (format!("catalog[{i}]"), e.to_string()))?;
-
-    let b = &c.metrics.duration_buckets;
+/// `metrics.duration_buckets`: positive and strictly increasing.
+fn validate_metrics(m: &MetricsConfig) -> Result<(), Invalid> {
+    let b = &m.duration_buckets;
     if b.is_empty() || b.iter().any(|v| !v.is_finite() || *v <= 0.0) {
         return Err((
             "metrics.duration_buckets".into(),
@@ -759,8 +780,12 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
             "buckets must be strictly increasing".into(),
         ));
     }
+    Ok(())
+}
 
-    let a = &c.alerts;
+/// `alerts`: the window, the runbook URL, overrides of known keys with sane values, and
+/// `group_by`.
+fn validate_alerts(a: &AlertsConfig, catalog: &Catalog) -> Result<(), Invalid> {
     if a.window.0 < Duration::from_secs(1) {
         return Err(("alerts.window".into(), "must be at least 1s".into()));
     }
@@ -770,7 +795,7 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
             "must contain {remediation}, replaced by each alert's remediation key".into(),
         ));
     }
-    let keys: Vec<&str> = c.catalog.remediations().iter().map(|r| r.key).collect();
+    let keys: Vec<&str> = catalog.remediations().iter().map(|r| r.key).collect();
     for (key, o) in &a.overrides {
         let path = format!("alerts.overrides.{key}");
         if !keys.contains(&key.as_str()) && !crate::catalog::NAMED_ALERTS.contains(&key.as_str()) {
@@ -807,7 +832,12 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
         }
     }
     validate_group_by(&a.group_by)?;
-    if let Some(d) = c.reload.watch_interval
+    Ok(())
+}
+
+/// `reload.watch_interval`: off, or at least 100ms.
+fn validate_reload(r: &ReloadConfig) -> Result<(), Invalid> {
+    if let Some(d) = r.watch_interval
         && d.0 < Duration::from_millis(100)
     {
         return Err((
@@ -815,19 +845,24 @@ fn validate(c: &mut Config) -> Result<(), Invalid> {
             "must be at least 100ms (or left out to turn watching off)".into(),
         ));
     }
-    if c.proxy.max_connections == 0 {
+    Ok(())
+}
+
+/// `proxy`: the listener's limits.
+fn validate_proxy(p: &ProxyConfig) -> Result<(), Invalid> {
+    if p.max_connections == 0 {
         return Err(("proxy.max_connections".into(), "must be at least 1".into()));
     }
-    if c.proxy.max_header_bytes < 8192 {
+    if p.max_header_bytes < 8192 {
         return Err((
             "proxy.max_header_bytes".into(),
             "must be at least 8192".into(),
         ));
     }
-    if c.proxy.max_headers == 0 {
+    if p.max_headers == 0 {
         return Err(("proxy.max_headers".into(), "must be at least 1".into()));
     }
-    validate_intercept(&c.proxy.intercept, &hosts)
+    Ok(())
 }
 
 /// `proxy.intercept`: where the CA goes, the user's CA if named, and tunnels that no source
