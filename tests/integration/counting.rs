@@ -1,8 +1,5 @@
 //! Every response is counted once, by source, code, class, remediation and origin.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use crate::support::{Remedy, Upstream, send};
 
 fn two_sources(a: &Upstream, b: &Upstream) -> String {
@@ -149,15 +146,6 @@ fn quota(s: &crate::support::Scrape, source: &str) -> Vec<Option<f64>> {
         .collect()
 }
 
-fn promtool() -> String {
-    let found = Command::new("promtool").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "promtool not found on PATH: run the tests through scripts/test, which installs it"
-    );
-    "promtool".into()
-}
-
 #[test]
 fn metrics_pass_promtool_check_metrics() {
     let (a, b) = (Upstream::http(), Upstream::http());
@@ -171,26 +159,9 @@ fn metrics_pass_promtool_check_metrics() {
         send(remedy.proxy, path);
     }
     let text = remedy.scrape().text;
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, out) =
+        crate::support::tools::run_with_input("promtool", &["check", "metrics"], text.as_bytes());
+    assert!(ok, "promtool check metrics: {out}");
 }
 
 #[test]

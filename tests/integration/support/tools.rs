@@ -10,18 +10,30 @@ pub fn root() -> &'static Path {
 
 /// Runs `tool` with a throw-away HOME; returns success and stdout+stderr.
 pub fn run(tool: &str, args: &[&str]) -> (bool, String) {
+    run_with_input(tool, args, b"")
+}
+
+/// Runs `tool` as [`run`] does, with `input` on its standard input.
+pub fn run_with_input(tool: &str, args: &[&str], input: &[u8]) -> (bool, String) {
+    use std::io::Write;
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(tool)
+    let mut child = Command::new(tool)
         .args(args)
         .current_dir(root())
         .env("HOME", home.path())
         .env_remove("REMEDY_CONFIG")
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| {
             panic!(
                 "{tool} not runnable ({e}): run the tests through scripts/test, which installs it"
             )
         });
+    // A tool that does not read its input closes the pipe: that is not a failure here.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
