@@ -375,6 +375,12 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     );
     let (proxy, admin) = start_remedy(&mut procs, &config);
     let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin));
+    let run = Stack {
+        prom,
+        received,
+        proxy,
+        logs,
+    };
 
     let p = format!("http://{proxy}");
     let mut round: Vec<String> = Vec::new();
@@ -389,26 +395,50 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     round.push(format!("{p}/analytics/report/404"));
     round.push(format!("{p}/analytics/report/200"));
 
-    // Phase 1: errors on every source but `quiet`; half-way, analytics' upstream dies.
-    let want_firing: BTreeSet<(&str, &str)> = [
+    step_errors_fire_their_alerts(&run, &round, &mut analytics);
+    step_notifications_say_what_to_do(&run, &dir);
+    step_every_dashboard_query_returns_data(&run);
+    step_the_alerts_resolve_when_errors_stop(&run, &p);
+    procs.stop("remedy");
+}
+
+/// The alerts a round of errors should raise: one per failing source and key.
+fn expected_firing() -> BTreeSet<(&'static str, &'static str)> {
+    [
         ("ConnectorCredentialsRejected", "crm"),
         ("ConnectorRateLimited", "ads"),
         ("UpstreamServerErrors", "analytics"),
         ("RemedyUpstreamUnreachable", "analytics"),
     ]
-    .into();
+    .into()
+}
+
+/// A test's Prometheus, what its webhook received, remedy's proxy and where the logs are.
+struct Stack {
+    prom: String,
+    received: Arc<Mutex<Vec<Value>>>,
+    proxy: SocketAddr,
+    logs: String,
+}
+
+/// Errors on every source but `quiet` until each expected alert reaches the webhook; once
+/// `ConnectorResourceNotFound` fires in Prometheus (and is held back by the inhibition),
+/// analytics' upstream dies, so remedy's own 502s raise `RemedyUpstreamUnreachable`.
+fn step_errors_fire_their_alerts(run: &Stack, round: &[String], analytics: &mut Upstream) {
+    let (prom, received, logs) = (&run.prom, &run.received, &run.logs);
+    let want_firing = expected_firing();
     let started = Instant::now();
     let mut saw_404_alert_in_prometheus = false;
     let mut killed = false;
     let mut codes_seen = BTreeSet::new();
     loop {
-        let codes = traffic(proxy, &round);
+        let codes = traffic(run.proxy, round);
         codes_seen.extend(codes);
-        let firing_in_prom = query(&prom, "ALERTS{alertstate=\"firing\"}");
+        let firing_in_prom = query(prom, "ALERTS{alertstate=\"firing\"}");
         if firing_in_prom.iter().any(|a| {
             a["metric"]["alertname"] == "ConnectorResourceNotFound"
                 && a["metric"]["source"] == "analytics"
-        }) && delivered(&received)
+        }) && delivered(received)
             .iter()
             .any(|(n, s, st, _)| n == "UpstreamServerErrors" && s == "analytics" && st == "firing")
         {
@@ -418,7 +448,7 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
             analytics.stop();
             killed = true;
         }
-        let got: BTreeSet<(String, String)> = delivered(&received)
+        let got: BTreeSet<(String, String)> = delivered(received)
             .into_iter()
             .filter(|(_, _, st, _)| st == "firing")
             .map(|(n, s, _, _)| (n, s))
@@ -442,11 +472,15 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
             .all(|c| codes_seen.contains(c)),
         "the connector saw {codes_seen:?}"
     );
+}
 
-    // What the webhook received says what to do, word for word, with a runbook link.
+/// What the webhook received says what to do, word for word, with a runbook link; and the
+/// inhibited 404 alert never reached it.
+fn step_notifications_say_what_to_do(run: &Stack, dir: &Path) {
+    let received = &run.received;
     let catalog = remedy::catalog::Catalog::builtin();
     let advice = |code: u16| catalog.get(code).unwrap().advice_text();
-    for (name, source, status, ann) in delivered(&received) {
+    for (name, source, status, ann) in delivered(received) {
         assert_ne!(source, "quiet", "{name} fired for the quiet source");
         assert!(
             !(name == "ConnectorResourceNotFound" && source == "analytics"),
@@ -477,18 +511,26 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         serde_json::to_string_pretty(&example).unwrap(),
     )
     .unwrap();
+}
 
-    // Every dashboard query returns data from this Prometheus.
+/// Every dashboard query returns data from this Prometheus.
+fn step_every_dashboard_query_returns_data(run: &Stack) {
+    let (prom, logs) = (&run.prom, &run.logs);
+    let catalog = remedy::catalog::Catalog::builtin();
     let dashboard: Value =
         serde_json::from_str(&remedy::artifacts::dashboard::render(&catalog)).unwrap();
     for expr in remedy::artifacts::dashboard::queries(&dashboard, "20s", "10m") {
         assert!(
-            !query(&prom, &expr).is_empty(),
+            !query(prom, &expr).is_empty(),
             "no data for dashboard query {expr}; logs in {logs}"
         );
     }
+}
 
-    // Phase 2: errors stop; the alerts resolve.
+/// Errors stop; every alert that fired is resolved at the webhook.
+fn step_the_alerts_resolve_when_errors_stop(run: &Stack, p: &str) {
+    let (received, logs) = (&run.received, &run.logs);
+    let want_firing = expected_firing();
     let healthy: Vec<String> = vec![
         format!("{p}/crm/deals/200"),
         "http://ads.example.test/campaigns/200".into(),
@@ -496,8 +538,8 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     ];
     let resolving = Instant::now();
     loop {
-        traffic(proxy, &healthy);
-        let resolved: BTreeSet<(String, String)> = delivered(&received)
+        traffic(run.proxy, &healthy);
+        let resolved: BTreeSet<(String, String)> = delivered(received)
             .into_iter()
             .filter(|(_, _, st, _)| st == "resolved")
             .map(|(n, s, _, _)| (n, s))
@@ -514,7 +556,6 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    procs.stop("remedy");
 }
 
 /// A connector counts an API's quota down: `ConnectorNearRateLimit` reaches the webhook, with
