@@ -98,6 +98,13 @@ def hey(target, conns):
     return codes[200], rps, p99
 
 
+def opened_tunnels():
+    """CONNECTs remedy intercepted, from its own counter."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{ADMIN}/metrics", timeout=5).read().decode()
+    m = re.search(r'^remedy_intercept_connections_total\{outcome="intercepted"\} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def wait_ready(url, limit=15):
     deadline = time.time() + limit
     while True:
@@ -134,7 +141,7 @@ def main():
                 before = cpu_ticks(pids_of(p)) if p else 0
                 reqs, rps, p99 = hey(target, conns)
                 cpu = (cpu_ticks(pids_of(p)) - before) / TICK * 1e6 / reqs if p else None
-                results.setdefault((conns, target), []).append((rps, p99, cpu))
+                results.setdefault((conns, target), []).append((rps, p99, cpu, reqs))
                 print(f"round {rnd + 1} https c={conns} {target:7} {rps:9.0f} req/s p99 {p99:8.0f}us"
                       + (f" cpu {cpu:6.1f}us/req" if cpu else ""), file=sys.stderr, flush=True)
     med = statistics.median
@@ -153,6 +160,10 @@ def main():
         cpu_ratio = (med([x[2] for x in results[(conns, "remedy")]])
                      / med([x[2] for x in results[(conns, "nginx")]]))
         added = {t: med([x[1] for x in results[(conns, t)]]) - direct_p99 for t in ("remedy", "nginx")}
+        tunnels = opened_tunnels()
+        served = sum(r[3] for r in results[(conns, "remedy")])
+        print(f"\nremedy opened {tunnels:.0f} tunnels for {served} requests: keep-alive held "
+              f"({served / max(tunnels, 1):.0f} requests per tunnel).")
         print(f"\nc={conns}: remedy's CPU per request is {cpu_ratio:.2f}x nginx's; added p99 "
               f"{added['remedy']:.0f} µs against nginx's {added['nginx']:.0f} µs "
               f"({added['remedy'] - added['nginx']:+.0f} µs)")
