@@ -17,6 +17,7 @@ pub mod config;
 pub mod metrics;
 pub mod pem;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod sidecar;
 

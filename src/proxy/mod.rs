@@ -22,13 +22,11 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-pub mod connector_body;
 pub mod deadline;
 pub mod drain;
 mod intercept;
 pub mod listener;
 pub mod memory;
-pub mod ratelimit;
 pub mod redact;
 pub mod route;
 pub mod upstream;
@@ -38,9 +36,9 @@ pub use intercept::Tunnels;
 use crate::ca::Authority;
 use crate::config::{self, SourceConfig};
 use crate::metrics::{Connects, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
-use crate::proxy::connector_body::BadRequest;
 use crate::proxy::deadline::LazyDeadline;
 use crate::proxy::listener::{Answering, InService};
+use crate::proxy::upstream::connector_body::BadRequest;
 
 use crate::proxy::redact::Redactor;
 use crate::proxy::route::{NoRoute, Router};
@@ -83,9 +81,9 @@ pub struct Target {
     metrics: Arc<SourceMetrics>,
     limit: Option<Arc<Semaphore>>,
     /// How the API states a reset, when its vendor is known.
-    reset_style: ratelimit::ResetStyle,
+    reset_style: crate::ratelimit::ResetStyle,
     /// The IETF rate-limit policy the API last announced.
-    policies: ratelimit::Policies,
+    policies: crate::ratelimit::Policies,
 }
 
 impl Routes {
@@ -135,8 +133,8 @@ impl Target {
             client: UpstreamClient::new(s)?,
             metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
             limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
-            reset_style: ratelimit::ResetStyle::for_host(s.upstream.authority.host()),
-            policies: ratelimit::Policies::default(),
+            reset_style: crate::ratelimit::ResetStyle::for_host(s.upstream.authority.host()),
+            policies: crate::ratelimit::Policies::default(),
         })
     }
 
@@ -732,7 +730,7 @@ fn rewrite_request<B>(
 
 /// Reads the quota and `Retry-After` a response states into the source's gauges.
 fn observe_headers(target: &Target, status: StatusCode, headers: &HeaderMap) {
-    let seen = ratelimit::read(
+    let seen = crate::ratelimit::read(
         headers,
         status.as_u16(),
         SystemTime::now,

@@ -7,10 +7,10 @@
 //! gives each connection a task of its own: an upload then keeps flowing to the upstream even
 //! while the connector is not reading an early answer.
 
+pub mod connector_body;
+pub mod failure;
 pub mod pool;
 
-use std::error::Error as StdError;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
-use crate::proxy::connector_body::{BadRequest, ConnectorBody};
+use crate::proxy::upstream::connector_body::ConnectorBody;
+pub use crate::proxy::upstream::failure::{Failure, SendError, causes};
 use crate::proxy::upstream::pool::{Lease, Pool};
 
 /// The connection pools for one source.
@@ -46,37 +47,6 @@ pub enum BuildError {
     CaFile(#[from] crate::pem::PemError),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
-}
-
-/// Why a request got no response head: the upstream's failure, or the connector's.
-#[derive(Debug)]
-pub enum SendError {
-    Upstream(Failure),
-    Connector(BadRequest),
-}
-
-impl From<Failure> for SendError {
-    fn from(f: Failure) -> Self {
-        SendError::Upstream(f)
-    }
-}
-
-/// How the upstream failed to give a response head.
-#[derive(Debug)]
-pub struct Failure {
-    pub kind: ErrorKind,
-    /// The cause, for the warn log line.
-    pub cause: String,
-}
-
-impl Failure {
-    /// The failure an error stands for; `fallback` is the kind when its causes do not tell.
-    pub fn from_error(e: &(dyn StdError + 'static), fallback: ErrorKind) -> Self {
-        Failure {
-            kind: classify(e, fallback),
-            cause: causes(e),
-        }
-    }
 }
 
 impl UpstreamClient {
@@ -243,55 +213,4 @@ impl http_body::Body for UpstreamBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
-}
-
-/// The failure kind, from the error's chain of causes; `fallback` when nothing in it tells.
-fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
-    let mut kind = fallback;
-    // Causes hide behind `io::Error::get_ref` and boxed errors as well as `source()`.
-    let mut stack: Vec<&(dyn StdError + 'static)> = vec![e];
-    while let Some(err) = stack.pop() {
-        if err.is::<rustls::Error>() {
-            return ErrorKind::Tls;
-        }
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::TimedOut {
-                return ErrorKind::Timeout;
-            }
-            if let Some(inner) = io.get_ref() {
-                stack.push(inner);
-            }
-        }
-        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
-            && h.is_connect()
-        {
-            kind = ErrorKind::Connect;
-        }
-        // hyper-util's `ConnectError` is not public, and its message is the only thing that
-        // tells a resolver failure from a refused connection: "dns error: ..." (a failure of
-        // the resolver) versus "tcp connect error: ...". A test with an `.invalid` host keeps
-        // this honest across upgrades (`failures::unknown_host_is_502_dns`).
-        if err.to_string().starts_with("dns error") {
-            return ErrorKind::Dns;
-        }
-        if let Some(next) = err.source() {
-            stack.push(next);
-        }
-    }
-    kind
-}
-
-/// `outer: inner: innermost`, for logs.
-pub fn causes(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = err.source();
-    }
-    out
 }

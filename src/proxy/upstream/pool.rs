@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::metrics::ErrorKind;
 use crate::proxy::deadline::LazyDeadline;
-use crate::proxy::upstream::Failure;
+use crate::proxy::upstream::failure::Failure;
 
 /// The most an upstream connection buffers of what it reads.
 pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;

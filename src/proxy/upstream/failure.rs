@@ -1,0 +1,90 @@
+//! What went wrong when a request got no response head, told apart: the upstream's failure
+//! (a closed [`ErrorKind`], which the proxy answers as a 502 or 504) or the connector's.
+
+use std::error::Error as StdError;
+use std::io;
+
+use crate::metrics::ErrorKind;
+use crate::proxy::upstream::connector_body::BadRequest;
+
+/// Why a request got no response head: the upstream's failure, or the connector's.
+#[derive(Debug)]
+pub enum SendError {
+    Upstream(Failure),
+    Connector(BadRequest),
+}
+
+impl From<Failure> for SendError {
+    fn from(f: Failure) -> Self {
+        SendError::Upstream(f)
+    }
+}
+
+/// How the upstream failed to give a response head.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: ErrorKind,
+    /// The cause, for the warn log line.
+    pub cause: String,
+}
+
+impl Failure {
+    /// The failure an error stands for; `fallback` is the kind when its causes do not tell.
+    pub fn from_error(e: &(dyn StdError + 'static), fallback: ErrorKind) -> Self {
+        Failure {
+            kind: classify(e, fallback),
+            cause: causes(e),
+        }
+    }
+}
+
+/// The failure kind, from the error's chain of causes; `fallback` when nothing in it tells.
+fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
+    let mut kind = fallback;
+    // Causes hide behind `io::Error::get_ref` and boxed errors as well as `source()`.
+    let mut stack: Vec<&(dyn StdError + 'static)> = vec![e];
+    while let Some(err) = stack.pop() {
+        if err.is::<rustls::Error>() {
+            return ErrorKind::Tls;
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return ErrorKind::Timeout;
+            }
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
+            }
+        }
+        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            kind = ErrorKind::Connect;
+        }
+        // hyper-util's `ConnectError` is not public, and its message is the only thing that
+        // tells a resolver failure from a refused connection: "dns error: ..." (a failure of
+        // the resolver) versus "tcp connect error: ...". A test with an `.invalid` host keeps
+        // this honest across upgrades (`failures::unknown_host_is_502_dns`).
+        if err.to_string().starts_with("dns error") {
+            return ErrorKind::Dns;
+        }
+        if let Some(next) = err.source() {
+            stack.push(next);
+        }
+    }
+    kind
+}
+
+/// `outer: inner: innermost`, for logs.
+pub fn causes(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.ends_with(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
+}
