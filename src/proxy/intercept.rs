@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -24,7 +23,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{ResponseBody, Routes, Via, refuse, text};
+use super::respond::{self, refuse, tunnel_failed};
+use super::{ResponseBody, Routes, Via};
 use crate::ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
@@ -125,10 +125,7 @@ impl Tunnels {
             return refuse(&routes.unmatched, start, NoRoute::ConnectRefused);
         }
         let Some(watcher) = self.watcher() else {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "remedy is shutting down: no tunnel opened\n",
-            );
+            return respond::shutting_down();
         };
         let upgrade = hyper::upgrade::on(&mut req);
         if decision == Decision::Tunnel {
@@ -238,7 +235,7 @@ impl Tunnels {
         let conn = self.http.serve_connection(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
             tracing::debug!(error = %e, "tunnelled connection ended with an error");
-            super::count_parser_refusal(&self.routes.load(), &e);
+            respond::count_parser_refusal(&self.routes.load(), &e);
         }
     }
 }
@@ -287,16 +284,6 @@ fn upstream_port(target: &super::Target) -> u16 {
         } else {
             80
         })
-}
-
-fn tunnel_failed(host: &str, port: u16, cause: &str) -> Response<ResponseBody> {
-    tracing::warn!(%host, port, cause, "tunnelled host unreachable");
-    text(
-        StatusCode::BAD_GATEWAY,
-        Bytes::from(format!(
-            "remedy: tunnelled host {host}:{port} unreachable: {cause}\n"
-        )),
-    )
 }
 
 /// Copies a passed-through tunnel both ways until either side closes.

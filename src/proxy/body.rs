@@ -1,0 +1,183 @@
+//! The body sent to the connector: the upstream's, streamed frame by frame under the
+//! source's `idle` timeout, or one remedy wrote. The request's [`Pending`] guard rides in
+//! the streamed body and records the outcome when the body ends, fails or is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use super::Pending;
+use super::deadline::LazyDeadline;
+use super::upstream::{UpstreamBody, causes};
+
+pin_project! {
+    /// The body sent to the connector: the upstream's, streamed, or one remedy wrote.
+    #[project = BodyProj]
+    pub enum ResponseBody {
+        Stream {
+            #[pin]
+            body: UpstreamBody,
+            // The first frame, when it came with the head.
+            held: Option<Frame<Bytes>>,
+            // Whether the head has surely been written: a frame passed on, or a turn given.
+            sent: bool,
+            // A failure held back one turn, so that hyper writes the head first.
+            deferred: Option<hyper::Error>,
+            // Armed at the first wait for the upstream, so a body that arrives whole with its
+            // head never touches the timer wheel, and then moved only when it fires.
+            idle: LazyDeadline,
+            idle_after: Duration,
+            // When the last chunk came, from the first wait on.
+            last_progress: Option<Instant>,
+            pending: Option<Pending>,
+        },
+        Full { data: Option<Bytes> },
+    }
+}
+
+/// The upstream paused longer than the source's `idle` timeout inside a body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream body idle for longer than {0:?}")]
+pub struct IdleTimeout(Duration);
+
+impl ResponseBody {
+    /// The upstream's body on its way to the connector; `held` is a frame already read.
+    pub(super) fn streaming(
+        body: UpstreamBody,
+        held: Option<Frame<Bytes>>,
+        idle_after: Duration,
+        pending: Pending,
+    ) -> Self {
+        ResponseBody::Stream {
+            body,
+            held,
+            sent: false,
+            deferred: None,
+            idle: LazyDeadline::default(),
+            idle_after,
+            last_progress: None,
+            pending: Some(pending),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            BodyProj::Stream {
+                mut body,
+                held,
+                sent,
+                deferred,
+                idle,
+                idle_after,
+                last_progress,
+                pending,
+            } => {
+                if let Some(frame) = held.take() {
+                    *sent = true;
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                let polled = match deferred.take() {
+                    Some(e) => Poll::Ready(Some(Err(e))),
+                    None => body.as_mut().poll_frame(cx),
+                };
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        *sent = true;
+                        if last_progress.is_some() {
+                            *last_progress = Some(Instant::now());
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) if !*sent => {
+                        // hyper has the head but may not have written it: one more turn
+                        // lets it flush, so the connector receives the status it is
+                        // counted as (then a broken body) instead of an empty reply.
+                        *sent = true;
+                        *deferred = Some(e);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        if let Some(p) = pending.take() {
+                            tracing::warn!(
+                                source = p.metrics.name(),
+                                status = p.status,
+                                cause = %causes(&e),
+                                "upstream failed mid-body; the connector sees a broken response"
+                            );
+                        }
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(None) => {
+                        pending.take();
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => {
+                        let since = *last_progress.get_or_insert_with(Instant::now);
+                        if !idle.poll_passed(since + *idle_after, cx) {
+                            return Poll::Pending;
+                        }
+                        if let Some(p) = pending.take() {
+                            tracing::warn!(
+                                source = p.metrics.name(),
+                                status = p.status,
+                                idle = ?idle_after,
+                                "upstream body stalled past the idle timeout; aborting the response"
+                            );
+                        }
+                        Poll::Ready(Some(Err(IdleTimeout(*idle_after).into())))
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full { data } => data.is_none(),
+            ResponseBody::Stream {
+                body,
+                held,
+                deferred,
+                ..
+            } => held.is_none() && deferred.is_none() && body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ResponseBody::Stream { body, held, .. } => {
+                // The held frame is still to come: without it, a length the head states
+                // would disagree with what is left.
+                let extra = held
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
+        }
+    }
+}
