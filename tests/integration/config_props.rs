@@ -88,10 +88,21 @@ fn document() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The lines of `bytes` as YAML (and most editors) count them: CRLF, a lone CR and LF
+/// each end one.
+fn yaml_lines(bytes: &[u8]) -> usize {
+    let breaks = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, b)| *b == b'\n' || (*b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+        .count();
+    breaks + 1
+}
+
 /// Checks the loader's answer for `text`.
 fn judged(text: &str) -> Result<(), TestCaseError> {
     if let Err(e) = remedy::config::parse(text, "remedy.yaml") {
-        let lines = text.lines().count().max(1);
+        let lines = yaml_lines(text.as_bytes());
         let line = e.line;
         prop_assert!(
             line.is_some_and(|l| (1..=lines + 1).contains(&l)),
@@ -136,7 +147,7 @@ proptest! {
         let path = dir.path().join("remedy.yaml");
         std::fs::write(&path, &bytes).unwrap();
         if let Err(e) = remedy::config::load(&path) {
-            let lines = bytes.split(|b| *b == b'\n').count();
+            let lines = yaml_lines(&bytes);
             prop_assert!(
                 e.line.is_some_and(|l| (1..=lines + 1).contains(&l)),
                 "no line named: {e}"
