@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use crate::support::{Remedy, Upstream, raw, read_one, send};
+use crate::support::{Answer, Remedy, Upstream, raw, read_one, send};
 
 fn remedy_for(u: &Upstream) -> Remedy {
     Remedy::start(&format!(
@@ -41,7 +41,9 @@ fn chunked_post(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn a_malformed_chunked_body_is_a_400_from_the_proxy_not_an_upstream_error() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = remedy_for(&u);
     // A kept-alive connection to the upstream, to see the pool survive what follows.
     assert_eq!(send(remedy.proxy, "/api/first").status, 200);
@@ -82,7 +84,9 @@ fn a_malformed_chunked_body_is_a_400_from_the_proxy_not_an_upstream_error() {
 
 #[test]
 fn the_reason_is_logged_at_debug_as_a_bad_request() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = Remedy::start_with_env(
         &format!(
             "sources:\n  - name: api\n    upstream: '{}'\n    match: {{ path_prefix: /api }}\n",
@@ -105,7 +109,9 @@ fn the_reason_is_logged_at_debug_as_a_bad_request() {
 
 #[test]
 fn a_body_that_stops_arriving_is_the_connectors_400_not_a_504() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = remedy_for(&u);
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     // Ten bytes announced, three sent, and the connection kept open.
@@ -123,7 +129,7 @@ fn a_body_that_stops_arriving_is_the_connectors_400_not_a_504() {
 
 #[test]
 fn an_upstream_that_stalls_after_the_whole_body_is_still_a_504() {
-    let u = Upstream::http();
+    let u = Upstream::builder().route("/stall", Answer::stall()).http();
     let remedy = remedy_for(&u);
     let reply = raw(
         remedy.proxy,
@@ -146,7 +152,9 @@ fn upload_in_flight(remedy: &Remedy) -> TcpStream {
 
 #[test]
 fn a_connector_that_ends_its_side_mid_body_reads_a_400() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = remedy_for(&u);
     let mut s = upload_in_flight(&remedy);
     s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -165,7 +173,9 @@ fn a_connector_that_ends_its_side_mid_body_reads_a_400() {
 #[test]
 fn a_connector_whose_connection_breaks_mid_body_is_counted_499() {
     use std::os::fd::AsRawFd;
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = remedy_for(&u);
     let s = upload_in_flight(&remedy);
     // A zero linger time makes the close a reset, as a crashed connector's would be.
@@ -193,7 +203,9 @@ fn a_connector_whose_connection_breaks_mid_body_is_counted_499() {
 
 #[test]
 fn a_malformed_body_to_an_http2_upstream_is_the_connectors_400_too() {
-    let u = Upstream::tls();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .tls();
     let remedy = Remedy::start(&format!(
         "sources:\n  - name: api\n    upstream: '{}'\n    ca_file: '{}'\n    match: {{ path_prefix: /api }}\n",
         u.url(),

@@ -1,6 +1,6 @@
 //! Every response is counted once, by source, code, class, remediation and origin.
 
-use crate::support::{Remedy, Upstream, send};
+use crate::support::{Answer, Remedy, Upstream, send};
 
 fn two_sources(a: &Upstream, b: &Upstream) -> String {
     format!(
@@ -12,7 +12,9 @@ fn two_sources(a: &Upstream, b: &Upstream) -> String {
 
 #[test]
 fn every_faq_code_is_counted_exactly_for_two_sources() {
-    let (a, b) = (Upstream::http(), Upstream::http());
+    let codes = [400, 401, 403, 404, 414, 429, 500, 502, 503, 504, 200, 418];
+    let a = Upstream::builder().statuses(&codes).http();
+    let b = Upstream::builder().statuses(&codes).http();
     let remedy = Remedy::start(&two_sources(&a, &b));
     let faq = [
         (400, "check_request_config"),
@@ -28,12 +30,9 @@ fn every_faq_code_is_counted_exactly_for_two_sources() {
     ];
     // alpha gets each code once, beta twice: counts must not bleed between sources.
     for (code, _) in faq.iter().chain([(200, "none"), (418, "unlisted")].iter()) {
-        assert_eq!(
-            send(remedy.proxy, &format!("/alpha/r/{code}")).status,
-            *code
-        );
+        assert_eq!(send(remedy.proxy, &format!("/alpha/{code}")).status, *code);
         for _ in 0..2 {
-            assert_eq!(send(remedy.proxy, &format!("/beta/r/{code}")).status, *code);
+            assert_eq!(send(remedy.proxy, &format!("/beta/{code}")).status, *code);
         }
     }
     let s = remedy.scrape();
@@ -101,9 +100,34 @@ fn catalog_codes_are_exported_at_zero_from_start() {
 
 #[test]
 fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
-    let (a, b) = (Upstream::http(), Upstream::http());
+    let at =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(600));
+    let a = Upstream::builder()
+        .route(
+            "/throttled",
+            Answer::status(429)
+                .header("retry-after", 120)
+                .header("ratelimit-remaining", 7),
+        )
+        .route(
+            "/seven",
+            Answer::status(200).header("ratelimit-remaining", 7),
+        )
+        .route(
+            "/garbled",
+            Answer::status(200).header("ratelimit-remaining", "lots"),
+        )
+        .http();
+    let b = Upstream::builder()
+        .route(
+            "/unavailable",
+            Answer::status(503)
+                .header("retry-after", &at)
+                .header("x-ratelimit-remaining", 3),
+        )
+        .http();
     let remedy = Remedy::start(&two_sources(&a, &b));
-    send(remedy.proxy, "/alpha/x/429?retry_after=120&ratelimit=7");
+    send(remedy.proxy, "/alpha/throttled");
     let gauge = |s: &crate::support::Scrape, name: &str, source: &str| {
         s.get(name, &[("source", source)]).expect(name)
     };
@@ -116,22 +140,16 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
     let exhausted = [Some(0.0), None, Some(1.0), Some(120.0)];
     assert_eq!(quota(&s, "alpha"), exhausted);
     // A later answer replaces what it states and leaves the rest.
-    send(remedy.proxy, "/alpha/x?ratelimit=7");
+    send(remedy.proxy, "/alpha/seven");
     let seven = [Some(7.0), None, Some(1.0), Some(120.0)];
     assert_eq!(quota(&remedy.scrape(), "alpha"), seven);
     // A value that does not parse is passed on untouched and changes no gauge.
-    let r = send(remedy.proxy, "/alpha/x?ratelimit=lots");
+    let r = send(remedy.proxy, "/alpha/garbled");
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-remaining"), Some("lots"));
     assert_eq!(quota(&remedy.scrape(), "alpha"), seven);
 
-    let at =
-        httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(600));
-    let encoded = at.replace(' ', "%20").replace(',', "%2C");
-    send(
-        remedy.proxy,
-        &format!("/beta/x/503?retry_after={encoded}&x_ratelimit=3"),
-    );
+    send(remedy.proxy, "/beta/unavailable");
     let s = remedy.scrape();
     let secs = gauge(&s, "remedy_upstream_retry_after_seconds", "beta");
     assert!((590.0..=600.0).contains(&secs), "date form gave {secs}");
@@ -148,14 +166,12 @@ fn quota(s: &crate::support::Scrape, source: &str) -> Vec<Option<f64>> {
 
 #[test]
 fn metrics_pass_promtool_check_metrics() {
-    let (a, b) = (Upstream::http(), Upstream::http());
+    let a = Upstream::builder()
+        .route("/429", Answer::status(429).header("retry-after", 1))
+        .http();
+    let b = Upstream::builder().statuses(&[418]).http();
     let remedy = Remedy::start(&two_sources(&a, &b));
-    for path in [
-        "/alpha/x/200",
-        "/alpha/x/429?retry_after=1",
-        "/nope",
-        "/beta/x/418",
-    ] {
+    for path in ["/alpha/x", "/alpha/429", "/nope", "/beta/418"] {
         send(remedy.proxy, path);
     }
     let text = remedy.scrape().text;
@@ -166,10 +182,13 @@ fn metrics_pass_promtool_check_metrics() {
 
 #[test]
 fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
-    let (a, b) = (Upstream::http(), Upstream::http());
+    let a = Upstream::builder()
+        .route("/reports", Answer::quota(100))
+        .http();
+    let b = Upstream::http();
     let remedy = Remedy::start(&two_sources(&a, &b));
     for _ in 0..95 {
-        assert_eq!(send(remedy.proxy, "/alpha/quota/100").status, 200);
+        assert_eq!(send(remedy.proxy, "/alpha/reports").status, 200);
     }
     let q = quota(&remedy.scrape(), "alpha");
     assert_eq!((q[0], q[1], q[3]), (Some(5.0), Some(100.0), Some(60.0)));
@@ -181,7 +200,7 @@ fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
         0.0
     );
     let statuses: Vec<u16> = (0..10)
-        .map(|_| send(remedy.proxy, "/alpha/quota/100").status)
+        .map(|_| send(remedy.proxy, "/alpha/reports").status)
         .collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429, 429]);
     assert_eq!(quota(&remedy.scrape(), "alpha")[2], Some(1.0));

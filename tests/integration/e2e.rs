@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Upstream, send, wait_for};
+use crate::support::{Answer, Upstream, send, wait_for};
 use serde_json::Value;
 
 /// Every process started here, killed when the test ends however it ends.
@@ -350,12 +350,20 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     let dir = procs.dir.clone();
     let logs = dir.display().to_string();
 
-    let (crm, ads, mut analytics, quiet) = (
-        Upstream::http(),
-        Upstream::http(),
-        Upstream::http(),
-        Upstream::http(),
-    );
+    let crm = Upstream::builder().statuses(&[401]).http();
+    let ads = Upstream::builder()
+        .route(
+            "/429",
+            Answer::status(429)
+                .header("retry-after", 30)
+                .header("ratelimit-remaining", 0),
+        )
+        .http();
+    let mut analytics = Upstream::builder()
+        .route("/503", Answer::status(503).header("retry-after", 5))
+        .statuses(&[404])
+        .http();
+    let quiet = Upstream::http();
     let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
     let config = format!(
         "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
@@ -390,8 +398,8 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         round.push("http://ads.example.test/campaigns/200".into());
     }
     round.push(format!("{p}/crm/deals/401"));
-    round.push("http://ads.example.test/campaigns/429?retry_after=30&ratelimit=0".into());
-    round.push(format!("{p}/analytics/report/503?retry_after=5"));
+    round.push("http://ads.example.test/campaigns/429".into());
+    round.push(format!("{p}/analytics/report/503"));
     round.push(format!("{p}/analytics/report/404"));
     round.push(format!("{p}/analytics/report/200"));
 
@@ -566,7 +574,9 @@ fn the_quota_warning_arrives_before_the_first_429() {
     let mut procs = Procs::new("remedy-e2e-quota-");
     let dir = procs.dir.clone();
     let logs = dir.display().to_string();
-    let api = Upstream::http();
+    let api = Upstream::builder()
+        .route("/quota", Answer::quota(100))
+        .http();
     let config = format!(
         "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
          shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
@@ -593,7 +603,7 @@ fn the_quota_warning_arrives_before_the_first_429() {
     };
 
     // Phase 1: 92 of the quota's 100 calls; then calls that state no quota keep the source busy.
-    let quota: Vec<String> = (0..92).map(|_| format!("{p}/ads/quota/100")).collect();
+    let quota: Vec<String> = (0..92).map(|_| format!("{p}/ads/quota")).collect();
     assert!(traffic(proxy, &quota).iter().all(|c| *c == 200));
     let started = Instant::now();
     let warning = loop {
@@ -624,7 +634,7 @@ fn the_quota_warning_arrives_before_the_first_429() {
     );
 
     // Phase 2: the quota runs out; the 429s are counted and their own alert follows.
-    let more: Vec<String> = (0..20).map(|_| format!("{p}/ads/quota/100")).collect();
+    let more: Vec<String> = (0..20).map(|_| format!("{p}/ads/quota")).collect();
     let codes = traffic(proxy, &more);
     assert_eq!(codes.iter().filter(|c| **c == 429).count(), 12, "{codes:?}");
     let started = Instant::now();
@@ -656,7 +666,9 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
     let mut procs = Procs::new("remedy-e2e-runs-");
     let dir = procs.dir.clone();
     let logs = dir.display().to_string();
-    let (crm, ads, analytics) = (Upstream::http(), Upstream::http(), Upstream::http());
+    let crm = Upstream::builder().statuses(&[401]).http();
+    let ads = Upstream::builder().statuses(&[429]).http();
+    let analytics = Upstream::builder().statuses(&[503]).http();
     // Windows scaled to the 6s scrape interval; the defaults' shapes (for 0s on 401,
     // responses rather than a rate as the guard) otherwise.
     let config = format!(

@@ -3,8 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
-use crate::support::{Remedy, Upstream, raw, send};
+use crate::support::{Answer, Remedy, Upstream, raw, send};
 
 fn source(url: &str, extra: &str) -> String {
     format!(
@@ -30,7 +31,7 @@ fn refused_upstream_is_502_from_the_proxy() {
 
 #[test]
 fn stalled_upstream_is_504_from_the_proxy() {
-    let u = Upstream::http();
+    let u = Upstream::builder().route("/stall", Answer::stall()).http();
     let remedy = Remedy::start(&source(&u.url(), ""));
     let r = send(remedy.proxy, "/api/stall");
     assert_eq!(r.status, 504);
@@ -42,7 +43,7 @@ fn stalled_upstream_is_504_from_the_proxy() {
 
 #[test]
 fn a_reused_upstream_connection_still_times_out_a_stalled_head() {
-    let u = Upstream::http();
+    let u = Upstream::builder().route("/stall", Answer::stall()).http();
     let remedy = Remedy::start(&source(&u.url(), ""));
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
     assert_eq!(send(remedy.proxy, "/api/stall").status, 504);
@@ -82,7 +83,9 @@ fn unknown_host_is_502_dns() {
 
 #[test]
 fn reset_mid_body_reaches_the_connector_as_a_broken_response() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/reset-mid-body", Answer::break_mid_body())
+        .http();
     let remedy = Remedy::start(&source(&u.url(), ""));
     let reply = raw(
         remedy.proxy,
@@ -99,7 +102,9 @@ fn reset_mid_body_reaches_the_connector_as_a_broken_response() {
 
 #[test]
 fn body_stalled_past_idle_timeout_is_aborted() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/stall-body", Answer::stall_body())
+        .http();
     let remedy = Remedy::start(&source(&u.url(), ""));
     let reply = raw(
         remedy.proxy,
@@ -112,10 +117,12 @@ fn body_stalled_past_idle_timeout_is_aborted() {
 
 #[test]
 fn a_slow_body_that_keeps_coming_outlasts_the_idle_timeout() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/drip", Answer::drip(8, Duration::from_millis(200)))
+        .http();
     let remedy = Remedy::start(&source(&u.url(), ""));
     // Eight chunks 200 ms apart: 1.6 s in all, never more than 500 ms without one.
-    let r = send(remedy.proxy, "/api/drip/8/200");
+    let r = send(remedy.proxy, "/api/drip");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"dddddddd");
     let s = remedy.scrape();
@@ -125,10 +132,12 @@ fn a_slow_body_that_keeps_coming_outlasts_the_idle_timeout() {
 
 #[test]
 fn connector_disconnect_mid_download_leaves_nothing_in_flight() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/download", Answer::download(1_000_000_000))
+        .http();
     let remedy = Remedy::start(&source(&u.url(), ""));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
-    s.write_all(b"GET /api/download/1000000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /api/download HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 65536];
     let mut got = 0;
@@ -146,7 +155,9 @@ fn connector_disconnect_mid_download_leaves_nothing_in_flight() {
 
 #[test]
 fn connector_disconnect_mid_upload_cancels_the_upstream_request() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = Remedy::start(&source(&u.url(), "").replace("500ms, idle", "30s, idle"));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
@@ -169,7 +180,7 @@ fn connector_disconnect_mid_upload_cancels_the_upstream_request() {
 
 #[test]
 fn connector_disconnect_before_the_head_counts_499() {
-    let u = Upstream::http();
+    let u = Upstream::builder().route("/stall", Answer::stall()).http();
     let remedy = Remedy::start(&source(&u.url(), "").replace("500ms, idle", "30s, idle"));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -185,7 +196,7 @@ fn connector_disconnect_before_the_head_counts_499() {
 
 #[test]
 fn in_flight_cap_answers_503_instead_of_queueing() {
-    let u = Upstream::http();
+    let u = Upstream::builder().route("/stall", Answer::stall()).http();
     let yaml = source(&u.url(), "    max_in_flight: 1\n").replace("500ms, idle", "30s, idle");
     let remedy = Remedy::start(&yaml);
     let mut held = TcpStream::connect(remedy.proxy).unwrap();

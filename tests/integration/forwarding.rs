@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{Remedy, Upstream, request, send};
+use crate::support::{Answer, Remedy, Upstream, request, send};
 
 fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
     echo["headers"]
@@ -103,7 +103,16 @@ fn preserve_host_sends_the_connector_host() {
 
 #[test]
 fn hop_by_hop_headers_are_removed_both_ways() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route(
+            "/hop-by-hop",
+            Answer::status(200)
+                .header("connection", "x-hop")
+                .header("x-hop", 1)
+                .header("keep-alive", "timeout=5")
+                .header("x-kept", 1),
+        )
+        .http();
     let remedy = Remedy::start(&one_source(&u, ""));
     let r = request(
         remedy.proxy,

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::support::{Remedy, Upstream, send};
+use crate::support::{Answer, Remedy, Upstream, send};
 
 use crate::support::tools::{assert_golden, root, run as tool};
 
@@ -117,12 +117,19 @@ fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
     assert!(ok, "{out}\n{rules}");
 
     // Every remedy metric a query names exists in a live scrape.
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route(
+            "/429",
+            Answer::status(429)
+                .header("retry-after", 5)
+                .header("ratelimit-remaining", 1),
+        )
+        .http();
     let r = Remedy::start(&format!(
         "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\n",
         u.url()
     ));
-    send(r.proxy, "/api/x/429?retry_after=5&ratelimit=1");
+    send(r.proxy, "/api/429");
     let scrape = r.scrape().text;
     let names: BTreeSet<&str> = queries
         .iter()

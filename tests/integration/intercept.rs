@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use crate::support::{Remedy, Upstream, raw};
+use crate::support::{Answer, Remedy, Upstream, raw};
 
 const HOST: &str = "api.example.test";
 
@@ -24,7 +25,16 @@ impl Setup {
     /// With `proxy` lines (indented two spaces) added to the proxy section, and `top`
     /// sections before it.
     fn start_with(proxy: &str, top: &str, tunnel: &str, env: &[(&str, &str)]) -> Self {
-        let upstream = Upstream::tls();
+        let upstream = Upstream::builder()
+            .route("/429", Answer::status(429).header("retry-after", 30))
+            .route("/quota", Answer::quota(5))
+            .route("/download", Answer::download(100 * 1024 * 1024))
+            .route("/upload", Answer::count_upload())
+            .route(
+                "/slow",
+                Answer::status(200).delay(Duration::from_millis(800)),
+            )
+            .tls();
         let ca_dir = tempfile::tempdir().unwrap();
         let yaml = format!(
             "{top}proxy:\n  listen: 127.0.0.1:0\n{proxy}  intercept:\n    enabled: true\n    ca_dir: '{dir}'\n    tunnel: [{tunnel}]\n\
@@ -108,7 +118,7 @@ fn python(program: &str, env: &[(&str, &Path)]) -> String {
 #[test]
 fn curl_through_https_proxy_is_counted_with_source_code_and_remediation() {
     let s = Setup::start("", &[]);
-    let (code, body) = s.curl(&format!("https://{HOST}/reports/429?retry_after=30"), &[]);
+    let (code, body) = s.curl(&format!("https://{HOST}/reports/429"), &[]);
     assert_eq!(code, 429, "{body}");
     let (code, body) = s.curl(&format!("https://{HOST}/echo?q=a%20b"), &[]);
     assert_eq!(code, 200, "{body}");
@@ -130,7 +140,7 @@ fn curl_through_https_proxy_is_counted_with_source_code_and_remediation() {
     assert_eq!(header("x-forwarded-proto").as_deref(), Some("https"));
     assert_eq!(header("x-forwarded-host").as_deref(), Some(HOST));
 
-    let (code, body) = s.curl(&format!("https://{HOST}/quota/5"), &[]);
+    let (code, body) = s.curl(&format!("https://{HOST}/quota"), &[]);
     assert_eq!(code, 200, "{body}");
 
     let m = s.remedy.scrape();
@@ -165,12 +175,12 @@ fn python_requests_streams_bodies_byte_for_byte_both_ways_with_bounded_memory() 
         r#"
 import hashlib, os, requests
 size = 100 * 1024 * 1024
-proxied = requests.get("https://{HOST}/download/%d" % size, stream=True, timeout=60)
+proxied = requests.get("https://{HOST}/download", stream=True, timeout=60)
 digest, got = hashlib.sha256(), 0
 for chunk in proxied.iter_content(256 * 1024):
     digest.update(chunk); got += len(chunk)
 direct = requests.Session(); direct.trust_env = False
-straight = direct.get("{url}/download/%d" % size, verify=os.environ["FIXTURE_CA"], stream=True, timeout=60)
+straight = direct.get("{url}/download", verify=os.environ["FIXTURE_CA"], stream=True, timeout=60)
 want = hashlib.sha256()
 for chunk in straight.iter_content(256 * 1024):
     want.update(chunk)
@@ -266,7 +276,7 @@ fn an_upstream_with_an_untrusted_certificate_is_a_502_tls_whatever_the_connector
 
 #[test]
 fn a_listed_tunnel_is_passed_through_unobserved() {
-    let plain = Upstream::http();
+    let plain = Upstream::builder().statuses(&[201]).http();
     let s = Setup::start(&format!("'{}'", plain.addr), &[]);
     let (code, body) = s.curl(&format!("http://{}/x/201", plain.addr), &["--proxytunnel"]);
     assert_eq!(code, 201, "{body}");
@@ -438,7 +448,7 @@ fn a_request_in_a_tunnel_finishes_and_is_counted_when_remedy_drains() {
         &[],
     );
     std::thread::scope(|scope| {
-        let slow = scope.spawn(|| s.curl(&format!("https://{HOST}/slow/800"), &[]));
+        let slow = scope.spawn(|| s.curl(&format!("https://{HOST}/slow"), &[]));
         s.remedy.wait_in_flight("api", 1.0);
         s.remedy.signal("TERM");
         // The drain waits for the request inside the tunnel: once it is over, the request is

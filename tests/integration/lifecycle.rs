@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{Remedy, Upstream, request, send, wait_for};
+use crate::support::{Answer, Remedy, Upstream, request, send, wait_for};
 
 fn source(name: &str, u: &Upstream) -> String {
     format!(
@@ -15,7 +15,12 @@ fn source(name: &str, u: &Upstream) -> String {
 
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_after_a_scrape_of_the_final_counts() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route(
+            "/slow",
+            Answer::status(200).delay(Duration::from_millis(800)),
+        )
+        .http();
     // One worker: the current-thread runtime drains the same way. A linger far longer than
     // the test's wait for the exit: only the scrape can end it in time.
     let yaml = format!(
@@ -25,7 +30,7 @@ fn sigterm_drains_in_flight_requests_then_exits_after_a_scrape_of_the_final_coun
     let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
     let slow: Vec<_> = (0..3)
-        .map(|_| std::thread::spawn(move || send(proxy, "/api/slow/800").status))
+        .map(|_| std::thread::spawn(move || send(proxy, "/api/slow").status))
         .collect();
     remedy.wait_in_flight("api", 3.0);
     remedy.signal("TERM");
@@ -80,14 +85,19 @@ fn probes_during_the_wait_do_not_end_it_and_linger_bounds_it() {
 
 #[test]
 fn a_scrape_before_the_drain_ends_is_not_the_final_one() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route(
+            "/slow",
+            Answer::status(200).delay(Duration::from_millis(1500)),
+        )
+        .http();
     let yaml = format!(
         "shutdown: {{ drain_timeout: 30s, linger: 120s }}\nsources:\n{}",
         source("api", &u)
     );
     let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
-    let held = std::thread::spawn(move || send(proxy, "/api/slow/1500").status);
+    let held = std::thread::spawn(move || send(proxy, "/api/slow").status);
     remedy.wait_in_flight("api", 1.0);
     remedy.signal("TERM");
     wait_for("draining", Duration::from_secs(5), || {
@@ -106,7 +116,7 @@ fn a_scrape_before_the_drain_ends_is_not_the_final_one() {
 
 #[test]
 fn a_second_signal_exits_at_once() {
-    let u = Upstream::http();
+    let u = Upstream::builder().route("/stall", Answer::stall()).http();
     let yaml = format!(
         "shutdown: {{ drain_timeout: 60s, linger: 60s }}\nsources:\n{}",
         source("api", &u)
@@ -127,14 +137,18 @@ fn a_second_signal_exits_at_once() {
 
 #[test]
 fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
-    let (a, b, c) = (Upstream::http(), Upstream::http(), Upstream::http());
+    let (a, b, c) = (
+        Upstream::builder().statuses(&[429]).http(),
+        Upstream::http(),
+        Upstream::http(),
+    );
     let remedy = Remedy::start(&format!(
         "sources:\n{}{}",
         source("alpha", &a),
         source("beta", &b)
     ));
     for _ in 0..3 {
-        send(remedy.proxy, "/alpha/x/429");
+        send(remedy.proxy, "/alpha/429");
     }
     send(remedy.proxy, "/beta/x");
     let config = std::fs::read_to_string(&remedy.config_path).unwrap();
@@ -201,7 +215,9 @@ fn bad_reload_keeps_the_running_config_and_says_why() {
 
 #[test]
 fn reloads_under_continuous_traffic_fail_no_request() {
-    let a = Upstream::http();
+    let a = Upstream::builder()
+        .route("/slow", Answer::status(200).delay(Duration::from_millis(2)))
+        .http();
     let remedy = Remedy::start(&format!(
         "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
         source("alpha", &a)
@@ -219,7 +235,7 @@ fn reloads_under_continuous_traffic_fail_no_request() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if send(proxy, "/alpha/slow/2").status != 200 {
+                    if send(proxy, "/alpha/slow").status != 200 {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                     sent.fetch_add(1, Ordering::Relaxed);

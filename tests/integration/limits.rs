@@ -5,7 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Remedy, Upstream, raw, read_one, send};
+use crate::support::{Answer, Remedy, Upstream, raw, read_one, send};
 
 fn remedy_for(u: &Upstream, proxy: &str) -> Remedy {
     Remedy::start(&format!(
@@ -91,11 +91,14 @@ fn keep_alive(remedy: &Remedy) -> TcpStream {
 
 #[test]
 fn requests_slower_than_the_header_read_timeout_are_not_cut() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/drip", Answer::drip(5, Duration::from_millis(200)))
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = remedy_for(&u, "header_read_timeout: 300ms");
     let mut s = keep_alive(&remedy);
     // A response that takes about a second to stream.
-    s.write_all(b"GET /api/drip/5/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /api/drip HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let r = read_one(&mut s).expect("the slow response, whole");
     assert_eq!((r.status, r.body.len()), (200, 5));
@@ -240,7 +243,9 @@ fn host_and_authority_disagreeing_cannot_pick_another_upstream() {
 
 #[test]
 fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/download", Answer::download(100_000_000))
+        .http();
     let remedy = remedy_for(&u, "send_timeout: 1s");
     let idle_kib = remedy.rss_kib();
     // Readers that ask for 100 MB each and never read a byte.
@@ -297,7 +302,9 @@ fn dot_segments_hidden_behind_path_parameters_are_refused() {
 
 #[test]
 fn a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = remedy_for(&u, "max_headers: 100");
     for te in ["gzip, chunked", "chunked, gzip", "deflate"] {
         let req = format!(
@@ -405,7 +412,9 @@ fn max_header_bytes_is_exact_however_the_head_arrives() {
 
 #[test]
 fn readers_that_stop_reading_cannot_lock_out_a_connector_that_reads() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/download", Answer::download(100_000_000))
+        .http();
     let remedy = remedy_for(&u, "max_connections: 10, send_timeout: 10m");
     // More readers than connection slots, each asking for 100 MB and reading none of it.
     let readers = stalled_readers(&remedy, 15);
@@ -431,7 +440,7 @@ fn stalled_readers(remedy: &Remedy, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
             let mut s = TcpStream::connect(remedy.proxy).unwrap();
-            s.write_all(b"GET /api/download/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.write_all(b"GET /api/download HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             s
         })

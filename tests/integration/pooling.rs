@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Remedy, Upstream, request, send, wait_for};
+use crate::support::{Answer, Remedy, Upstream, request, send, wait_for};
 
 fn source(u: &Upstream, extra: &str) -> String {
     let ca = u
@@ -30,7 +30,7 @@ fn sequential_requests_share_one_upstream_connection() {
 
 #[test]
 fn answers_without_a_body_leave_the_connection_reusable() {
-    let u = Upstream::http();
+    let u = Upstream::builder().statuses(&[204]).http();
     let remedy = Remedy::start(&source(&u, ""));
     for i in 0..5 {
         let head = request(remedy.proxy, "HEAD", &format!("/api/h/{i}"), &[], b"");
@@ -45,8 +45,12 @@ fn answers_without_a_body_leave_the_connection_reusable() {
 
 #[test]
 fn uploads_and_tls_upstreams_reuse_connections_too() {
-    let plain = Upstream::http();
-    let tls = Upstream::tls();
+    let plain = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .http();
+    let tls = Upstream::builder()
+        .route("/upload", Answer::count_upload())
+        .tls();
     for u in [&plain, &tls] {
         let remedy = Remedy::start(&source(u, ""));
         for _ in 0..10 {
@@ -76,10 +80,12 @@ fn a_connection_the_upstream_closed_while_idle_is_replaced() {
 
 #[test]
 fn connection_close_from_the_upstream_is_honoured() {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/close", Answer::status(200).header("connection", "close"))
+        .http();
     let remedy = Remedy::start(&source(&u, ""));
     for _ in 0..3 {
-        assert_eq!(send(remedy.proxy, "/api/x?close=1").status, 200);
+        assert_eq!(send(remedy.proxy, "/api/close").status, 200);
     }
     assert_eq!(u.accepted(), 3);
     wait_for(

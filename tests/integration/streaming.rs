@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use crate::support::{Remedy, Upstream, send};
+use crate::support::{Answer, Remedy, Upstream, send};
 
 const SIZE: u64 = 100 * 1024 * 1024;
 /// Headroom over the resident memory before the transfer: buffers, not bodies.
@@ -11,7 +11,10 @@ const BOUND_KIB: u64 = 16 * 1024;
 
 /// An upstream, remedy in front of it after one warm-up request, and remedy's RSS then.
 fn started() -> (Upstream, Remedy, u64) {
-    let u = Upstream::http();
+    let u = Upstream::builder()
+        .route("/download", Answer::download(SIZE))
+        .route("/upload", Answer::count_upload())
+        .http();
     let remedy = Remedy::start(&format!(
         "sources:\n  - {{ name: bulk, upstream: '{}', match: {{ path_prefix: /bulk }} }}\n",
         u.url()
@@ -28,7 +31,7 @@ fn hundred_mib_download_streams_with_bounded_memory() {
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     write!(
         s,
-        "GET /bulk/download/{SIZE} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET /bulk/download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut reader = BufReader::new(s);

@@ -12,7 +12,7 @@ pub mod upstream;
 pub use client::{Reply, raw, read_one, request, send};
 pub use launcher::Remedy;
 pub use scrape::Scrape;
-pub use upstream::Upstream;
+pub use upstream::{Answer, Upstream};
 
 use std::time::{Duration, Instant};
 

@@ -1,18 +1,17 @@
-//! An upstream API fixture where the request picks the answer:
+//! An upstream API fixture built by the test: each route names the end of a path and the
+//! [`Answer`] it gets (status, headers, delay, and a body that is echoed, streamed, dripped, stalled,
+//! broken, counted or a quota counted down). A path no route names is echoed as JSON with 200.
 //!
-//! - any path segment that is a status code (`/x/429`) sets the status;
-//! - `retry_after=`, `ratelimit=` and `x_ratelimit=` in the query set those headers;
-//! - `/download/N` streams N bytes, `/upload` counts the body without keeping it;
-//! - `/drip/N/MS` sends N one-byte chunks MS milliseconds apart;
-//! - `/slow/MS` waits MS milliseconds before answering, `/stall` never answers, `/stall-body` stops after 3 bytes of 10,
-//!   `/reset-mid-body` breaks the connection after 100 bytes of 1000;
-//! - `/quota/N` counts a quota of N calls down, in `X-RateLimit-*` headers (reset in 60 s), and
-//!   answers 429 with `Retry-After: 60` once it is used up;
-//! - `close=1` in the query answers with `Connection: close`;
-//! - everything else echoes the request as JSON (method, target, version, headers, body).
+//! ```text
+//! let api = Upstream::builder()
+//!     .route("/429", Answer::status(429).header("retry-after", 30))
+//!     .route("/big", Answer::download(100 << 20))
+//!     .http();
+//! ```
 //!
 //! Plain HTTP/1.1, or TLS with a generated certificate and ALPN h2/http1.1.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -46,38 +46,21 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Plain HTTP/1.1.
+    /// A fixture that echoes every request with 200.
     pub fn http() -> Self {
-        Self::start(None)
+        Self::builder().http()
     }
 
-    /// TLS with a fresh self-signed certificate for 127.0.0.1, offering h2 and http/1.1.
+    /// The TLS fixture that echoes every request with 200.
     pub fn tls() -> Self {
-        let ck = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .expect("certificate");
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, ck.cert.pem()).unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let mut u = Self::start(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
-        u.ca_file = Some(ca);
-        u._dir = Some(dir);
-        u
+        Self::builder().tls()
     }
 
-    fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn start(tls: Option<tokio_rustls::TlsAcceptor>, routes: Routes) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -111,11 +94,12 @@ impl Upstream {
                     };
                     accepted_in.fetch_add(1, Ordering::SeqCst);
                     let hits = counted.clone();
+                    let routes = routes.clone();
                     let tls = tls.clone();
                     let open = OpenGuard::new(open_in.clone());
                     conns.spawn(async move {
                         let _open = open;
-                        let svc = service_fn(move |req| respond(req, hits.clone()));
+                        let svc = service_fn(move |req| respond(req, hits.clone(), routes.clone()));
                         let builder = auto::Builder::new(TokioExecutor::new());
                         match tls {
                             Some(acceptor) => {
@@ -219,18 +203,165 @@ impl Drop for OpenGuard {
     }
 }
 
-type Reply = Response<FixtureBody>;
-
 /// The requests a fixture received.
 #[derive(Default)]
 struct Seen {
     count: AtomicUsize,
-    /// Calls to `/quota/N` so far.
-    quota_used: AtomicUsize,
     targets: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
-async fn respond(req: Request<Incoming>, hits: Arc<Seen>) -> Result<Reply, Infallible> {
+/// What the fixture answers on one path: a status, headers, a delay before the head, and the
+/// shape of the body. Built by the test, as linkerd2-proxy's integration servers are.
+#[derive(Clone)]
+pub struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    delay: Duration,
+    body: Shape,
+}
+
+#[derive(Clone)]
+enum Shape {
+    /// The request as JSON: method, target, path, query, version, headers, body.
+    Echo,
+    /// N bytes, streamed in 64 KiB frames.
+    Download(u64),
+    /// N one-byte frames, one per interval, with a `Content-Length`.
+    Drip(u64, Duration),
+    /// No head at all.
+    Stall,
+    /// 3 bytes of a stated 10, then nothing.
+    StallBody,
+    /// 100 bytes of a stated 1000, a pause, then a broken connection.
+    BreakMidBody,
+    /// The upload's length as `{"body_len":N}`, without keeping the body.
+    CountUpload,
+    /// A quota of N calls counted down in `X-RateLimit-*` headers (reset in 60 s); once it
+    /// is used up, 429 with `Retry-After: 60`.
+    Quota(usize, Arc<AtomicUsize>),
+}
+
+impl Answer {
+    fn new(body: Shape) -> Self {
+        Answer {
+            status: 200,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+            body,
+        }
+    }
+
+    /// The request echoed as JSON, with this status.
+    pub fn status(code: u16) -> Self {
+        Answer::new(Shape::Echo).with_status(code)
+    }
+
+    pub fn with_status(mut self, code: u16) -> Self {
+        self.status = code;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl ToString) -> Self {
+        self.headers.push((name.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Waits this long before the head.
+    pub fn delay(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+
+    pub fn download(bytes: u64) -> Self {
+        Answer::new(Shape::Download(bytes))
+    }
+
+    pub fn drip(bytes: u64, every: Duration) -> Self {
+        Answer::new(Shape::Drip(bytes, every))
+    }
+
+    pub fn stall() -> Self {
+        Answer::new(Shape::Stall)
+    }
+
+    pub fn stall_body() -> Self {
+        Answer::new(Shape::StallBody)
+    }
+
+    pub fn break_mid_body() -> Self {
+        Answer::new(Shape::BreakMidBody)
+    }
+
+    pub fn count_upload() -> Self {
+        Answer::new(Shape::CountUpload)
+    }
+
+    pub fn quota(calls: usize) -> Self {
+        Answer::new(Shape::Quota(calls, Arc::default()))
+    }
+}
+
+/// An upstream fixture under construction: the answers by path. A request gets the answer of
+/// the longest route its path ends with; a path no route names is echoed with 200.
+#[derive(Default)]
+pub struct Builder {
+    routes: HashMap<String, Answer>,
+}
+
+impl Builder {
+    /// Answers `reply` to requests whose path is `path` or ends with it.
+    pub fn route(mut self, path: &str, reply: Answer) -> Self {
+        self.routes.insert(path.to_owned(), reply);
+        self
+    }
+
+    /// `/CODE` answers CODE, echoing the request, for each code.
+    pub fn statuses(self, codes: &[u16]) -> Self {
+        codes.iter().fold(self, |b, &code| {
+            b.route(&format!("/{code}"), Answer::status(code))
+        })
+    }
+
+    /// Plain HTTP/1.1.
+    pub fn http(self) -> Upstream {
+        Upstream::start(None, Arc::new(self.routes))
+    }
+
+    /// TLS with a fresh self-signed certificate for 127.0.0.1, offering h2 and http/1.1.
+    pub fn tls(self) -> Upstream {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("certificate");
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ck.cert.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let mut u = Upstream::start(Some(acceptor), Arc::new(self.routes));
+        u.ca_file = Some(ca);
+        u._dir = Some(dir);
+        u
+    }
+}
+
+type Routes = Arc<HashMap<String, Answer>>;
+
+async fn respond(
+    req: Request<Incoming>,
+    hits: Arc<Seen>,
+    routes: Routes,
+) -> Result<Response<FixtureBody>, Infallible> {
     hits.count.fetch_add(1, Ordering::SeqCst);
     let id = req
         .headers()
@@ -240,127 +371,101 @@ async fn respond(req: Request<Incoming>, hits: Arc<Seen>) -> Result<Reply, Infal
         .lock()
         .unwrap()
         .push((req.uri().to_string(), id));
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    if let Some(limit) = path
-        .rsplit_once("/quota/")
-        .and_then(|(_, n)| n.parse::<usize>().ok())
-    {
-        let used = hits.quota_used.fetch_add(1, Ordering::SeqCst) + 1;
-        let remaining = limit.saturating_sub(used);
-        let builder = Response::builder()
-            .header("x-ratelimit-limit", limit)
-            .header("x-ratelimit-remaining", remaining)
-            .header("x-ratelimit-reset", 60);
-        let reply = if used > limit {
-            builder.status(429).header("retry-after", 60)
-        } else {
-            builder.status(200)
-        };
-        return Ok(reply.body(FixtureBody::full("quota\n")).unwrap());
+    let reply = route(&routes, req.uri().path());
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
     }
-    let status = path
-        .split('/')
-        .filter_map(|s| s.parse::<u16>().ok())
-        .find(|c| (100..600).contains(c))
-        .unwrap_or(200);
-    let mut builder = Response::builder().status(status);
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("retry_after", v)) => {
-                let v = v.replace("%20", " ").replace("%2C", ",");
-                builder = builder.header("retry-after", v);
-            }
-            Some(("ratelimit", v)) => builder = builder.header("ratelimit-remaining", v),
-            Some(("x_ratelimit", v)) => builder = builder.header("x-ratelimit-remaining", v),
-            Some(("close", "1")) => builder = builder.header("connection", "close"),
-            _ => {}
-        }
+    let mut head = Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        head = head.header(name, value);
     }
-    if let Some(ms) = path
-        .rsplit_once("/slow/")
-        .and_then(|(_, ms)| ms.parse::<u64>().ok())
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    let body = if path.ends_with("/stall") {
-        std::future::pending::<()>().await;
-        unreachable!()
-    } else if path.ends_with("/stall-body") {
-        builder = builder.header("content-length", "10");
-        FixtureBody::Stalled { sent: false }
-    } else if path.ends_with("/reset-mid-body") {
-        builder = builder.header("content-length", "1000");
-        FixtureBody::Broken {
-            sent: false,
-            pause: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))),
+    let body = match reply.body {
+        Shape::Echo => {
+            head = head.header("content-type", "application/json");
+            FixtureBody::full(echo(req).await)
         }
-    } else if let Some(n) = path
-        .rsplit_once("/download/")
-        .and_then(|(_, n)| n.parse().ok())
-    {
-        FixtureBody::Repeat { remaining: n }
-    } else if let Some((n, ms)) = path.rsplit_once("/drip/").and_then(|(_, rest)| {
-        let (n, ms) = rest.split_once('/')?;
-        Some((n.parse::<u64>().ok()?, ms.parse::<u64>().ok()?))
-    }) {
-        builder = builder.header("content-length", n.to_string());
-        let every = std::time::Duration::from_millis(ms);
-        FixtureBody::Drip {
-            remaining: n,
-            every,
-            next: Box::pin(tokio::time::sleep(every)),
-        }
-    } else if path.ends_with("/upload") {
-        let mut body = req.into_body();
-        let mut n: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(f) => n += f.data_ref().map_or(0, |d| d.len() as u64),
-                Err(_) => break,
+        Shape::Download(n) => FixtureBody::Repeat { remaining: n },
+        Shape::Drip(n, every) => {
+            head = head.header("content-length", n);
+            FixtureBody::Drip {
+                remaining: n,
+                every,
+                next: Box::pin(tokio::time::sleep(every)),
             }
         }
-        FixtureBody::full(format!("{{\"body_len\":{n}}}"))
-    } else if path.ends_with("/hop-by-hop") {
-        builder = builder
-            .header("connection", "x-hop")
-            .header("x-hop", "1")
-            .header("keep-alive", "timeout=5")
-            .header("x-kept", "1");
-        FixtureBody::full("hop")
-    } else {
-        let method = req.method().to_string();
-        let target = req.uri().to_string();
-        let version = format!("{:?}", req.version());
-        let headers: Vec<(String, String)> = req
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let echo = serde_json::json!({
-            "method": method,
-            "target": target,
-            "path": path,
-            "query": query,
-            "version": version,
-            "headers": headers,
-            "body": String::from_utf8_lossy(&body),
-        });
-        builder = builder.header("content-type", "application/json");
-        FixtureBody::full(echo.to_string())
+        Shape::Stall => std::future::pending().await,
+        Shape::StallBody => {
+            head = head.header("content-length", "10");
+            FixtureBody::Stalled { sent: false }
+        }
+        Shape::BreakMidBody => {
+            head = head.header("content-length", "1000");
+            FixtureBody::Broken {
+                sent: false,
+                pause: Box::pin(tokio::time::sleep(Duration::from_millis(100))),
+            }
+        }
+        Shape::CountUpload => {
+            let mut body = req.into_body();
+            let mut n: u64 = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            FixtureBody::full(format!("{{\"body_len\":{n}}}"))
+        }
+        Shape::Quota(limit, used) => {
+            let used = used.fetch_add(1, Ordering::SeqCst) + 1;
+            head = head
+                .header("x-ratelimit-limit", limit)
+                .header("x-ratelimit-remaining", limit.saturating_sub(used))
+                .header("x-ratelimit-reset", 60);
+            if used > limit {
+                head = head.status(429).header("retry-after", 60);
+            }
+            FixtureBody::full("quota\n")
+        }
     };
-    Ok(builder.body(body).unwrap())
+    Ok(head.body(body).unwrap())
+}
+
+/// The answer of the longest route the path ends with (so a source's base path does not
+/// matter), or the echo.
+fn route(routes: &Routes, path: &str) -> Answer {
+    routes
+        .iter()
+        .filter(|(r, _)| path.ends_with(r.as_str()))
+        .max_by_key(|(r, _)| r.len())
+        .map_or_else(|| Answer::status(200), |(_, a)| a.clone())
+}
+
+/// The request as JSON.
+async fn echo(req: Request<Incoming>) -> String {
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::json!({
+        "method": parts.method.as_str(),
+        "target": parts.uri.to_string(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    })
+    .to_string()
 }
 
 pub enum FixtureBody {
