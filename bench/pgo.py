@@ -3,7 +3,7 @@
 An instrumented build of remedy (built by `bench/pgo` before this runs) proxies the traffic a
 sidecar sees, on loopback, to an nginx origin: small and 4 KiB and 64 KiB answers, 429s,
 uploads, at 32 and 256 connections, over plain HTTP/1.1, TLS with HTTP/1.1 and TLS with
-HTTP/2 (by ALPN), plus requests that match no source, an upstream that refuses connections
+HTTP/2 (by ALPN), HTTPS through `CONNECT` that remedy intercepts, plus requests that match no source, an upstream that refuses connections
 and `/metrics` scrapes. Every phase is bounded (wrk's duration, a fixed count of requests).
 The counters it leaves behind are merged into `pgo/remedy.profdata`.
 
@@ -27,6 +27,8 @@ INSTRUMENTED = os.path.join(ROOT, "target/pgo-instrumented/release/remedy")
 OUT = os.path.join(ROOT, "pgo/remedy.profdata")
 PORTS = {"plain": 18201, "tls": 18202, "h2": 18203, "remedy": 18204, "admin": 18205, "refused": 18206}
 SECONDS = int(os.environ.get("PGO_SECONDS", "3"))
+# A host the connector reaches through HTTPS_PROXY, which remedy intercepts.
+INTERCEPTED = "intercepted.bench.test"
 
 
 def certificates(tmp):
@@ -71,9 +73,14 @@ http {{ access_log off; keepalive_requests 1000000;
         source.format("tls", f"https://127.0.0.1:{PORTS['tls']}", f", ca_file: {ca}"),
         source.format("h2", f"https://127.0.0.1:{PORTS['h2']}", f", ca_file: {ca}"),
         source.format("refused", f"http://127.0.0.1:{PORTS['refused']}", ""),
+        f"  - {{ name: intercepted, upstream: 'https://127.0.0.1:{PORTS['tls']}', ca_file: {ca}, "
+        f"match: {{ hosts: [{INTERCEPTED}] }} }}\n",
     ]
     write_file(os.path.join(tmp, "remedy.yaml"), f"""
-proxy: {{ listen: 127.0.0.1:{PORTS['remedy']}, max_connections: 4096 }}
+proxy:
+  listen: 127.0.0.1:{PORTS['remedy']}
+  max_connections: 4096
+  intercept: {{ enabled: true, ca_dir: '{os.path.join(tmp, "remedy-ca")}' }}
 admin: {{ listen: 127.0.0.1:{PORTS['admin']} }}
 runtime: {{ worker_threads: 1 }}
 shutdown: {{ drain_timeout: 1s, linger: 0s }}
@@ -90,6 +97,17 @@ def wrk(path, conns, script=None):
                   timeout=SECONDS + 30)
     requests = re.search(r"(\d+) requests in", out).group(1)
     print(f"  {path:<16} c={conns:<4} {requests} requests", flush=True)
+
+
+def hey_through_connect(conns):
+    """Keep-alive HTTPS through remedy as HTTPS_PROXY; hey does not verify the certificate."""
+    out = subprocess.run(["hey", "-z", f"{SECONDS}s", "-c", str(conns), "-x", f"http://127.0.0.1:{PORTS['remedy']}",
+                          f"https://{INTERCEPTED}/ok"], capture_output=True, text=True, check=True,
+                         timeout=SECONDS + 30).stdout
+    answered = re.search(r"\[200\]\s+(\d+) responses", out)
+    if not answered:
+        sys.exit(f"no 200 through CONNECT:\n{out}")
+    print(f"  CONNECT /ok       c={conns:<4} {answered.group(1)} requests", flush=True)
 
 
 def fetch(url, times):
@@ -123,6 +141,9 @@ def main():
             wrk(f"/{source}/64k", 32)
             wrk(f"/{source}/429", 32)
             wrk(f"/{source}/upload", 32, upload)
+        print("intercepted (CONNECT, then TLS inside the tunnel):", flush=True)
+        for conns in (32, 256):
+            hey_through_connect(conns)
         print("no source, refused upstream, scrapes", flush=True)
         fetch(f"http://127.0.0.1:{PORTS['remedy']}/nowhere", 200)
         fetch(f"http://127.0.0.1:{PORTS['remedy']}/refused/ok", 200)
