@@ -88,15 +88,41 @@ fn document() -> impl Strategy<Value = Value> {
     })
 }
 
-/// The lines of `bytes` as YAML (and most editors) count them: CRLF, a lone CR and LF
-/// each end one.
+/// The lines of `bytes` as remedy's YAML parser (libyaml, YAML 1.1) counts them: CRLF, a lone
+/// CR, LF, and the Unicode breaks NEL, LS and PS each end one.
 fn yaml_lines(bytes: &[u8]) -> usize {
-    let breaks = bytes
-        .iter()
-        .enumerate()
-        .filter(|&(i, b)| *b == b'\n' || (*b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
-        .count();
-    breaks + 1
+    let (mut lines, mut i) = (1, 0);
+    while i < bytes.len() {
+        let step = match bytes[i..] {
+            [b'\r', b'\n', ..] | [0xC2, 0x85, ..] => 2,
+            [b'\r' | b'\n', ..] => 1,
+            [0xE2, 0x80, 0xA8 | 0xA9, ..] => 3,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        lines += 1;
+        i += step;
+    }
+    lines
+}
+
+/// An unterminated string ends at the end of the file: the error names the last line, counted
+/// across every kind of line break the parser knows.
+#[test]
+fn every_line_break_the_parser_knows_is_counted() {
+    for text in [
+        "\"\n\n",
+        "\"\r\r",
+        "\"\r\n\r\n",
+        "\"\u{85}\u{85}\u{85}",
+        "\"\u{2028}\u{2028}",
+        "\"\u{2029}",
+    ] {
+        let e = remedy::config::parse(text, "remedy.yaml").unwrap_err();
+        assert_eq!(e.line, Some(yaml_lines(text.as_bytes())), "{text:?}: {e}");
+    }
 }
 
 /// Checks the loader's answer for `text`.
