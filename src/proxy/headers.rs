@@ -84,6 +84,22 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+/// Every `X-Forwarded-For` the connector sent, in order, then the connector's address.
+fn forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> Option<HeaderValue> {
+    let mut chain = headers.get_all(X_FORWARDED_FOR).iter();
+    let Some(first) = chain.next() else {
+        return Some(client_ip.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in chain {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    joined.extend_from_slice(b", ");
+    joined.extend_from_slice(client_ip.as_bytes());
+    HeaderValue::from_bytes(&joined).ok()
+}
+
 /// Rewrites `req`'s headers in place (moving a request costs a copy of its head).
 /// `https` says the connector spoke TLS to remedy (inside a tunnel).
 pub(super) fn rewrite_request<B>(
@@ -100,22 +116,7 @@ pub(super) fn rewrite_request<B>(
         None => req.headers().get(header::HOST).cloned(),
     };
     let headers = req.headers_mut();
-    // Every `X-Forwarded-For` the connector sent, in order, then its address.
-    let mut chain = headers.get_all(X_FORWARDED_FOR).iter();
-    let xff = match (chain.next(), chain.next()) {
-        (None, _) => Some(client_ip.clone()),
-        (Some(first), second) => {
-            let mut joined = first.as_bytes().to_vec();
-            for v in second.into_iter().chain(chain) {
-                joined.extend_from_slice(b", ");
-                joined.extend_from_slice(v.as_bytes());
-            }
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
-        }
-    };
-    if let Some(v) = xff {
+    if let Some(v) = forwarded_for(headers, client_ip) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = if https { "https" } else { "http" };
@@ -216,6 +217,19 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "127.0.0.1:8780");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(!h.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn every_forwarded_for_the_connector_sent_is_kept_in_order_before_its_address() {
+        let mut req = Request::builder()
+            .uri("/github/x")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2, 10.0.0.3")
+            .body(())
+            .unwrap();
+        rewrite_from_loopback(&mut req, false);
+        let all: Vec<_> = req.headers().get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
     }
 
     #[test]
