@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{Remedy, Upstream};
+use crate::support::{Config, Remedy, Upstream, source};
 
 struct Secured {
     remedy: Remedy,
@@ -31,10 +31,7 @@ fn secured() -> Secured {
     .unwrap();
     let u = Upstream::http();
     let remedy = Remedy::start_with(
-        &format!(
-            "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\n",
-            u.url()
-        ),
+        Config::new().source(source("api", u.url()).prefix("/api")),
         &[],
         &["--web.config.file", web.to_str().unwrap()],
     );
@@ -87,7 +84,7 @@ fn a_bad_web_config_refuses_to_start() {
     std::fs::write(&web, "basic_auth_users:\n  prometheus: plaintext\n").unwrap();
     let cfg = crate::support::launcher::write_config(
         dir.path(),
-        "sources:\n  - { name: api, upstream: 'http://127.0.0.1:1', match: { path_prefix: /api } }\n",
+        Config::new().source(source("api", "http://127.0.0.1:1").prefix("/api")),
     );
     let out = Command::new(crate::support::launcher::binary())
         .args([

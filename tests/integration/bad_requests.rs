@@ -6,13 +6,16 @@
 use std::io::Write;
 use std::net::TcpStream;
 
-use crate::support::{Answer, Remedy, Upstream, raw, read_one, send};
+use crate::support::{Answer, Config, Remedy, Upstream, raw, read_one, send, source};
 
+/// remedy with the source `api` at `u`, waiting a second for the upstream's head.
 fn remedy_for(u: &Upstream) -> Remedy {
-    Remedy::start(&format!(
-        "sources:\n  - name: api\n    upstream: '{}'\n    match: {{ path_prefix: /api }}\n    timeouts: {{ connect: 1s, response_header: 1s, idle: 30s }}\n",
-        u.url()
-    ))
+    Remedy::start(
+        Config::new().source(source("api", u.url()).prefix("/api").set(
+            "timeouts",
+            "{ connect: 1s, response_header: 1s, idle: 30s }",
+        )),
+    )
 }
 
 /// Chunked bodies hyper refuses, with the reason it gives.
@@ -88,10 +91,7 @@ fn the_reason_is_logged_at_debug_as_a_bad_request() {
         .route("/upload", Answer::count_upload())
         .http();
     let remedy = Remedy::start_with_env(
-        &format!(
-            "sources:\n  - name: api\n    upstream: '{}'\n    match: {{ path_prefix: /api }}\n",
-            u.url()
-        ),
+        Config::new().source(source("api", u.url()).prefix("/api")),
         &[("REMEDY_LOG", "debug")],
     );
     let reply = raw(remedy.proxy, &chunked_post(MALFORMED_CHUNKED[2].1)).unwrap();
@@ -206,11 +206,13 @@ fn a_malformed_body_to_an_http2_upstream_is_the_connectors_400_too() {
     let u = Upstream::builder()
         .route("/upload", Answer::count_upload())
         .tls();
-    let remedy = Remedy::start(&format!(
-        "sources:\n  - name: api\n    upstream: '{}'\n    ca_file: '{}'\n    match: {{ path_prefix: /api }}\n",
-        u.url(),
-        u.ca_file.as_ref().unwrap().display()
-    ));
+    let remedy = Remedy::start(
+        Config::new().source(
+            source("api", u.url())
+                .prefix("/api")
+                .ca_file(u.ca_file.as_ref().unwrap()),
+        ),
+    );
     let reply = raw(remedy.proxy, &chunked_post(MALFORMED_CHUNKED[0].1)).unwrap();
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert_blamed_on_the_connector(&remedy, 1.0);

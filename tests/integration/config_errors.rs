@@ -150,7 +150,7 @@ fn check_config_and_run_judge_a_ca_file_alike() {
             String::from_utf8_lossy(&checked.stderr)
         );
         if usable {
-            let remedy = crate::support::Remedy::start(&std::fs::read_to_string(config).unwrap());
+            let remedy = crate::support::Remedy::start(std::fs::read_to_string(config).unwrap());
             assert_eq!(crate::support::send(remedy.admin, "/-/ready").status, 200);
         } else {
             let err = String::from_utf8_lossy(&checked.stderr).into_owned();

@@ -1,13 +1,12 @@
 //! Every response is counted once, by source, code, class, remediation and origin.
 
-use crate::support::{Answer, Remedy, Upstream, send};
+use crate::support::{Answer, Config, Remedy, Upstream, send, source};
 
-fn two_sources(a: &Upstream, b: &Upstream) -> String {
-    format!(
-        "sources:\n  - {{ name: alpha, upstream: '{}', match: {{ path_prefix: /alpha }} }}\n  - {{ name: beta, upstream: '{}/v2', match: {{ path_prefix: /beta }} }}\n",
-        a.url(),
-        b.url()
-    )
+/// alpha at `a`, and beta at `b` under the base path `/v2`.
+fn two_sources(a: &Upstream, b: &Upstream) -> Config {
+    Config::new()
+        .source(source("alpha", a.url()).prefix("/alpha"))
+        .source(source("beta", format!("{}/v2", b.url())).prefix("/beta"))
 }
 
 #[test]
@@ -15,7 +14,7 @@ fn every_faq_code_is_counted_exactly_for_two_sources() {
     let codes = [400, 401, 403, 404, 414, 429, 500, 502, 503, 504, 200, 418];
     let a = Upstream::builder().statuses(&codes).http();
     let b = Upstream::builder().statuses(&codes).http();
-    let remedy = Remedy::start(&two_sources(&a, &b));
+    let remedy = Remedy::start(two_sources(&a, &b));
     let faq = [
         (400, "check_request_config"),
         (401, "check_credentials"),
@@ -60,7 +59,7 @@ fn every_faq_code_is_counted_exactly_for_two_sources() {
 #[test]
 fn catalog_codes_are_exported_at_zero_from_start() {
     let (a, b) = (Upstream::http(), Upstream::http());
-    let remedy = Remedy::start(&two_sources(&a, &b));
+    let remedy = Remedy::start(two_sources(&a, &b));
     let s = remedy.scrape();
     for source in ["alpha", "beta"] {
         assert_eq!(
@@ -126,7 +125,7 @@ fn retry_after_in_both_forms_and_rate_limit_headers_set_the_gauges() {
                 .header("x-ratelimit-remaining", 3),
         )
         .http();
-    let remedy = Remedy::start(&two_sources(&a, &b));
+    let remedy = Remedy::start(two_sources(&a, &b));
     send(remedy.proxy, "/alpha/throttled");
     let gauge = |s: &crate::support::Scrape, name: &str, source: &str| {
         s.get(name, &[("source", source)]).expect(name)
@@ -170,7 +169,7 @@ fn metrics_pass_promtool_check_metrics() {
         .route("/429", Answer::status(429).header("retry-after", 1))
         .http();
     let b = Upstream::builder().statuses(&[418]).http();
-    let remedy = Remedy::start(&two_sources(&a, &b));
+    let remedy = Remedy::start(two_sources(&a, &b));
     for path in ["/alpha/x", "/alpha/429", "/nope", "/beta/418"] {
         send(remedy.proxy, path);
     }
@@ -186,7 +185,7 @@ fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
         .route("/reports", Answer::quota(100))
         .http();
     let b = Upstream::http();
-    let remedy = Remedy::start(&two_sources(&a, &b));
+    let remedy = Remedy::start(two_sources(&a, &b));
     for _ in 0..95 {
         assert_eq!(send(remedy.proxy, "/alpha/reports").status, 200);
     }

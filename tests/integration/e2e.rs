@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Answer, Upstream, send, wait_for};
+use crate::support::{Answer, Config, Upstream, send, source, wait_for};
 use serde_json::Value;
 
 /// Every process started here, killed when the test ends however it ends.
@@ -277,10 +277,19 @@ fn write_stack_configs(
 
 /// Starts remedy (the release build) on `config`, waits until it is ready, and writes the rules
 /// it serves where Prometheus loads them; returns its proxy and admin addresses.
-fn start_remedy(procs: &mut Procs, config: &str) -> (SocketAddr, SocketAddr) {
+/// Both listeners on port 0 and a quick shutdown: the start of each config `start_remedy`
+/// runs (which, unlike the launcher, writes the config as it is).
+fn on_port_zero() -> Config {
+    Config::new()
+        .section("proxy", "{ listen: 127.0.0.1:0 }")
+        .section("admin", "{ listen: 127.0.0.1:0 }")
+        .section("shutdown", "{ drain_timeout: 1s, linger: 0s }")
+}
+
+fn start_remedy(procs: &mut Procs, config: &Config) -> (SocketAddr, SocketAddr) {
     let dir = procs.dir.clone();
     let config_path = dir.join("remedy.yaml");
-    std::fs::write(&config_path, config).unwrap();
+    std::fs::write(&config_path, config.to_string()).unwrap();
     procs.start(
         "remedy",
         Command::new(release_binary())
@@ -365,22 +374,23 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         .http();
     let quiet = Upstream::http();
     let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
-    let config = format!(
-        "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
-         shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
-         sources:\n\
-         \x20 - {{ name: crm, upstream: '{}', match: {{ path_prefix: /crm }} }}\n\
-         \x20 - {{ name: ads, upstream: '{}', match: {{ hosts: [ads.example.test] }} }}\n\
-         \x20 - {{ name: analytics, upstream: '{}', match: {{ path_prefix: /analytics }}, timeouts: {{ connect: 1s }} }}\n\
-         \x20 - {{ name: quiet, upstream: '{}', match: {{ path_prefix: /quiet }} }}\n\
-         alerts:\n  window: 20s\n  overrides:\n\
-         \x20   check_credentials: {quick}\n    reduce_concurrency: {quick}\n    retry_later: {quick}\n\
-         \x20   check_resource_availability: {quick}\n    RemedyUpstreamUnreachable: {quick}\n",
-        crm.url(),
-        ads.url(),
-        analytics.url(),
-        quiet.url()
-    );
+    let config = on_port_zero()
+        .source(source("crm", crm.url()).prefix("/crm"))
+        .source(source("ads", ads.url()).hosts(&["ads.example.test"]))
+        .source(
+            source("analytics", analytics.url())
+                .prefix("/analytics")
+                .set("timeouts", "{ connect: 1s }"),
+        )
+        .source(source("quiet", quiet.url()).prefix("/quiet"))
+        .section(
+            "alerts",
+            format!(
+                "{{ window: 20s, overrides: {{ check_credentials: {quick}, reduce_concurrency: {quick}, \
+                 retry_later: {quick}, check_resource_availability: {quick}, \
+                 RemedyUpstreamUnreachable: {quick} }} }}"
+            ),
+        );
     let (proxy, admin) = start_remedy(&mut procs, &config);
     let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin));
     let run = Stack {
@@ -577,16 +587,13 @@ fn the_quota_warning_arrives_before_the_first_429() {
     let api = Upstream::builder()
         .route("/quota", Answer::quota(100))
         .http();
-    let config = format!(
-        "proxy: {{ listen: 127.0.0.1:0 }}\nadmin: {{ listen: 127.0.0.1:0 }}\n\
-         shutdown: {{ drain_timeout: 1s, linger: 0s }}\n\
-         sources:\n\
-         \x20 - {{ name: ads, upstream: '{}', match: {{ path_prefix: /ads }} }}\n\
-         alerts:\n  window: 30s\n  overrides:\n\
-         \x20   ConnectorNearRateLimit: {{ for: 2s }}\n\
-         \x20   reduce_concurrency: {{ threshold: 0.1, for: 2s, keep_firing_for: 0s, min_requests: 2 }}\n",
-        api.url(),
-    );
+    let config = on_port_zero()
+        .source(source("ads", api.url()).prefix("/ads"))
+        .section(
+            "alerts",
+            "{ window: 30s, overrides: { ConnectorNearRateLimit: { for: 2s }, \
+             reduce_concurrency: { threshold: 0.1, for: 2s, keep_firing_for: 0s, min_requests: 2 } } }",
+        );
     let (proxy, admin) = start_remedy(&mut procs, &config);
     let (prom, received) = start_stack(&mut procs, &scrape_every_second(admin));
     let p = format!("http://{proxy}");
@@ -671,23 +678,20 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
     let analytics = Upstream::builder().statuses(&[503]).http();
     // Windows scaled to the 6s scrape interval; the defaults' shapes (for 0s on 401,
     // responses rather than a rate as the guard) otherwise.
-    let config = format!(
-        "shutdown: {{ drain_timeout: 2s, linger: 30s }}\n\
-         sources:\n\
-         \x20 - {{ name: crm, upstream: '{}', match: {{ path_prefix: /crm }} }}\n\
-         \x20 - {{ name: ads, upstream: '{}', match: {{ path_prefix: /ads }} }}\n\
-         \x20 - {{ name: analytics, upstream: '{}', match: {{ path_prefix: /analytics }} }}\n\
-         alerts:\n  window: 30s\n  overrides:\n\
-         \x20   check_credentials: {{ keep_firing_for: 1m }}\n\
-         \x20   reduce_concurrency: {{ for: 0s, keep_firing_for: 1m }}\n\
-         \x20   retry_later: {{ for: 0s, keep_firing_for: 1m }}\n",
-        crm.url(),
-        ads.url(),
-        analytics.url()
-    );
+    let config = Config::new()
+        .section("shutdown", "{ drain_timeout: 2s, linger: 30s }")
+        .source(source("crm", crm.url()).prefix("/crm"))
+        .source(source("ads", ads.url()).prefix("/ads"))
+        .source(source("analytics", analytics.url()).prefix("/analytics"))
+        .section(
+            "alerts",
+            "{ window: 30s, overrides: { check_credentials: { keep_firing_for: 1m }, \
+             reduce_concurrency: { for: 0s, keep_firing_for: 1m }, \
+             retry_later: { for: 0s, keep_firing_for: 1m } } }",
+        );
     let rules = crate::support::tools::remedy_stdout(&["rules", "--config", &{
         let path = dir.join("remedy.yaml");
-        std::fs::write(&path, &config).unwrap();
+        std::fs::write(&path, config.to_string()).unwrap();
         path.display().to_string()
     }]);
     std::fs::write(dir.join("rules.yaml"), rules).unwrap();

@@ -5,11 +5,23 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Answer, Remedy, Upstream, raw, send};
+use crate::support::config::Source;
+use crate::support::{Answer, Config, Remedy, Upstream, raw, send, source};
 
-fn source(url: &str, extra: &str) -> String {
-    format!(
-        "sources:\n  - name: api\n    upstream: '{url}'\n    match: {{ path_prefix: /api }}\n    timeouts: {{ connect: 1s, response_header: 500ms, idle: 500ms }}\n{extra}"
+/// The source `api` at `url`, with timeouts short enough for a test to see them pass.
+fn api(url: impl std::fmt::Display) -> Source {
+    source("api", url).prefix("/api").set(
+        "timeouts",
+        "{ connect: 1s, response_header: 500ms, idle: 500ms }",
+    )
+}
+
+/// The same source, waiting 30 s for a head: a test that outlasts the head timeout is about
+/// something else.
+fn patient_api(url: impl std::fmt::Display) -> Source {
+    api(url).set(
+        "timeouts",
+        "{ connect: 1s, response_header: 30s, idle: 500ms }",
     )
 }
 
@@ -18,7 +30,7 @@ fn refused_upstream_is_502_from_the_proxy() {
     let mut u = Upstream::http();
     let url = u.url();
     u.stop();
-    let remedy = Remedy::start(&source(&url, ""));
+    let remedy = Remedy::start(Config::new().source(api(&url)));
     let r = send(remedy.proxy, "/api/x");
     assert_eq!(r.status, 502);
     assert!(r.text().contains("connect"), "{}", r.text());
@@ -32,7 +44,7 @@ fn refused_upstream_is_502_from_the_proxy() {
 #[test]
 fn stalled_upstream_is_504_from_the_proxy() {
     let u = Upstream::builder().route("/stall", Answer::stall()).http();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     let r = send(remedy.proxy, "/api/stall");
     assert_eq!(r.status, 504);
     let s = remedy.scrape();
@@ -44,7 +56,7 @@ fn stalled_upstream_is_504_from_the_proxy() {
 #[test]
 fn a_reused_upstream_connection_still_times_out_a_stalled_head() {
     let u = Upstream::builder().route("/stall", Answer::stall()).http();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
     assert_eq!(send(remedy.proxy, "/api/stall").status, 504);
     // The stalled request went out on the first request's connection, which is then dropped.
@@ -57,7 +69,7 @@ fn a_reused_upstream_connection_still_times_out_a_stalled_head() {
 #[test]
 fn untrusted_certificate_is_502_tls() {
     let u = Upstream::tls();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     let r = send(remedy.proxy, "/api/x");
     assert_eq!(r.status, 502);
     let s = remedy.scrape();
@@ -73,7 +85,7 @@ fn untrusted_certificate_is_502_tls() {
 
 #[test]
 fn unknown_host_is_502_dns() {
-    let remedy = Remedy::start(&source("http://no-such-host.invalid", ""));
+    let remedy = Remedy::start(Config::new().source(api("http://no-such-host.invalid")));
     let r = send(remedy.proxy, "/api/x");
     assert!(r.status == 502 || r.status == 504, "{}", r.status);
     let s = remedy.scrape();
@@ -86,7 +98,7 @@ fn reset_mid_body_reaches_the_connector_as_a_broken_response() {
     let u = Upstream::builder()
         .route("/reset-mid-body", Answer::break_mid_body())
         .http();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     let reply = raw(
         remedy.proxy,
         b"GET /api/reset-mid-body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -105,7 +117,7 @@ fn body_stalled_past_idle_timeout_is_aborted() {
     let u = Upstream::builder()
         .route("/stall-body", Answer::stall_body())
         .http();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     let reply = raw(
         remedy.proxy,
         b"GET /api/stall-body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -120,7 +132,7 @@ fn a_slow_body_that_keeps_coming_outlasts_the_idle_timeout() {
     let u = Upstream::builder()
         .route("/drip", Answer::drip(8, Duration::from_millis(200)))
         .http();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     // Eight chunks 200 ms apart: 1.6 s in all, never more than 500 ms without one.
     let r = send(remedy.proxy, "/api/drip");
     assert_eq!(r.status, 200);
@@ -135,7 +147,7 @@ fn connector_disconnect_mid_download_leaves_nothing_in_flight() {
     let u = Upstream::builder()
         .route("/download", Answer::download(1_000_000_000))
         .http();
-    let remedy = Remedy::start(&source(&u.url(), ""));
+    let remedy = Remedy::start(Config::new().source(api(u.url())));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"GET /api/download HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -158,7 +170,7 @@ fn connector_disconnect_mid_upload_cancels_the_upstream_request() {
     let u = Upstream::builder()
         .route("/upload", Answer::count_upload())
         .http();
-    let remedy = Remedy::start(&source(&u.url(), "").replace("500ms, idle", "30s, idle"));
+    let remedy = Remedy::start(Config::new().source(patient_api(u.url())));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
         .unwrap();
@@ -181,7 +193,7 @@ fn connector_disconnect_mid_upload_cancels_the_upstream_request() {
 #[test]
 fn connector_disconnect_before_the_head_counts_499() {
     let u = Upstream::builder().route("/stall", Answer::stall()).http();
-    let remedy = Remedy::start(&source(&u.url(), "").replace("500ms, idle", "30s, idle"));
+    let remedy = Remedy::start(Config::new().source(patient_api(u.url())));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     s.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -197,8 +209,8 @@ fn connector_disconnect_before_the_head_counts_499() {
 #[test]
 fn in_flight_cap_answers_503_instead_of_queueing() {
     let u = Upstream::builder().route("/stall", Answer::stall()).http();
-    let yaml = source(&u.url(), "    max_in_flight: 1\n").replace("500ms, idle", "30s, idle");
-    let remedy = Remedy::start(&yaml);
+    let config = Config::new().source(patient_api(u.url()).set("max_in_flight", 1));
+    let remedy = Remedy::start(config);
     let mut held = TcpStream::connect(remedy.proxy).unwrap();
     held.write_all(b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{Answer, Remedy, Upstream, request, send};
+use crate::support::{Answer, Config, Remedy, Upstream, request, send, source};
 
 fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
     echo["headers"]
@@ -14,17 +14,19 @@ fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn one_source(u: &Upstream, extra: &str) -> String {
-    format!(
-        "sources:\n  - name: api\n    upstream: '{}/base'\n    match: {{ path_prefix: /api, hosts: [api.example.com] }}\n{extra}",
-        u.url()
+/// One source, `api`, at `u` under the base path `/base`, matched by prefix and by host.
+fn one_source(u: &Upstream) -> Config {
+    Config::new().source(
+        source("api", format!("{}/base", u.url()))
+            .prefix("/api")
+            .hosts(&["api.example.com"]),
     )
 }
 
 #[test]
 fn base_url_mode_keeps_query_body_and_headers_byte_for_byte() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     let r = request(
         remedy.proxy,
         "POST",
@@ -58,7 +60,7 @@ fn base_url_mode_keeps_query_body_and_headers_byte_for_byte() {
 #[test]
 fn http_proxy_mode_with_curl_reaches_the_source_upstream() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     let out = Command::new("curl")
         .args([
             "-sS",
@@ -86,11 +88,13 @@ fn http_proxy_mode_with_curl_reaches_the_source_upstream() {
 #[test]
 fn preserve_host_sends_the_connector_host() {
     let u = Upstream::http();
-    let yaml = format!(
-        "sources:\n  - name: api\n    upstream: '{}'\n    preserve_host: true\n    match: {{ hosts: [api.example.com] }}\n",
-        u.url()
+    let remedy = Remedy::start(
+        Config::new().source(
+            source("api", u.url())
+                .hosts(&["api.example.com"])
+                .set("preserve_host", true),
+        ),
     );
-    let remedy = Remedy::start(&yaml);
     let r = request(
         remedy.proxy,
         "GET",
@@ -113,7 +117,7 @@ fn hop_by_hop_headers_are_removed_both_ways() {
                 .header("x-kept", 1),
         )
         .http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     let r = request(
         remedy.proxy,
         "GET",
@@ -140,7 +144,7 @@ fn hop_by_hop_headers_are_removed_both_ways() {
 #[test]
 fn unmatched_request_is_never_forwarded() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     let r = send(remedy.proxy, "/other/x");
     assert_eq!(r.status, 404);
     assert!(r.text().contains("no source matched"), "{}", r.text());
@@ -163,7 +167,7 @@ fn unmatched_request_is_never_forwarded() {
 #[test]
 fn connect_is_answered_405_with_the_reason() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     let r = crate::support::raw(
         remedy.proxy,
         b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com:443\r\n\r\n",
@@ -191,7 +195,7 @@ fn connect_is_answered_405_with_the_reason() {
 #[test]
 fn path_escapes_never_reach_the_upstream() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     for path in [
         "/api/../admin",
         "/api/%2e%2e/admin",
@@ -208,12 +212,13 @@ fn path_escapes_never_reach_the_upstream() {
 #[test]
 fn tls_upstream_speaks_http2_by_alpn_with_an_extra_ca() {
     let u = Upstream::tls();
-    let yaml = format!(
-        "sources:\n  - name: secure\n    upstream: '{}'\n    ca_file: '{}'\n    match: {{ path_prefix: /s }}\n",
-        u.url(),
-        u.ca_file.as_ref().unwrap().display()
+    let remedy = Remedy::start(
+        Config::new().source(
+            source("secure", u.url())
+                .prefix("/s")
+                .ca_file(u.ca_file.as_ref().unwrap()),
+        ),
     );
-    let remedy = Remedy::start(&yaml);
     for _ in 0..3 {
         let r = send(remedy.proxy, "/s/x?y=1");
         assert_eq!(r.status, 200, "{}", r.text());
@@ -230,7 +235,7 @@ fn tls_upstream_speaks_http2_by_alpn_with_an_extra_ca() {
 #[test]
 fn http_1_0_connectors_are_forwarded_as_http_1_1() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     for (method, body) in [("GET", ""), ("POST", "abc")] {
         let head = format!(
             "{method} /api/v HTTP/1.0\r\nHost: api.example.com\r\nContent-Length: {}\r\n\r\n{body}",
@@ -247,7 +252,7 @@ fn http_1_0_connectors_are_forwarded_as_http_1_1() {
 #[test]
 fn a_missing_or_doubled_host_or_a_foreign_scheme_is_refused() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     for bad in [
         &b"GET /api/x HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
         b"GET /api/x HTTP/1.1\r\nHost: api.example.com\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
@@ -269,7 +274,7 @@ fn a_missing_or_doubled_host_or_a_foreign_scheme_is_refused() {
 #[test]
 fn forwarded_headers_are_remedys_own() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&one_source(&u, ""));
+    let remedy = Remedy::start(one_source(&u));
     // HTTP/1.0 without Host: a connector's X-Forwarded-Host does not pass.
     let r = crate::support::raw(
         remedy.proxy,
@@ -323,9 +328,8 @@ fn an_upstream_answer_with_both_framings_reaches_the_connector_framed_once() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         4,
     );
-    let remedy = Remedy::start(&format!(
-        "sources:\n  - {{ name: api, upstream: 'http://{addr}', match: {{ path_prefix: /api }} }}\n"
-    ));
+    let remedy =
+        Remedy::start(Config::new().source(source("api", format!("http://{addr}")).prefix("/api")));
     let r = send(remedy.proxy, "/api/x");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"hello");
@@ -348,9 +352,8 @@ fn an_upstream_that_breaks_after_its_head_is_counted_as_what_the_connector_recei
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
         ROUNDS,
     );
-    let remedy = Remedy::start(&format!(
-        "sources:\n  - {{ name: api, upstream: 'http://{addr}', match: {{ path_prefix: /api }} }}\n"
-    ));
+    let remedy =
+        Remedy::start(Config::new().source(source("api", format!("http://{addr}")).prefix("/api")));
     let (mut made, mut passed) = (0.0, 0.0);
     for _ in 0..ROUNDS {
         let mut s = std::net::TcpStream::connect(remedy.proxy).unwrap();

@@ -15,7 +15,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{Remedy, Upstream, send};
+use crate::support::{Config, Remedy, Upstream, send, source};
 
 const SEED: u64 = 0x5eed_2026;
 const CASES: usize = 10_000;
@@ -200,10 +200,14 @@ fn mutated_requests_never_crash_leak_past_the_base_path_or_go_uncounted() {
     let seed = env_or("REMEDY_FUZZ_SEED", SEED);
     let cases = env_or("REMEDY_FUZZ_CASES", CASES);
     let u = Upstream::http();
-    let mut remedy = Remedy::start(&format!(
-        "proxy: {{ listen: 127.0.0.1:0, header_read_timeout: 2s }}\nsources:\n  - name: api\n    upstream: '{}/base'\n    match: {{ path_prefix: /api, hosts: [api.example.com] }}\n    timeouts: {{ connect: 1s, response_header: 2s, idle: 2s }}\n",
-        u.url()
-    ));
+    let mut remedy = Remedy::start(
+        Config::new().proxy("header_read_timeout", "2s").source(
+            source("api", format!("{}/base", u.url()))
+                .prefix("/api")
+                .hosts(&["api.example.com"])
+                .set("timeouts", "{ connect: 1s, response_header: 2s, idle: 2s }"),
+        ),
+    );
     let next = AtomicUsize::new(0);
     let sent: Vec<(usize, Vec<u8>, Vec<u16>)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..CLIENTS)

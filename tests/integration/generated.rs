@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use crate::support::{Answer, Remedy, Upstream, send};
+use crate::support::{Answer, Config, Remedy, Upstream, send, source};
 
 use crate::support::tools::{assert_golden, root, run as tool};
 
@@ -125,10 +125,7 @@ fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
                 .header("ratelimit-remaining", 1),
         )
         .http();
-    let r = Remedy::start(&format!(
-        "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\n",
-        u.url()
-    ));
+    let r = Remedy::start(Config::new().source(source("api", u.url()).prefix("/api")));
     send(r.proxy, "/api/429");
     let scrape = r.scrape().text;
     let names: BTreeSet<&str> = queries
@@ -147,11 +144,14 @@ fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
 #[test]
 fn admin_serves_the_same_rules_dashboard_and_catalog() {
     let u = Upstream::http();
-    let yaml = format!(
-        "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\ncatalog:\n  - {{ code: 408, name: Request Timeout, meaning: m, advice: [Slow down.], remediation: retry_later }}\n",
-        u.url()
+    let r = Remedy::start(
+        Config::new()
+            .source(source("api", u.url()).prefix("/api"))
+            .section(
+                "catalog",
+                "[{ code: 408, name: Request Timeout, meaning: m, advice: [Slow down.], remediation: retry_later }]",
+            ),
     );
-    let r = Remedy::start(&yaml);
     let config = r.config_path.to_str().unwrap().to_owned();
     let rules = send(r.admin, "/rules");
     assert_eq!(rules.status, 200);

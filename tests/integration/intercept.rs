@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Answer, Remedy, Upstream, raw};
+use crate::support::{Answer, Config, Remedy, Upstream, raw, source};
 
 const HOST: &str = "api.example.test";
 
@@ -19,12 +19,15 @@ struct Setup {
 
 impl Setup {
     fn start(tunnel: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_with("", "", tunnel, env)
+        Self::start_with(tunnel, env, |config| config)
     }
 
-    /// With `proxy` lines (indented two spaces) added to the proxy section, and `top`
-    /// sections before it.
-    fn start_with(proxy: &str, top: &str, tunnel: &str, env: &[(&str, &str)]) -> Self {
+    /// With `adjust` applied to the config: more `proxy` fields, or other sections.
+    fn start_with(
+        tunnel: &str,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(Config) -> Config,
+    ) -> Self {
         let upstream = Upstream::builder()
             .route("/429", Answer::status(429).header("retry-after", 30))
             .route("/quota", Answer::quota(5))
@@ -36,20 +39,31 @@ impl Setup {
             )
             .tls();
         let ca_dir = tempfile::tempdir().unwrap();
-        let yaml = format!(
-            "{top}proxy:\n  listen: 127.0.0.1:0\n{proxy}  intercept:\n    enabled: true\n    ca_dir: '{dir}'\n    tunnel: [{tunnel}]\n\
-             sources:\n  - name: api\n    upstream: '{url}'\n    ca_file: '{ca}'\n    match: {{ hosts: [{HOST}, other.example.test] }}\n\
-             \x20 - name: untrusted\n    upstream: '{url}'\n    match: {{ hosts: [untrusted.example.test] }}\n",
-            dir = ca_dir.path().display(),
-            url = upstream.url(),
-            ca = upstream.ca_file.as_ref().unwrap().display(),
-        );
-        let remedy = Remedy::start_with_env(&yaml, env);
+        let hosts = [HOST, "other.example.test"];
+        let config = adjust(Setup::config(&upstream, ca_dir.path(), tunnel, &hosts));
+        let remedy = Remedy::start_with_env(config, env);
         Setup {
             upstream,
             remedy,
             ca_dir,
         }
+    }
+
+    /// Interception on, writing its files to `ca_dir` and passing `tunnel` through; the source
+    /// `api` intercepts `hosts` and trusts the fixture's certificate, `untrusted` does not.
+    fn config(upstream: &Upstream, ca_dir: &Path, tunnel: &str, hosts: &[&str]) -> Config {
+        let intercept = format!(
+            "{{ enabled: true, ca_dir: '{}', tunnel: [{tunnel}] }}",
+            ca_dir.display()
+        );
+        Config::new()
+            .proxy("intercept", intercept)
+            .source(
+                source("api", upstream.url())
+                    .ca_file(upstream.ca_file.as_ref().unwrap())
+                    .hosts(hosts),
+            )
+            .source(source("untrusted", upstream.url()).hosts(&["untrusted.example.test"]))
     }
 
     fn bundle(&self) -> PathBuf {
@@ -400,15 +414,9 @@ fn a_host_added_by_a_reload_is_intercepted_without_a_restart() {
         said.contains("CONNECT tunnel failed, response 403"),
         "{said}"
     );
-    let config = std::fs::read_to_string(&s.remedy.config_path).unwrap();
-    std::fs::write(
-        &s.remedy.config_path,
-        config.replace(
-            "other.example.test]",
-            "other.example.test, new.example.test]",
-        ),
-    )
-    .unwrap();
+    let hosts = [HOST, "other.example.test", "new.example.test"];
+    s.remedy
+        .rewrite_config(Setup::config(&s.upstream, s.ca_dir.path(), "", &hosts));
     s.remedy.signal("HUP");
     crate::support::wait_for(
         "a CA for the new host",
@@ -431,7 +439,7 @@ fn a_host_added_by_a_reload_is_intercepted_without_a_restart() {
 #[test]
 fn a_tunnel_holds_the_slot_of_the_connection_it_was_opened_on() {
     // One connection slot: the tunnel needs no second one, and frees it when it ends.
-    let s = Setup::start_with("  max_connections: 1\n", "", "", &[]);
+    let s = Setup::start_with("", &[], |c| c.proxy("max_connections", 1));
     for round in 0..3 {
         let (code, body) = s.curl(&format!("https://{HOST}/x/200"), &[]);
         assert_eq!(code, 200, "round {round}: {body}");
@@ -441,12 +449,9 @@ fn a_tunnel_holds_the_slot_of_the_connection_it_was_opened_on() {
 
 #[test]
 fn a_request_in_a_tunnel_finishes_and_is_counted_when_remedy_drains() {
-    let s = Setup::start_with(
-        "",
-        "shutdown: { drain_timeout: 5s, linger: 30s }\n",
-        "",
-        &[],
-    );
+    let s = Setup::start_with("", &[], |c| {
+        c.section("shutdown", "{ drain_timeout: 5s, linger: 30s }")
+    });
     std::thread::scope(|scope| {
         let slow = scope.spawn(|| s.curl(&format!("https://{HOST}/slow"), &[]));
         s.remedy.wait_in_flight("api", 1.0);

@@ -4,14 +4,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::support::{Answer, Remedy, Upstream, request, send, wait_for};
+use crate::support::config::Source;
+use crate::support::{Answer, Config, Remedy, Upstream, request, send, source, wait_for};
 
-fn source(name: &str, u: &Upstream) -> String {
-    format!(
-        "  - name: {name}\n    upstream: '{}'\n    match: {{ path_prefix: /{name} }}\n",
-        u.url()
-    )
+/// The source `name` at `u`, matched by the prefix `/name`.
+fn named(name: &str, u: &Upstream) -> Source {
+    source(name, u.url()).prefix(&format!("/{name}"))
 }
+
+/// The admin section that lets `POST /-/reload` through.
+const RELOAD_ON: &str = "{ listen: 127.0.0.1:0, enable_reload: true }";
 
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_after_a_scrape_of_the_final_counts() {
@@ -23,11 +25,12 @@ fn sigterm_drains_in_flight_requests_then_exits_after_a_scrape_of_the_final_coun
         .http();
     // One worker: the current-thread runtime drains the same way. A linger far longer than
     // the test's wait for the exit: only the scrape can end it in time.
-    let yaml = format!(
-        "runtime: {{ worker_threads: 1 }}\nshutdown: {{ drain_timeout: 10s, linger: 120s }}\nsources:\n{}",
-        source("api", &u)
+    let mut remedy = Remedy::start(
+        Config::new()
+            .section("runtime", "{ worker_threads: 1 }")
+            .section("shutdown", "{ drain_timeout: 10s, linger: 120s }")
+            .source(named("api", &u)),
     );
-    let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
     let slow: Vec<_> = (0..3)
         .map(|_| std::thread::spawn(move || send(proxy, "/api/slow").status))
@@ -62,11 +65,11 @@ fn sigterm_drains_in_flight_requests_then_exits_after_a_scrape_of_the_final_coun
 #[test]
 fn probes_during_the_wait_do_not_end_it_and_linger_bounds_it() {
     let u = Upstream::http();
-    let yaml = format!(
-        "shutdown: {{ drain_timeout: 1s, linger: 2s }}\nsources:\n{}",
-        source("api", &u)
+    let mut remedy = Remedy::start(
+        Config::new()
+            .section("shutdown", "{ drain_timeout: 1s, linger: 2s }")
+            .source(named("api", &u)),
     );
-    let mut remedy = Remedy::start(&yaml);
     assert_eq!(send(remedy.proxy, "/api/ok").status, 200);
     remedy.signal("TERM");
     remedy.wait_log("drained");
@@ -91,11 +94,11 @@ fn a_scrape_before_the_drain_ends_is_not_the_final_one() {
             Answer::status(200).delay(Duration::from_millis(1500)),
         )
         .http();
-    let yaml = format!(
-        "shutdown: {{ drain_timeout: 30s, linger: 120s }}\nsources:\n{}",
-        source("api", &u)
+    let mut remedy = Remedy::start(
+        Config::new()
+            .section("shutdown", "{ drain_timeout: 30s, linger: 120s }")
+            .source(named("api", &u)),
     );
-    let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
     let held = std::thread::spawn(move || send(proxy, "/api/slow").status);
     remedy.wait_in_flight("api", 1.0);
@@ -117,11 +120,11 @@ fn a_scrape_before_the_drain_ends_is_not_the_final_one() {
 #[test]
 fn a_second_signal_exits_at_once() {
     let u = Upstream::builder().route("/stall", Answer::stall()).http();
-    let yaml = format!(
-        "shutdown: {{ drain_timeout: 60s, linger: 60s }}\nsources:\n{}",
-        source("api", &u)
+    let mut remedy = Remedy::start(
+        Config::new()
+            .section("shutdown", "{ drain_timeout: 60s, linger: 60s }")
+            .source(named("api", &u)),
     );
-    let mut remedy = Remedy::start(&yaml);
     let proxy = remedy.proxy;
     let _held = std::thread::spawn(move || {
         crate::support::raw(proxy, b"GET /api/stall HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -142,18 +145,20 @@ fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
         Upstream::http(),
         Upstream::http(),
     );
-    let remedy = Remedy::start(&format!(
-        "sources:\n{}{}",
-        source("alpha", &a),
-        source("beta", &b)
-    ));
+    let remedy = Remedy::start(
+        Config::new()
+            .source(named("alpha", &a))
+            .source(named("beta", &b)),
+    );
     for _ in 0..3 {
         send(remedy.proxy, "/alpha/429");
     }
     send(remedy.proxy, "/beta/x");
-    let config = std::fs::read_to_string(&remedy.config_path).unwrap();
-    let swapped = config.replace(&source("beta", &b), &source("gamma", &c));
-    std::fs::write(&remedy.config_path, swapped).unwrap();
+    remedy.rewrite_config(
+        Config::new()
+            .source(named("alpha", &a))
+            .source(named("gamma", &c)),
+    );
     remedy.signal("HUP");
     wait_for("gamma to be routed", Duration::from_secs(10), || {
         (send(remedy.proxy, "/gamma/x").status == 200).then_some(())
@@ -175,16 +180,11 @@ fn reload_swaps_sources_and_keeps_counts_of_those_that_stay() {
 #[test]
 fn bad_reload_keeps_the_running_config_and_says_why() {
     let a = Upstream::http();
-    let remedy = Remedy::start(&format!(
-        "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
-        source("alpha", &a)
+    let config = |alpha: Source| Config::new().section("admin", RELOAD_ON).source(alpha);
+    let remedy = Remedy::start(config(named("alpha", &a)));
+    remedy.rewrite_config(config(
+        named("alpha", &a).set("timeouts", "{ connect: soon }"),
     ));
-    let good = std::fs::read_to_string(&remedy.config_path).unwrap();
-    std::fs::write(
-        &remedy.config_path,
-        format!("{good}    timeouts: {{ connect: soon }}\n"),
-    )
-    .unwrap();
     let r = request(remedy.admin, "POST", "/-/reload", &[], b"");
     assert_eq!(r.status, 500);
     assert!(
@@ -200,7 +200,7 @@ fn bad_reload_keeps_the_running_config_and_says_why() {
     );
     remedy.wait_log("keeping the running config");
 
-    std::fs::write(&remedy.config_path, &good).unwrap();
+    remedy.rewrite_config(config(named("alpha", &a)));
     assert_eq!(
         request(remedy.admin, "POST", "/-/reload", &[], b"").status,
         200
@@ -218,11 +218,8 @@ fn reloads_under_continuous_traffic_fail_no_request() {
     let a = Upstream::builder()
         .route("/slow", Answer::status(200).delay(Duration::from_millis(2)))
         .http();
-    let remedy = Remedy::start(&format!(
-        "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
-        source("alpha", &a)
-    ));
-    let good = std::fs::read_to_string(&remedy.config_path).unwrap();
+    let config = |alpha: Source| Config::new().section("admin", RELOAD_ON).source(alpha);
+    let remedy = Remedy::start(config(named("alpha", &a)));
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let proxy = remedy.proxy;
@@ -244,12 +241,12 @@ fn reloads_under_continuous_traffic_fail_no_request() {
         })
         .collect();
     for i in 0..10 {
-        let text = if i % 2 == 0 {
-            format!("{good}    timeouts: {{ response_header: {}s }}\n", 30 + i)
+        let alpha = named("alpha", &a);
+        remedy.rewrite_config(config(if i % 2 == 0 {
+            alpha.set("timeouts", format!("{{ response_header: {}s }}", 30 + i))
         } else {
-            format!("{good}    bad_key: 1\n")
-        };
-        std::fs::write(&remedy.config_path, text).unwrap();
+            alpha.set("bad_key", 1)
+        }));
         let status = request(remedy.admin, "POST", "/-/reload", &[], b"").status;
         assert_eq!(status, if i % 2 == 0 { 200 } else { 500 });
         remedy.signal("HUP");
@@ -268,17 +265,12 @@ fn reloads_under_continuous_traffic_fail_no_request() {
 #[test]
 fn a_changed_config_file_is_picked_up_when_watching() {
     let (a, b) = (Upstream::http(), Upstream::http());
-    let remedy = Remedy::start(&format!(
-        "reload: {{ watch_interval: 200ms }}\nsources:\n{}",
-        source("alpha", &a)
-    ));
+    let watched = Config::new()
+        .section("reload", "{ watch_interval: 200ms }")
+        .source(named("alpha", &a));
+    let remedy = Remedy::start(&watched);
     assert_eq!(send(remedy.proxy, "/beta/x").status, 404);
-    let config = std::fs::read_to_string(&remedy.config_path).unwrap();
-    std::fs::write(
-        &remedy.config_path,
-        format!("{config}{}", source("beta", &b)),
-    )
-    .unwrap();
+    remedy.rewrite_config(watched.source(named("beta", &b)));
     wait_for("beta to be routed", Duration::from_secs(10), || {
         (send(remedy.proxy, "/beta/x").status == 200).then_some(())
     });
@@ -313,10 +305,11 @@ fn thread_policies(pid: i32) -> Vec<(String, u32)> {
 #[test]
 fn the_admin_thread_gives_way_to_the_proxy_workers() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&format!(
-        "runtime: {{ worker_threads: 2 }}\nsources:\n{}",
-        source("api", &u)
-    ));
+    let remedy = Remedy::start(
+        Config::new()
+            .section("runtime", "{ worker_threads: 2 }")
+            .source(named("api", &u)),
+    );
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
     let threads = thread_policies(remedy.pid());
     let policy = |name: &str| {
@@ -333,16 +326,17 @@ fn the_admin_thread_gives_way_to_the_proxy_workers() {
 #[test]
 fn the_reload_endpoint_is_off_unless_enabled_and_refuses_other_origins() {
     let a = Upstream::http();
-    let off = Remedy::start(&format!("sources:\n{}", source("alpha", &a)));
+    let off = Remedy::start(Config::new().source(named("alpha", &a)));
     let r = request(off.admin, "POST", "/-/reload", &[], b"");
     assert_eq!(r.status, 403);
     assert!(r.text().contains("admin.enable_reload"), "{}", r.text());
     assert!(!off.logs().contains("config reloaded"));
 
-    let on = Remedy::start(&format!(
-        "admin: {{ listen: 127.0.0.1:0, enable_reload: true }}\nsources:\n{}",
-        source("alpha", &a)
-    ));
+    let on = Remedy::start(
+        Config::new()
+            .section("admin", RELOAD_ON)
+            .source(named("alpha", &a)),
+    );
     let own = format!("http://{}", on.admin);
     for (origin, status) in [
         ("http://evil.example", 403),

@@ -5,19 +5,28 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{Answer, Remedy, Upstream, raw, read_one, send};
+use crate::support::{Answer, Config, Remedy, Upstream, raw, read_one, send, source};
 
-fn remedy_for(u: &Upstream, proxy: &str) -> Remedy {
-    Remedy::start(&format!(
-        "proxy: {{ listen: 127.0.0.1:0, {proxy} }}\nruntime: {{ worker_threads: 1 }}\nsources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api, hosts: [api.example.com] }} }}\n",
-        u.url()
-    ))
+/// One worker, and the source `api` at `u`, matched by prefix and by host: the limits of
+/// the `proxy` section are what each test sets.
+fn limited(u: &Upstream) -> Config {
+    Config::new()
+        .section("runtime", "{ worker_threads: 1 }")
+        .source(
+            source("api", u.url())
+                .prefix("/api")
+                .hosts(&["api.example.com"]),
+        )
 }
 
 #[test]
 fn oversized_headers_are_answered_431() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_header_bytes: 8192, max_headers: 20");
+    let remedy = Remedy::start(
+        limited(&u)
+            .proxy("max_header_bytes", "8192")
+            .proxy("max_headers", "20"),
+    );
     let big = format!(
         "GET /api/x HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "a".repeat(10_000)
@@ -45,7 +54,11 @@ fn oversized_headers_are_answered_431() {
 #[test]
 fn requests_the_parser_refuses_are_counted_as_the_answers_sent() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_header_bytes: 8192, max_headers: 20");
+    let remedy = Remedy::start(
+        limited(&u)
+            .proxy("max_header_bytes", "8192")
+            .proxy("max_headers", "20"),
+    );
     for bad in [
         &b"GET /api/x HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n"[..],
         b"GET /api/x HTTP/9.9\r\nHost: x\r\n\r\n",
@@ -64,7 +77,7 @@ fn requests_the_parser_refuses_are_counted_as_the_answers_sent() {
 #[test]
 fn slow_header_clients_are_cut_off_without_hurting_others() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "header_read_timeout: 500ms");
+    let remedy = Remedy::start(limited(&u).proxy("header_read_timeout", "500ms"));
     let mut slow = TcpStream::connect(remedy.proxy).unwrap();
     slow.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
@@ -95,7 +108,7 @@ fn requests_slower_than_the_header_read_timeout_are_not_cut() {
         .route("/drip", Answer::drip(5, Duration::from_millis(200)))
         .route("/upload", Answer::count_upload())
         .http();
-    let remedy = remedy_for(&u, "header_read_timeout: 300ms");
+    let remedy = Remedy::start(limited(&u).proxy("header_read_timeout", "300ms"));
     let mut s = keep_alive(&remedy);
     // A response that takes about a second to stream.
     s.write_all(b"GET /api/drip HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -117,7 +130,7 @@ fn requests_slower_than_the_header_read_timeout_are_not_cut() {
 #[test]
 fn a_connection_idle_past_the_header_read_timeout_is_closed() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "header_read_timeout: 300ms");
+    let remedy = Remedy::start(limited(&u).proxy("header_read_timeout", "300ms"));
     let mut s = keep_alive(&remedy);
     for _ in 0..2 {
         s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -137,7 +150,7 @@ fn a_connection_idle_past_the_header_read_timeout_is_closed() {
 #[test]
 fn connections_beyond_the_cap_wait_until_one_closes() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_connections: 2");
+    let remedy = Remedy::start(limited(&u).proxy("max_connections", "2"));
     let keep = |s: &mut TcpStream| {
         s.write_all(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
@@ -179,7 +192,7 @@ fn connections_beyond_the_cap_wait_until_one_closes() {
 #[test]
 fn smuggling_attempts_never_reach_the_upstream_as_a_second_request() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "");
+    let remedy = Remedy::start(limited(&u));
     // CL.TE: a front end that trusted Content-Length would see one request; a back end that
     // trusted Transfer-Encoding would see a second, smuggled GET.
     let attack = b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -222,7 +235,7 @@ fn smuggling_attempts_never_reach_the_upstream_as_a_second_request() {
 #[test]
 fn host_and_authority_disagreeing_cannot_pick_another_upstream() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "");
+    let remedy = Remedy::start(limited(&u));
     // The absolute URI names an unconfigured host: refused even though Host names a source.
     let r = raw(
         remedy.proxy,
@@ -246,7 +259,7 @@ fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
     let u = Upstream::builder()
         .route("/download", Answer::download(100_000_000))
         .http();
-    let remedy = remedy_for(&u, "send_timeout: 1s");
+    let remedy = Remedy::start(limited(&u).proxy("send_timeout", "1s"));
     let idle_kib = remedy.rss_kib();
     // Readers that ask for 100 MB each and never read a byte.
     let readers = stalled_readers(&remedy, 20);
@@ -287,7 +300,7 @@ fn readers_that_stop_reading_are_cut_off_after_the_send_timeout() {
 #[test]
 fn dot_segments_hidden_behind_path_parameters_are_refused() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_headers: 100");
+    let remedy = Remedy::start(limited(&u).proxy("max_headers", "100"));
     for path in [
         "/api/..;/admin",
         "/api/%2e%2e;/admin",
@@ -305,7 +318,7 @@ fn a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
     let u = Upstream::builder()
         .route("/upload", Answer::count_upload())
         .http();
-    let remedy = remedy_for(&u, "max_headers: 100");
+    let remedy = Remedy::start(limited(&u).proxy("max_headers", "100"));
     for te in ["gzip, chunked", "chunked, gzip", "deflate"] {
         let req = format!(
             "POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
@@ -334,7 +347,7 @@ fn a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
 #[test]
 fn a_chunk_line_too_long_to_follow_cannot_switch_the_smuggling_guard_off() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_headers: 100");
+    let remedy = Remedy::start(limited(&u).proxy("max_headers", "100"));
     let mut s = TcpStream::connect(remedy.proxy).unwrap();
     let mut first =
         b"POST /api/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;e=".to_vec();
@@ -358,7 +371,7 @@ fn a_chunk_line_too_long_to_follow_cannot_switch_the_smuggling_guard_off() {
 #[test]
 fn more_headers_than_the_guard_keeps_on_the_stack_are_still_guarded() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_headers: 300");
+    let remedy = Remedy::start(limited(&u).proxy("max_headers", "300"));
     let mut head = String::from("POST /api/b HTTP/1.1\r\nHost: x\r\n");
     for i in 0..150 {
         head.push_str(&format!("X-H{i}: v\r\n"));
@@ -377,7 +390,7 @@ fn more_headers_than_the_guard_keeps_on_the_stack_are_still_guarded() {
 #[test]
 fn max_header_bytes_is_exact_however_the_head_arrives() {
     let u = Upstream::http();
-    let remedy = remedy_for(&u, "max_header_bytes: 65536");
+    let remedy = Remedy::start(limited(&u).proxy("max_header_bytes", "65536"));
     let head_of = |len: usize| {
         let start = "GET /api/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: ";
         let pad = len - start.len() - 4;
@@ -415,7 +428,11 @@ fn readers_that_stop_reading_cannot_lock_out_a_connector_that_reads() {
     let u = Upstream::builder()
         .route("/download", Answer::download(100_000_000))
         .http();
-    let remedy = remedy_for(&u, "max_connections: 10, send_timeout: 10m");
+    let remedy = Remedy::start(
+        limited(&u)
+            .proxy("max_connections", "10")
+            .proxy("send_timeout", "10m"),
+    );
     // More readers than connection slots, each asking for 100 MB and reading none of it.
     let readers = stalled_readers(&remedy, 15);
     wait_hits(&u, 10);

@@ -1,15 +1,14 @@
 //! Logs name what happened and never a secret, even at debug level.
 
-use crate::support::{Remedy, Upstream, request};
+use crate::support::{Config, Remedy, Upstream, request, source};
 
 #[test]
 fn no_secret_reaches_the_logs_at_debug_level() {
     let mut u = Upstream::builder().statuses(&[401]).http();
-    let yaml = format!(
-        "sources:\n  - {{ name: api, upstream: '{}', match: {{ path_prefix: /api }} }}\n  - {{ name: down, upstream: 'http://127.0.0.1:1', match: {{ path_prefix: /down }} }}\n",
-        u.url()
-    );
-    let remedy = Remedy::start_with_env(&yaml, &[("REMEDY_LOG", "debug")]);
+    let config = Config::new()
+        .source(source("api", u.url()).prefix("/api"))
+        .source(source("down", "http://127.0.0.1:1").prefix("/down"));
+    let remedy = Remedy::start_with_env(config, &[("REMEDY_LOG", "debug")]);
     let secrets = [
         ("Authorization", "Bearer sk-live-AUTHSECRET"),
         ("Proxy-Authorization", "Basic UFJPWFlTRUNSRVQ="),

@@ -3,24 +3,22 @@
 
 use std::time::Duration;
 
-use crate::support::{Answer, Remedy, Upstream, request, send, wait_for};
+use crate::support::config::Source;
+use crate::support::{Answer, Config, Remedy, Upstream, request, send, source, wait_for};
 
-fn source(u: &Upstream, extra: &str) -> String {
-    let ca = u
-        .ca_file
-        .as_ref()
-        .map(|p| format!("    ca_file: {}\n", p.display()))
-        .unwrap_or_default();
-    format!(
-        "sources:\n  - name: api\n    upstream: '{}'\n    match: {{ path_prefix: /api }}\n{ca}{extra}",
-        u.url()
-    )
+/// The source `api` at `u`, trusting its certificate when it has one.
+fn api(u: &Upstream) -> Source {
+    let api = source("api", u.url()).prefix("/api");
+    match &u.ca_file {
+        Some(ca) => api.ca_file(ca),
+        None => api,
+    }
 }
 
 #[test]
 fn sequential_requests_share_one_upstream_connection() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&source(&u, ""));
+    let remedy = Remedy::start(Config::new().source(api(&u)));
     for i in 0..20 {
         assert_eq!(send(remedy.proxy, &format!("/api/r/{i}")).status, 200);
     }
@@ -31,7 +29,7 @@ fn sequential_requests_share_one_upstream_connection() {
 #[test]
 fn answers_without_a_body_leave_the_connection_reusable() {
     let u = Upstream::builder().statuses(&[204]).http();
-    let remedy = Remedy::start(&source(&u, ""));
+    let remedy = Remedy::start(Config::new().source(api(&u)));
     for i in 0..5 {
         let head = request(remedy.proxy, "HEAD", &format!("/api/h/{i}"), &[], b"");
         assert_eq!(head.status, 200);
@@ -52,7 +50,7 @@ fn uploads_and_tls_upstreams_reuse_connections_too() {
         .route("/upload", Answer::count_upload())
         .tls();
     for u in [&plain, &tls] {
-        let remedy = Remedy::start(&source(u, ""));
+        let remedy = Remedy::start(Config::new().source(api(u)));
         for _ in 0..10 {
             let r = request(remedy.proxy, "POST", "/api/upload", &[], b"0123456789");
             assert_eq!(r.status, 200);
@@ -65,7 +63,7 @@ fn uploads_and_tls_upstreams_reuse_connections_too() {
 #[test]
 fn a_connection_the_upstream_closed_while_idle_is_replaced() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&source(&u, ""));
+    let remedy = Remedy::start(Config::new().source(api(&u)));
     assert_eq!(send(remedy.proxy, "/api/first").status, 200);
     u.close_connections();
     assert_eq!(u.open(), 0);
@@ -83,7 +81,7 @@ fn connection_close_from_the_upstream_is_honoured() {
     let u = Upstream::builder()
         .route("/close", Answer::status(200).header("connection", "close"))
         .http();
-    let remedy = Remedy::start(&source(&u, ""));
+    let remedy = Remedy::start(Config::new().source(api(&u)));
     for _ in 0..3 {
         assert_eq!(send(remedy.proxy, "/api/close").status, 200);
     }
@@ -98,7 +96,7 @@ fn connection_close_from_the_upstream_is_honoured() {
 #[test]
 fn idle_connections_close_after_the_idle_timeout() {
     let u = Upstream::http();
-    let remedy = Remedy::start(&source(&u, "    timeouts: { idle: 300ms }\n"));
+    let remedy = Remedy::start(Config::new().source(api(&u).set("timeouts", "{ idle: 300ms }")));
     assert_eq!(send(remedy.proxy, "/api/x").status, 200);
     assert_eq!(u.accepted(), 1);
     wait_for("the idle connection closed", Duration::from_secs(5), || {

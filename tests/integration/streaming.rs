@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use crate::support::{Answer, Remedy, Upstream, send};
+use crate::support::{Answer, Config, Remedy, Upstream, send, source};
 
 const SIZE: u64 = 100 * 1024 * 1024;
 /// Headroom over the resident memory before the transfer: buffers, not bodies.
@@ -15,10 +15,7 @@ fn started() -> (Upstream, Remedy, u64) {
         .route("/download", Answer::download(SIZE))
         .route("/upload", Answer::count_upload())
         .http();
-    let remedy = Remedy::start(&format!(
-        "sources:\n  - {{ name: bulk, upstream: '{}', match: {{ path_prefix: /bulk }} }}\n",
-        u.url()
-    ));
+    let remedy = Remedy::start(Config::new().source(source("bulk", u.url()).prefix("/bulk")));
     send(remedy.proxy, "/bulk/warm-up");
     let before = remedy.rss_kib();
     (u, remedy, before)

@@ -23,8 +23,10 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_remedy")
 }
 
-/// Writes `yaml` with both listeners on port 0, unless it sets them itself.
-pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
+/// Writes `yaml` with both listeners on port 0 and a short shutdown, unless it sets them
+/// itself.
+pub fn write_config(dir: &Path, yaml: impl std::fmt::Display) -> PathBuf {
+    let yaml = yaml.to_string();
     let mut text = String::new();
     if !yaml.contains("proxy:") {
         text.push_str("proxy: { listen: 127.0.0.1:0 }\n");
@@ -35,27 +37,28 @@ pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     if !yaml.contains("shutdown:") {
         text.push_str("shutdown: { drain_timeout: 5s, linger: 0s }\n");
     }
-    text.push_str(yaml);
+    text.push_str(&yaml);
     let path = dir.join("remedy.yaml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
 impl Remedy {
-    pub fn start(yaml: &str) -> Self {
-        Self::start_with_env(yaml, &[])
+    /// Starts remedy on `config`: a [`super::Config`] or YAML text.
+    pub fn start(config: impl std::fmt::Display) -> Self {
+        Self::start_with_env(config, &[])
     }
 
     /// Starts remedy with extra environment (`REMEDY_LOG=debug`, say).
-    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Self {
-        Self::start_with(yaml, env, &[])
+    pub fn start_with_env(config: impl std::fmt::Display, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, env, &[])
     }
 
     /// Starts remedy with extra `run` arguments. With arguments (a web config, say) readiness
     /// is read from the log, since the admin listener may then need TLS and credentials.
-    pub fn start_with(yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Self {
+    pub fn start_with(config: impl std::fmt::Display, env: &[(&str, &str)], args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config_path = write_config(dir.path(), yaml);
+        let config_path = write_config(dir.path(), config);
         let mut cmd = Command::new(binary());
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(&config_path)
@@ -114,6 +117,15 @@ impl Remedy {
         }
         let _ = remedy.child.try_wait();
         remedy
+    }
+
+    /// Replaces the config file, as `start` wrote it, for a reload to read.
+    pub fn rewrite_config(&self, config: impl std::fmt::Display) {
+        let dir = self
+            .config_path
+            .parent()
+            .expect("the config sits in a folder");
+        write_config(dir, config);
     }
 
     pub fn scrape(&self) -> Scrape {
