@@ -227,16 +227,33 @@ pub async fn handle(
         Via::Tunnel(host) => Some(host),
         Via::Listener | Via::Connect(_) => None,
     };
-    let resp = async {
-        let (target, path) = route(&routes, ambiguous_framing, &req, tunnel.as_deref(), start)?;
-        let mut pending = admit(target, start)?;
+    // A labeled block rather than an async one with `?`: the phases run in this function's
+    // own state machine, and the request is not moved into a nested one.
+    let resp = 'life: {
+        /// A phase's result, or the answer that ends the request's life here.
+        macro_rules! or_answer {
+            ($phase:expr) => {
+                match $phase {
+                    Ok(value) => value,
+                    Err(answered) => break 'life *answered,
+                }
+            };
+        }
+        let (target, path) = or_answer!(route(
+            &routes,
+            ambiguous_framing,
+            &req,
+            tunnel.as_deref(),
+            start
+        ));
+        let mut pending = or_answer!(admit(target, start));
         let seen = Seen::of(&routes, &req);
         rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
-        let resp = forward(&routes, target, &mut pending, &seen, path, req, start).await?;
+        let sent = target.client.send(path, req, start).await;
+        let resp = or_answer!(forward(&routes, target, &mut pending, &seen, sent));
         observe_head(target, &mut pending, &seen, &resp, start);
-        stream_back(&routes, target, pending, &seen, resp).await
+        or_answer!(stream_back(&routes, target, pending, &seen, resp).await)
     };
-    let resp = resp.await.unwrap_or_else(|answered| *answered);
     Ok(resp.map(|b| Answering::new(b, request)))
 }
 
@@ -350,18 +367,17 @@ fn admit(target: &Target, start: Instant) -> Result<Pending, Answered> {
     Ok(pending)
 }
 
-/// Phase 4: sends the request and waits for the response head; a request the connector
-/// could not send whole is a 400, an upstream that cannot be reached a 502 or 504.
-async fn forward(
+/// Phase 4: what sending the request upstream gave (the driver awaits the send itself, so
+/// the request is not moved once more): the response head, or for a request the connector
+/// could not send whole a 400, for an upstream that cannot be reached a 502 or 504.
+fn forward(
     routes: &Routes,
     target: &Target,
     pending: &mut Pending,
     seen: &Seen,
-    path: PathAndQuery,
-    req: Request<Incoming>,
-    start: Instant,
+    sent: Result<Response<UpstreamBody>, SendError>,
 ) -> Result<Response<UpstreamBody>, Answered> {
-    match target.client.send(path, req, start).await {
+    match sent {
         Ok(sent) => Ok(sent),
         Err(SendError::Connector(bad)) => {
             let path = seen.path(routes);
