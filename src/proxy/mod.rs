@@ -272,20 +272,18 @@ struct Seen {
 
 impl Seen {
     fn of<B>(routes: &Routes, req: &Request<B>) -> Self {
-        let uri = req.uri().clone();
-        let logged_path = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-            routes
-                .redact
-                .path_and_query(uri.path(), uri.query())
-                .into_owned()
-        });
-        Seen {
+        let mut seen = Seen {
             method: req.method().clone(),
-            uri,
-            logged_path,
+            uri: req.uri().clone(),
+            logged_path: None,
+        };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            seen.logged_path = Some(seen.path(routes));
         }
+        seen
     }
 
+    /// The request's path and query with credentials redacted, as every log line gives it.
     fn path(&self, routes: &Routes) -> String {
         routes
             .redact
@@ -380,14 +378,7 @@ fn forward(
     match sent {
         Ok(sent) => Ok(sent),
         Err(SendError::Connector(bad)) => {
-            let path = seen.path(routes);
-            Err(Box::new(bad_request(
-                pending,
-                target,
-                &seen.method,
-                &path,
-                bad,
-            )))
+            Err(Box::new(bad_request(routes, target, pending, seen, bad)))
         }
         Err(SendError::Upstream(failure)) => Err(Box::new(unreachable(
             routes, target, pending, seen, &failure,
@@ -439,7 +430,7 @@ async fn stream_back(
         // The upstream broke before the body began: nothing of this answer has reached the
         // connector, so remedy answers for it, as for a connection that failed before its head.
         Poll::Ready(Some(Err(e))) => {
-            let answer = broken_before_body(&mut pending, target, seen, &routes.redact, &e);
+            let answer = broken_before_body(routes, target, &mut pending, seen, &e);
             return Err(Box::new(answer));
         }
         Poll::Ready(Some(Ok(frame))) => Some(frame),

@@ -15,9 +15,10 @@ use super::upstream::connector_body::BadRequest;
 use super::upstream::{self, causes};
 use super::{CLIENT_CLOSED, Pending, ResponseBody, Routes, Seen, Target};
 use crate::metrics::{ErrorKind, Origin, SourceMetrics};
-use crate::proxy::redact::Redactor;
 use crate::proxy::route::NoRoute;
 
+/// The upstream gave no response head: a 504 for a timeout, else a 502, with the failure's
+/// kind counted and its cause logged and said in the body.
 pub(super) fn unreachable(
     routes: &Routes,
     target: &Target,
@@ -53,17 +54,17 @@ pub(super) fn unreachable(
 /// The upstream sent a head and broke before any of its body: a 502 with `kind="reset"`,
 /// which is what the connector receives.
 pub(super) fn broken_before_body(
-    pending: &mut Pending,
+    routes: &Routes,
     target: &Target,
+    pending: &mut Pending,
     seen: &Seen,
-    redact: &Redactor,
     e: &hyper::Error,
 ) -> Response<ResponseBody> {
     let cause = causes(e);
     tracing::warn!(
         source = target.metrics.name(),
         method = %seen.method,
-        path = %redact.path_and_query(seen.uri.path(), seen.uri.query()),
+        path = %seen.path(routes),
         upstream_status = pending.status,
         status = 502,
         kind = ErrorKind::Reset.as_str(),
@@ -86,16 +87,16 @@ pub(super) fn broken_before_body(
 /// 400 (or 499 when the connector has gone) with `origin="proxy"` and no error kind; the
 /// connection is closed after it, since the rest of the body cannot be found in its bytes.
 pub(super) fn bad_request(
-    pending: &mut Pending,
+    routes: &Routes,
     target: &Target,
-    method: &http::Method,
-    path: &str,
+    pending: &mut Pending,
+    seen: &Seen,
     bad: BadRequest,
 ) -> Response<ResponseBody> {
     tracing::debug!(
         source = target.metrics.name(),
-        %method,
-        path,
+        method = %seen.method,
+        path = %seen.path(routes),
         reason = bad.short(),
         cause = %bad,
         "bad request: not forwarded whole"
