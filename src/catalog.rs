@@ -122,6 +122,13 @@ struct CatalogFile {
     codes: Vec<Entry>,
 }
 
+impl Default for Catalog {
+    /// The FAQ as shipped.
+    fn default() -> Self {
+        Catalog::builtin()
+    }
+}
+
 impl Catalog {
     /// The FAQ as shipped.
     pub fn builtin() -> Self {

@@ -39,7 +39,7 @@ fn init_logging(format: LogFormat) {
 fn load_or_default(path: Option<&Path>) -> Result<Config, config::ConfigError> {
     match path {
         Some(p) => config::load(p),
-        None => Ok(config::defaults()),
+        None => Ok(Config::default()),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::catalog::{
     RATE_LIMIT_KEY, RELOAD_ALERT, Remediation, UNMATCHED_ALERT, UNREACHABLE_ALERT, advice_text,
     codes_phrase, meaning_text, own_alert_text,
 };
-use crate::config::{AlertOverride, Config, Dur, Severity};
+use crate::config::{AlertOverride, Config, HumanDuration, Severity};
 use crate::metrics::SOURCE_UNMATCHED;
 
 use crate::metrics::QUOTA_GAUGES;
@@ -24,9 +24,9 @@ use crate::metrics::QUOTA_GAUGES;
 pub struct Settings {
     /// Share of the source's responses, in (0, 1].
     pub threshold: f64,
-    pub for_: Dur,
+    pub for_: HumanDuration,
     /// How long the alert stays firing once the condition clears; zero leaves it out.
-    pub keep_firing_for: Dur,
+    pub keep_firing_for: HumanDuration,
     pub severity: Severity,
     /// Responses within the window below which the alert stays silent.
     pub min_requests: u64,
@@ -63,8 +63,8 @@ pub fn default_settings(key: &str) -> Settings {
     };
     Settings {
         threshold,
-        for_: Dur(Duration::from_secs(for_s)),
-        keep_firing_for: Dur(Duration::from_secs(keep_s)),
+        for_: HumanDuration(Duration::from_secs(for_s)),
+        keep_firing_for: HumanDuration(Duration::from_secs(keep_s)),
         severity,
         min_requests,
     }
