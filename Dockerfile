@@ -1,5 +1,6 @@
 # remedy's image: a static-ish Rust binary on distroless, non-root, no shell.
-# Build: docker build --build-arg REMEDY_REVISION=$(git rev-parse --short HEAD) -t remedy .
+# Build: docker build --build-arg REMEDY_REVISION=$(git rev-parse --short=12 HEAD) -t remedy .
+# (.git stays out of the context, so build.rs takes the revision from REMEDY_REVISION.)
 
 ARG RUST_VERSION=1.95
 
@@ -7,7 +8,7 @@ FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, against placeholder sources, so code changes reuse this layer. Both
 # builds go through scripts/build: release, optimised with the execution profile in pgo/.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY scripts/build ./scripts/build
 COPY pgo ./pgo
 RUN mkdir -p src benches \

@@ -9,7 +9,7 @@ use crate::artifacts::rules;
 /// remedy: a Prometheus exporter sidecar that counts a data connector's API responses by
 /// source and status, labelled with the FAQ's advised action.
 #[derive(Debug, Parser)]
-#[command(name = "remedy", version = crate::VERSION, propagate_version = true)]
+#[command(name = "remedy", version = crate::LONG_VERSION, propagate_version = true)]
 pub struct Cli {
     /// Log line format on stderr. The level comes from REMEDY_LOG (an env-filter, default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

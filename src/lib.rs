@@ -24,8 +24,14 @@ pub mod sidecar;
 /// The crate version, the `version` label of `remedy_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The git revision the binary was built from, when the build knew it (`REMEDY_REVISION`).
-pub const REVISION: &str = match option_env!("REMEDY_REVISION") {
-    Some(r) => r,
-    None => "unknown",
-};
+/// The git revision the binary was built from (`build.rs`): the image build's
+/// `REMEDY_REVISION`, the checkout's `HEAD`, or `unknown`.
+pub const REVISION: &str = env!("REMEDY_REVISION");
+
+/// What `remedy --version` prints after the name: the version and the revision.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("REMEDY_REVISION"),
+    ")"
+);
