@@ -175,9 +175,14 @@ fn intercept_authority(
     let dir = i.ca_dir.as_deref().unwrap_or(std::path::Path::new("."));
     let user = i.ca_cert_file.as_deref().zip(i.ca_key_file.as_deref());
     let authority = Authority::new(dir, user, hosts, now)?;
+    let ca = if user.is_some() {
+        "from proxy.intercept.ca_cert_file"
+    } else {
+        "made by remedy at start"
+    };
     tracing::info!(
         ca_dir = %dir.display(),
-        own_ca = user.is_none(),
+        ca,
         "interception on: ca.pem and bundle.pem written"
     );
     Ok(Some(Arc::new(authority)))

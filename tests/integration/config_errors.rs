@@ -239,4 +239,9 @@ fn the_users_own_ca_with_its_key_is_accepted() {
         text.contains(&format!("interception: on, with the CA in {ca_pem}\n")),
         "{text}"
     );
+    let config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("proxy:\n", "proxy:\n  listen: 127.0.0.1:0\n");
+    let running = crate::support::Remedy::start(config);
+    running.wait_log(r#""ca":"from proxy.intercept.ca_cert_file""#);
 }

@@ -177,6 +177,14 @@ fn curl_through_https_proxy_is_counted_with_source_code_and_remediation() {
     );
     assert_eq!(s.intercepted("intercepted"), 3.0);
     assert_eq!(s.upstream.hits(), 3);
+    // The start-up line says where the CA came from, in words that cannot be misread.
+    assert!(
+        s.remedy
+            .logs()
+            .contains(r#""ca":"made by remedy at start""#),
+        "{}",
+        s.remedy.logs()
+    );
 }
 
 #[test]
