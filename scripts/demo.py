@@ -74,7 +74,10 @@ class Demo:
 
 
 def port_free(port):
+    """Whether a server could listen on `port` now (as servers do, past connections that
+    linger in TIME_WAIT)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True

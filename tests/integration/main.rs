@@ -12,6 +12,7 @@ mod config_props;
 mod counting;
 mod e2e;
 mod failures;
+mod first_steps;
 mod forwarding;
 mod fuzz;
 mod generated;
