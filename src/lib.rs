@@ -10,7 +10,7 @@
 
 pub mod admin;
 pub mod artifacts;
-pub mod ca;
+pub mod intercept_ca;
 pub mod catalog;
 pub mod cli;
 pub mod config;

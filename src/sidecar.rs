@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::ca::{Authority, CaError};
+use crate::intercept_ca::{Authority, CaError};
 use crate::config::{self, Config};
 use crate::metrics::Recorder;
 use crate::proxy::Routes;

@@ -289,7 +289,7 @@ fn validate_intercept(i: &InterceptConfig, hosts: &HashMap<String, usize>) -> Re
     }
     match (&i.ca_cert_file, &i.ca_key_file) {
         (None, None) => Ok(()),
-        (Some(cert), Some(key)) => crate::ca::UserCa::load(cert, key)
+        (Some(cert), Some(key)) => crate::intercept_ca::UserCa::load(cert, key)
             .map(drop)
             .map_err(|e| invalid(e.key().into(), e.to_string())),
         (Some(_), None) => Err(invalid(

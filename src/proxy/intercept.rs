@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::respond::{self, refuse, tunnel_failed};
 use super::{ResponseBody, Routes, Via};
-use crate::ca::Authority;
+use crate::intercept_ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
 use crate::proxy::listener::{Guarded, InService, Requests, Slots, Timeouts};

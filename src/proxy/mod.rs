@@ -45,7 +45,7 @@ pub use headers::client_ip;
 pub use intercept::Tunnels;
 pub use respond::{count_parser_refusal, parser_refusal};
 
-use crate::ca::Authority;
+use crate::intercept_ca::Authority;
 use crate::config::{self, SourceConfig};
 use crate::metrics::{Connects, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::proxy::listener::{Answering, InService};

@@ -345,7 +345,7 @@ fn openssl_verifies_a_listed_leaf_against_ca_pem_and_the_name_constraints_refuse
     );
 
     // A certificate for another name, signed by a CA made the same way, fails to verify.
-    let authority = remedy::ca::Authority::new(
+    let authority = remedy::intercept_ca::Authority::new(
         dir.path(),
         None,
         vec![HOST.to_owned()],
