@@ -1,5 +1,7 @@
 """User-space instructions per proxied request, counted by callgrind: nginx, HAProxy and
-remedy side by side, each with one worker in front of the same nginx origin.
+remedy side by side, each with one worker in front of the same nginx origin; then remedy (and
+the baseline, when given) on the intercepted path: `CONNECT` through `HTTPS_PROXY`, remedy's
+TLS to the client, HTTP/1.1 inside the tunnel, forwarded to the same origin.
 
 Wall-clock figures on a shared machine move by tens of percent between runs; instruction
 counts do not (the same binary and inputs give the same count within about 1 %). Each proxy
@@ -11,17 +13,60 @@ syscalls, which strace shows are the same for all three) is not counted.
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 
-from proxies import PORTS, commands, origin_command, wait_port, workdir, write_configs, write_file
+from proxies import BASELINE, PORTS, REMEDY, commands, origin_command, wait_port, workdir, write_configs, write_file
 from proxies import wrk as run_wrk
 
 N1, N2 = 1000, 4000
 STOP = {"nginx": signal.SIGQUIT, "haproxy": signal.SIGUSR1, "remedy": signal.SIGTERM, "baseline": signal.SIGTERM}
 
 
-def count(cmd, port, stop_signal, requests, tmp):
+HOST = "origin.bench.test"
+
+
+def plain_load(port, requests, tmp):
+    """wrk, 8 connections, until `requests` answers from `/ok`."""
+    wait_port(port, limit=60)
+    # wrk stops sending after `requests` answers; its main thread still sleeps out -d.
+    report = run_wrk(["-t1", "-c8", "-d40s", "-s", os.path.join(tmp, "stop.lua"), f"http://127.0.0.1:{port}/ok"],
+                     env={**os.environ, "N": str(requests)}, timeout=120)
+    done = int(re.search(r"(\d+) requests in", report).group(1))
+    if done < requests:
+        raise SystemExit(f"only {done} of {requests} requests within 40 s under callgrind")
+
+
+def intercepted_load(port, requests, ca_dir):
+    """hey through remedy as HTTPS_PROXY, 8 connections (tunnels), exactly `requests` answers."""
+    bundle = os.path.join(ca_dir, "bundle.pem")
+    deadline = time.time() + 60
+    # remedy writes its bundle before it binds the proxy listener, and this run's remedy a new
+    # one: wait for both.
+    while not (os.path.exists(bundle) and port_open(port)):
+        if time.time() > deadline:
+            raise SystemExit("remedy wrote no bundle.pem, or did not listen, under callgrind")
+        time.sleep(0.2)
+    out = subprocess.run(["hey", "-n", str(requests), "-c", "8", "-t", "60", "-x", f"http://127.0.0.1:{port}",
+                          f"https://{HOST}/ok"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SSL_CERT_FILE": bundle}).stdout
+    os.remove(bundle)
+    ok = re.search(r"\[200\]\s+(\d+) responses", out)
+    if not ok or int(ok.group(1)) != requests:
+        raise SystemExit(f"not {requests} answers 200 through the tunnel:\n{out}")
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def count(cmd, stop_signal, load, tmp):
     out = os.path.join(tmp, "callgrind.out")
     if os.path.exists(out):
         os.remove(out)
@@ -29,13 +74,7 @@ def count(cmd, port, stop_signal, requests, tmp):
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env={**os.environ, "REMEDY_LOG": "warn"})
     try:
-        wait_port(port, limit=60)
-        # wrk stops sending after `requests` answers; its main thread still sleeps out -d.
-        report = run_wrk(["-t1", "-c8", "-d40s", "-s", os.path.join(tmp, "stop.lua"), f"http://127.0.0.1:{port}/ok"],
-                         env={**os.environ, "N": str(requests)}, timeout=120)
-        done = int(re.search(r"(\d+) requests in", report).group(1))
-        if done < requests:
-            raise SystemExit(f"only {done} of {requests} requests within 40 s under callgrind")
+        load()
     finally:
         p.send_signal(stop_signal)
         p.wait(timeout=60)
@@ -45,6 +84,28 @@ def count(cmd, port, stop_signal, requests, tmp):
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
     raise SystemExit(f"no totals in {out}")
+
+
+def intercepting_config(tmp, name, port, admin):
+    """remedy with interception on, one source for the origin under HOST; its CA folder."""
+    ca_dir = os.path.join(tmp, f"{name}-ca")
+    path = os.path.join(tmp, f"{name}-intercept.yaml")
+    write_file(path, f"""
+proxy: {{ listen: 127.0.0.1:{port}, max_connections: 4096, intercept: {{ enabled: true, ca_dir: '{ca_dir}' }} }}
+admin: {{ listen: 127.0.0.1:{admin} }}
+runtime: {{ worker_threads: 1 }}
+shutdown: {{ drain_timeout: 1s, linger: 0s }}
+sources:
+  - {{ name: origin, upstream: 'http://127.0.0.1:{PORTS['direct']}', match: {{ hosts: [{HOST}] }} }}
+""")
+    return path, ca_dir
+
+
+def per_request(cmd, stop_signal, load, tmp):
+    """Instructions per request: the runs of N2 and N1 requests, differenced."""
+    a = count(cmd, stop_signal, lambda: load(N1), tmp)
+    b = count(cmd, stop_signal, lambda: load(N2), tmp)
+    return (b - a) / (N2 - N1)
 
 
 def main():
@@ -59,12 +120,22 @@ def main():
     origin = subprocess.Popen(origin_command(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(PORTS["direct"])
-        per_request = {}
+        plain = {}
         for name, cmd in cmds.items():
-            a = count(cmd, PORTS[name], STOP[name], N1, tmp)
-            b = count(cmd, PORTS[name], STOP[name], N2, tmp)
-            per_request[name] = (b - a) / (N2 - N1)
-            print(f"{name}: {per_request[name]:.0f} instructions per request", file=sys.stderr, flush=True)
+            port = PORTS[name]
+            plain[name] = per_request(cmd, STOP[name], lambda n: plain_load(port, n, tmp), tmp)
+            print(f"{name}: {plain[name]:.0f} instructions per request", file=sys.stderr, flush=True)
+        intercepted = {}
+        binaries = {"remedy": (REMEDY, PORTS["remedy"], 18005)}
+        if BASELINE:
+            binaries["baseline"] = (BASELINE, PORTS["baseline"], 18007)
+        for name, (binary, port, admin) in binaries.items():
+            config, ca_dir = intercepting_config(tmp, name, port, admin)
+            cmd = [binary, "run", "--config", config]
+            intercepted[name] = per_request(
+                cmd, STOP[name], lambda n: intercepted_load(port, n, ca_dir), tmp)
+            print(f"{name} intercepted: {intercepted[name]:.0f} instructions per request", file=sys.stderr,
+                  flush=True)
     finally:
         origin.terminate()
         origin.wait(timeout=10)
@@ -72,8 +143,13 @@ def main():
     print(f"\nUser-space instructions per proxied `/ok` request (callgrind; wrk -c8; the runs of "
           f"{N2} and {N1} requests, differenced):\n")
     print("| proxy | instructions per request | remedy / this |\n|---|---:|---:|")
-    for name, n in per_request.items():
-        print(f"| {name} | {n:.0f} | {per_request['remedy'] / n:.2f} |")
+    for name, n in plain.items():
+        print(f"| {name} | {n:.0f} | {plain['remedy'] / n:.2f} |")
+    print(f"\nIntercepted `https://{HOST}/ok` through `HTTPS_PROXY` (hey -c8: eight tunnels, HTTP/1.1 "
+          f"inside; the runs of {N2} and {N1} requests, differenced):\n")
+    print("| proxy | instructions per request | remedy / this |\n|---|---:|---:|")
+    for name, n in intercepted.items():
+        print(f"| {name} | {n:.0f} | {intercepted['remedy'] / n:.2f} |")
 
 
 if __name__ == "__main__":
