@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::proxy::listener::{Guarded, Requests, Slots, Timeouts};
-use crate::proxy::memory::{self, Burst};
+use crate::proxy::trim::{self, Burst};
 use crate::proxy::{self, Tunnels, Via};
 use crate::sidecar::{Sidecar, StartError};
 
@@ -236,7 +236,7 @@ async fn serve_proxy(
         let burst = burst.clone();
         async move {
             loop {
-                tokio::time::sleep(memory::CHECK_EVERY).await;
+                tokio::time::sleep(trim::CHECK_EVERY).await;
                 if burst.trim() {
                     tracing::debug!("a burst of connections ended; freed memory given back");
                 }

@@ -11,7 +11,7 @@
 //! the way), [`upstream`] (pools, TLS, timeouts; `connector_body` and `failure` inside),
 //! `body` (the answer streamed back), and `respond` (every answer remedy makes itself).
 //! Beside them: [`deadline`] and [`redact`], which the phases use; `intercept`, for
-//! `CONNECT`; [`drain`] and [`memory`], for the process's life.
+//! `CONNECT`; [`drain`] and [`trim`], for the process's life.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -34,7 +34,7 @@ pub mod drain;
 mod headers;
 mod intercept;
 pub mod listener;
-pub mod memory;
+pub mod trim;
 pub mod redact;
 mod respond;
 pub mod route;
