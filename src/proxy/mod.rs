@@ -9,7 +9,7 @@
 //! the framing guard, the header-read deadline, the connection limit), [`route`] (request
 //! parts to a source, or why none), this module's phases, `headers` (what is rewritten on
 //! the way), [`upstream`] (pools, TLS, timeouts; `connector_body` and `failure` inside),
-//! `body` (the answer streamed back), and `respond` (every answer remedy makes itself).
+//! `response_body` (the answer streamed back), and `respond` (every answer remedy makes itself).
 //! Beside them: [`deadline`] and [`redact`], which the phases use; `intercept`, for
 //! `CONNECT`; [`drain`] and [`trim`], for the process's life.
 
@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-mod body;
+mod response_body;
 pub mod deadline;
 pub mod drain;
 mod headers;
@@ -40,7 +40,7 @@ mod respond;
 pub mod route;
 pub mod upstream;
 
-pub use body::{IdleTimeout, ResponseBody};
+pub use response_body::{IdleTimeout, ResponseBody};
 pub use headers::client_ip;
 pub use intercept::Tunnels;
 pub use respond::{count_parser_refusal, parser_refusal};
