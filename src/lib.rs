@@ -10,10 +10,10 @@
 
 pub mod admin;
 pub mod artifacts;
-pub mod intercept_ca;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod intercept_ca;
 pub mod metrics;
 pub mod pem;
 pub mod proxy;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::intercept_ca::{Authority, CaError};
 use crate::config::{self, Config};
+use crate::intercept_ca::{Authority, CaError};
 use crate::metrics::Recorder;
 use crate::proxy::Routes;
 

@@ -8,7 +8,7 @@
 //! The modules, in the order a request meets them: [`listener`] (each connection's bytes:
 //! the framing guard, the header-read deadline, the connection limit), [`route`] (request
 //! parts to a source, or why none), this module's phases, `headers` (what is rewritten on
-//! the way), [`upstream`] (pools, TLS, timeouts; `connector_body` and `failure` inside),
+//! the way), [`upstream`] (pools, TLS, timeouts; `failure` inside), `request_body` (the connector's body on its way up),
 //! `response_body` (the answer streamed back), and `respond` (every answer remedy makes itself).
 //! Beside them: [`deadline`] and [`redact`], which the phases use; `intercept`, for
 //! `CONNECT`; [`drain`] and [`trim`], for the process's life.
@@ -28,25 +28,26 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-mod response_body;
 pub mod deadline;
 pub mod drain;
 mod headers;
 mod intercept;
 pub mod listener;
-pub mod trim;
 pub mod redact;
+mod request_body;
 mod respond;
+mod response_body;
 pub mod route;
+pub mod trim;
 pub mod upstream;
 
-pub use response_body::{IdleTimeout, ResponseBody};
 pub use headers::client_ip;
 pub use intercept::Tunnels;
 pub use respond::{count_parser_refusal, parser_refusal};
+pub use response_body::{IdleTimeout, ResponseBody};
 
-use crate::intercept_ca::Authority;
 use crate::config::{self, SourceConfig};
+use crate::intercept_ca::Authority;
 use crate::metrics::{Connects, ErrorKind, Origin, Outcome, Recorder, SourceMetrics};
 use crate::proxy::listener::{Answering, InService};
 use crate::proxy::redact::Redactor;

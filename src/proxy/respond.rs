@@ -11,7 +11,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::time::Instant;
 
-use super::upstream::connector_body::BadRequest;
+use super::request_body::BadRequest;
 use super::upstream::{self, causes};
 use super::{CLIENT_CLOSED, Pending, ResponseBody, Routes, Seen, Target};
 use crate::metrics::{ErrorKind, Origin, SourceMetrics};

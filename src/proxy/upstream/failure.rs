@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::io;
 
 use crate::metrics::ErrorKind;
-use crate::proxy::upstream::connector_body::BadRequest;
+use crate::proxy::request_body::BadRequest;
 
 /// Why a request got no response head: the upstream's failure, or the connector's.
 #[derive(Debug)]

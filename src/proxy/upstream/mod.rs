@@ -7,7 +7,6 @@
 //! gives each connection a task of its own: an upload then keeps flowing to the upstream even
 //! while the connector is not reading an early answer.
 
-pub mod connector_body;
 pub mod failure;
 pub mod pool;
 
@@ -26,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
-use crate::proxy::upstream::connector_body::ConnectorBody;
+use crate::proxy::request_body::ConnectorBody;
 pub use crate::proxy::upstream::failure::{Failure, SendError, causes};
 use crate::proxy::upstream::pool::{Lease, Pool};
 
