@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use prometheus::{IntCounterVec, Opts};
 use remedy::catalog::Catalog;
 use remedy::metrics::{Origin, Outcome, Recorder};
-use remedy::ratelimit::{self, Policies, ResetStyle};
+use remedy::observe::ratelimit::{self, Policies, ResetStyle};
 
 fn record(c: &mut Criterion) {
     let recorder = Recorder::new(&remedy::config::DEFAULT_BUCKETS);

@@ -296,7 +296,7 @@ pub fn explain(catalog: &Catalog, code: u16) -> Option<String> {
             ));
             if code == 429 {
                 s.push('\n');
-                s.push_str(crate::ratelimit::EXPLAIN);
+                s.push_str(crate::observe::ratelimit::EXPLAIN);
             }
             s
         }

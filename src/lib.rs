@@ -15,9 +15,9 @@ pub mod cli;
 pub mod config;
 pub mod intercept_ca;
 pub mod metrics;
+pub mod observe;
 pub mod pem;
 pub mod proxy;
-pub mod ratelimit;
 pub mod server;
 pub mod sidecar;
 

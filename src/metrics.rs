@@ -455,7 +455,7 @@ impl SourceMetrics {
     }
 
     /// The quota a response stated: each field it knows replaces the last one.
-    pub fn quota(&self, w: &crate::ratelimit::Window) {
+    pub fn quota(&self, w: &crate::observe::ratelimit::Window) {
         let fields = [w.remaining, w.limit, w.used_ratio, w.reset_seconds];
         for (i, v) in fields.into_iter().enumerate() {
             if let Some(v) = v {

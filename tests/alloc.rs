@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use remedy::catalog::Catalog;
 use remedy::metrics::{Origin, Outcome, Recorder};
-use remedy::ratelimit::{self, Policies, ResetStyle, Window};
+use remedy::observe::ratelimit::{self, Policies, ResetStyle, Window};
 
 thread_local! {
     /// Allocations made by this thread: the test harness's own threads, which allocate while

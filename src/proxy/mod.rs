@@ -93,9 +93,9 @@ pub struct Target {
     metrics: Arc<SourceMetrics>,
     limit: Option<Arc<Semaphore>>,
     /// How the API states a reset, when its vendor is known.
-    reset_style: crate::ratelimit::ResetStyle,
+    reset_style: crate::observe::ratelimit::ResetStyle,
     /// The IETF rate-limit policy the API last announced.
-    policies: crate::ratelimit::Policies,
+    policies: crate::observe::ratelimit::Policies,
 }
 
 impl Routes {
@@ -145,8 +145,10 @@ impl Target {
             client: UpstreamClient::new(s)?,
             metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
             limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
-            reset_style: crate::ratelimit::ResetStyle::for_host(s.upstream.authority.host()),
-            policies: crate::ratelimit::Policies::default(),
+            reset_style: crate::observe::ratelimit::ResetStyle::for_host(
+                s.upstream.authority.host(),
+            ),
+            policies: crate::observe::ratelimit::Policies::default(),
         })
     }
 
@@ -452,7 +454,7 @@ async fn peek(body: &mut UpstreamBody) -> Poll<Option<Result<Frame<Bytes>, hyper
 
 /// Reads the quota and `Retry-After` a response states into the source's gauges.
 fn observe_headers(target: &Target, status: StatusCode, headers: &HeaderMap) {
-    let seen = crate::ratelimit::read(
+    let seen = crate::observe::ratelimit::read(
         headers,
         status.as_u16(),
         SystemTime::now,
