@@ -1,4 +1,6 @@
-//! The sidecar's life: bind both listeners, serve, reload, drain, wait for a final scrape, exit.
+//! The sidecar's life: bind both listeners, start the proxy's runtime and the admin thread,
+//! reload on SIGHUP or a changed file, drain on SIGTERM, wait for a final scrape, exit. The
+//! listeners themselves are [`crate::proxy::accept`] and [`crate::admin`].
 //!
 //! The proxy runs on a multi-thread runtime of `runtime.worker_threads` workers. The admin
 //! listener runs on a thread of its own with a current-thread runtime, so rendering
@@ -10,16 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::proxy::listener::{Guarded, Requests, Slots, Timeouts};
-use crate::proxy::trim::{self, Burst};
-use crate::proxy::{self, Tunnels, Via};
 use crate::sidecar::{Sidecar, StartError};
 
 /// Listeners bound and ready to serve; the addresses are what tests read.
@@ -106,7 +102,14 @@ pub fn run(
             "ready"
         );
 
-        serve_proxy(sidecar.clone(), proxy, stop_rx).await;
+        crate::proxy::accept::serve(
+            sidecar.routes.clone(),
+            &config.proxy,
+            proxy,
+            stop_rx,
+            config.shutdown.drain_timeout.0,
+        )
+        .await;
 
         wait_for_final_scrape(&sidecar).await;
         Ok(())
@@ -192,122 +195,5 @@ async fn watch_config(sidecar: Arc<Sidecar>) {
             let s = sidecar.clone();
             let _ = tokio::task::spawn_blocking(move || s.reload()).await;
         }
-    }
-}
-
-async fn serve_proxy(
-    sidecar: Arc<Sidecar>,
-    listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
-) {
-    let config = sidecar.config();
-    let p = &config.proxy;
-    let mut http = http1::Builder::new();
-    // The header read timeout is kept by `Guarded`, which arms one timer per connection
-    // rather than one per request. `max_header_size` is exact however the head arrives
-    // (`max_buf_size` alone let a head that came in one read run past it). Flat writes: one buffer per `write` costs less than a
-    // vectored write's queue for the small heads and bodies of API calls.
-    http.header_read_timeout(None)
-        .max_header_size(p.max_header_bytes)
-        .max_buf_size(p.max_header_bytes)
-        .writev(false)
-        .keep_alive(true);
-    // hyper keeps up to 100 header slots on the stack; any other count puts them on the heap
-    // for every request.
-    if p.max_headers != 100 {
-        http.max_headers(p.max_headers);
-    }
-    let timeouts = Timeouts {
-        header_read: p.header_read_timeout.0,
-        send: p.send_timeout.0,
-        max_headers: p.max_headers,
-    };
-    let connections = Arc::new(Semaphore::new(p.max_connections));
-    let slots = Slots::new(connections.clone(), p.max_connections);
-    let graceful = crate::proxy::drain::Drain::default();
-    let tunnels = Tunnels::new(
-        sidecar.routes.clone(),
-        http.clone(),
-        timeouts,
-        slots.clone(),
-    );
-    let burst = Arc::new(Burst::default());
-    let trimmer = tokio::spawn({
-        let burst = burst.clone();
-        async move {
-            loop {
-                tokio::time::sleep(trim::CHECK_EVERY).await;
-                if burst.trim() {
-                    tracing::debug!("a burst of connections ended; freed memory given back");
-                }
-            }
-        }
-    });
-
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            _ = stop.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, never die.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let sidecar = sidecar.clone();
-        let routes = sidecar.clone();
-        let client_ip = proxy::client_ip(peer);
-        let requests = Arc::new(Requests::holding(permit));
-        let io = Guarded::new(stream, requests.clone(), timeouts, slots.clone());
-        let tunnels = tunnels.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let via = if req.method() == hyper::Method::CONNECT {
-                Via::Connect(tunnels.clone())
-            } else {
-                Via::Listener
-            };
-            proxy::handle(
-                sidecar.routes.load_full(),
-                client_ip.clone(),
-                requests.serve(),
-                req,
-                via,
-            )
-        });
-        let conn = http
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        let conn = graceful.watcher().watch(conn, |c| c.graceful_shutdown());
-        burst.opened();
-        let burst = burst.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                proxy::count_parser_refusal(&routes.routes.load(), &e);
-            }
-            burst.closed();
-        });
-    }
-    drop(listener);
-    trimmer.abort();
-
-    let drain = config.shutdown.drain_timeout.0;
-    let drained = async {
-        graceful.shutdown().await;
-        tunnels.shutdown().await;
-    };
-    if tokio::time::timeout(drain, drained).await.is_err() {
-        tracing::warn!(?drain, "drain timeout passed with requests still in flight");
     }
 }

@@ -29,6 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::admin::webconfig::WebConfig;
+use crate::proxy::accept::accept;
 use crate::sidecar::Sidecar;
 
 /// Puts the calling thread (and the threads it starts) in the idle scheduling class. On a CPU it
@@ -70,94 +71,113 @@ pub fn serve_blocking(
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve the admin listener");
-                return;
-            }
-        };
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(std::time::Duration::from_secs(10));
-        let tls = web
-            .as_ref()
-            .and_then(|w| w.tls.clone())
-            .map(tokio_rustls::TlsAcceptor::from);
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let on_close = sidecar.clone();
-            let sidecar = sidecar.clone();
-            let web = web.clone();
-            // Set when this connection carries a scrape rendered after the drain.
-            let final_scrape = Arc::new(AtomicBool::new(false));
-            let served_final = final_scrape.clone();
-            let service = service_fn(move |req: Request<Incoming>| {
-                let sidecar = sidecar.clone();
-                let web = web.clone();
-                let final_scrape = final_scrape.clone();
-                async move {
-                    let auth = req
-                        .headers()
-                        .get(header::AUTHORIZATION)
-                        .map(|v| v.as_bytes());
-                    if let Some(w) = &web
-                        && !w.authorized(auth)
-                    {
-                        let mut r = reply(
-                            StatusCode::UNAUTHORIZED,
-                            "text/plain; charset=utf-8",
-                            "Unauthorized\n",
-                        );
-                        r.headers_mut().insert(
-                            header::WWW_AUTHENTICATE,
-                            header::HeaderValue::from_static("Basic realm=\"remedy\""),
-                        );
-                        return Ok::<_, Infallible>(r);
-                    }
-                    let is_final = req.method() == Method::GET
-                        && req.uri().path() == "/metrics"
-                        && sidecar.is_drained();
-                    let authenticated = web.as_ref().is_some_and(|w| w.has_users());
-                    let mut resp = respond(&sidecar, &req, authenticated).await;
-                    if is_final {
-                        // Closing the connection after this response tells us, when
-                        // `serve_connection` returns, that every byte was written out.
-                        resp.headers_mut().insert(
-                            header::CONNECTION,
-                            header::HeaderValue::from_static("close"),
-                        );
-                        final_scrape.store(true, Ordering::Release);
-                    }
-                    Ok(resp)
-                }
-            });
-            let http = http.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let served = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => http.serve_connection(TokioIo::new(s), service).await,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "admin TLS handshake failed");
-                            return;
-                        }
-                    },
-                    None => http.serve_connection(TokioIo::new(stream), service).await,
-                };
-                if served.is_ok() && served_final.load(Ordering::Acquire) {
-                    on_close.final_scrape_served();
-                }
-            });
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => serve(sidecar, listener, web).await,
+            Err(e) => tracing::error!(error = %e, "cannot serve the admin listener"),
         }
     });
+}
+
+/// The accept loop: each connection on a task of its own.
+async fn serve(
+    sidecar: Arc<Sidecar>,
+    listener: tokio::net::TcpListener,
+    web: Option<Arc<WebConfig>>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
+    let tls = web
+        .as_ref()
+        .and_then(|w| w.tls.clone())
+        .map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, _) = accept(&listener, "admin").await;
+        let connection = connection(
+            sidecar.clone(),
+            web.clone(),
+            http.clone(),
+            tls.clone(),
+            stream,
+        );
+        tokio::spawn(connection);
+    }
+}
+
+/// Serves one connection. One that carried a scrape rendered after the drain, written out in
+/// full (the connection closes after it), tells the sidecar its final counts have gone.
+async fn connection(
+    sidecar: Arc<Sidecar>,
+    web: Option<Arc<WebConfig>>,
+    http: http1::Builder,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stream: tokio::net::TcpStream,
+) {
+    let final_scrape = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (sidecar, final_scrape) = (sidecar.clone(), final_scrape.clone());
+        service_fn(move |req: Request<Incoming>| {
+            let (sidecar, web, final_scrape) = (sidecar.clone(), web.clone(), final_scrape.clone());
+            async move {
+                Ok::<_, Infallible>(answer(&sidecar, web.as_deref(), &final_scrape, req).await)
+            }
+        })
+    };
+    let served = match tls {
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(s) => http.serve_connection(TokioIo::new(s), service).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin TLS handshake failed");
+                return;
+            }
+        },
+        None => http.serve_connection(TokioIo::new(stream), service).await,
+    };
+    if served.is_ok() && final_scrape.load(Ordering::Acquire) {
+        sidecar.final_scrape_served();
+    }
+}
+
+/// One admin request, past the web config's basic auth; a scrape rendered after the drain
+/// closes its connection and marks `final_scrape`.
+async fn answer(
+    sidecar: &Arc<Sidecar>,
+    web: Option<&WebConfig>,
+    final_scrape: &AtomicBool,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if let Some(w) = web
+        && !w.authorized(auth)
+    {
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            "text/plain; charset=utf-8",
+            "Unauthorized\n",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"remedy\""),
+        );
+        return r;
+    }
+    let is_final =
+        req.method() == Method::GET && req.uri().path() == "/metrics" && sidecar.is_drained();
+    let authenticated = web.is_some_and(|w| w.has_users());
+    let mut resp = respond(sidecar, &req, authenticated).await;
+    if is_final {
+        // Closing the connection after this response tells us, when `serve_connection`
+        // returns, that every byte was written out.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        final_scrape.store(true, Ordering::Release);
+    }
+    resp
 }
 
 /// Whether `POST /-/reload` is served: when `admin.enable_reload` is on, or to a client that

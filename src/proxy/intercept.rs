@@ -8,6 +8,7 @@
 //! through unobserved; any other is refused 403. With interception off every `CONNECT` is
 //! refused 405. Each is counted in `remedy_intercept_connections_total`.
 
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -23,12 +24,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::respond::{self, refuse, tunnel_failed};
-use super::{ResponseBody, Routes, Via};
+use super::exchange::{Exchange, Via};
+use super::respond::{self, Answer};
+use super::response_body::ResponseBody;
+use super::routes::Routes;
 use crate::intercept_ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
-use crate::proxy::listener::{Guarded, InService, Requests, Slots, Timeouts};
+use crate::proxy::listener::{Answering, Guarded, InService, Limits, Requests, Slots};
 use crate::proxy::route::NoRoute;
 
 /// How long a tunnelled host has to accept the TCP connection.
@@ -40,7 +43,7 @@ const TUNNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Tunnels {
     routes: Arc<ArcSwap<Routes>>,
     http: http1::Builder,
-    timeouts: Timeouts,
+    limits: Limits,
     slots: Arc<Slots>,
     /// Taken at shutdown: a `CONNECT` after it is refused.
     graceful: Mutex<Option<Drain>>,
@@ -50,13 +53,13 @@ impl Tunnels {
     pub fn new(
         routes: Arc<ArcSwap<Routes>>,
         http: http1::Builder,
-        timeouts: Timeouts,
+        limits: Limits,
         slots: Arc<Slots>,
     ) -> Arc<Self> {
         Arc::new(Tunnels {
             routes,
             http,
-            timeouts,
+            limits,
             slots,
             graceful: Mutex::new(Some(Drain::default())),
         })
@@ -84,74 +87,102 @@ impl Tunnels {
     }
 
     /// Answers one `CONNECT` and, for a tunnel, leaves a task to serve it once hyper hands
-    /// the connection over.
-    pub(super) async fn connect(
+    /// the connection over. `request` keeps it in service on its connection until answered.
+    pub async fn connect(
         self: Arc<Self>,
-        routes: &Routes,
+        routes: Arc<Routes>,
         request: &InService,
         mut req: Request<Incoming>,
         client_ip: HeaderValue,
-        start: Instant,
     ) -> Response<ResponseBody> {
-        let Some(intercept) = &routes.intercept else {
-            routes.connects.count(ConnectOutcome::Refused);
-            return refuse(&routes.unmatched, start, NoRoute::Connect);
-        };
-        let Some((host, port)) = target(req.uri()) else {
-            routes.connects.count(ConnectOutcome::Refused);
-            return refuse(
-                &routes.unmatched,
-                start,
-                NoRoute::BadHost("a CONNECT names host:port"),
-            );
-        };
-        let decision = match routes.router.by_host(&host) {
-            Some(source) if port == 443 || port == upstream_port(&routes.targets[source]) => {
-                Decision::Intercept
+        let mut ex = Exchange::new(&routes, Instant::now(), &req);
+        match self.decide(&routes, &req) {
+            Err(no) => {
+                routes.connects.count(ConnectOutcome::Refused);
+                respond::render(&mut ex, Answer::Refused(no))
             }
-            Some(_) => Decision::Refuse,
-            None if intercept
+            Ok(opened) => match self.watcher() {
+                None => respond::render(&mut ex, Answer::ShuttingDown),
+                Some(watcher) => {
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    match self
+                        .open(&routes, opened, upgrade, request, client_ip, watcher)
+                        .await
+                    {
+                        Ok(()) => {
+                            let mut resp = Response::new(ResponseBody::Full { data: None });
+                            *resp.status_mut() = StatusCode::OK;
+                            resp
+                        }
+                        Err(failed) => respond::render(&mut ex, failed),
+                    }
+                }
+            },
+        }
+    }
+
+    /// What a `CONNECT` opens: an intercepted or a passed-through tunnel, or why neither.
+    fn decide(&self, routes: &Routes, req: &Request<Incoming>) -> Result<Opened, NoRoute> {
+        let Some(intercept) = &routes.intercept else {
+            return Err(NoRoute::Connect);
+        };
+        let (host, port) =
+            target(req.uri()).ok_or(NoRoute::BadHost("a CONNECT names host:port"))?;
+        let tunnelled = |host: &str| {
+            intercept
                 .tunnels
                 .iter()
-                .any(|(h, p)| *h == host && *p == port) =>
-            {
-                Decision::Tunnel
+                .any(|(h, p)| h == host && *p == port)
+        };
+        match routes.router.by_host(&host) {
+            Some(source) if port == 443 || port == routes.targets[source].upstream_port() => {
+                Ok(Opened::Intercepted { host })
             }
-            None => Decision::Refuse,
-        };
-        if decision == Decision::Refuse {
-            tracing::debug!(%host, port, "CONNECT refused: no source names this host");
-            routes.connects.count(ConnectOutcome::Refused);
-            return refuse(&routes.unmatched, start, NoRoute::ConnectRefused);
+            None if tunnelled(&host) => Ok(Opened::Tunnelled { host, port }),
+            _ => Err(NoRoute::ConnectRefused),
         }
-        let Some(watcher) = self.watcher() else {
-            return respond::shutting_down();
-        };
-        let upgrade = hyper::upgrade::on(&mut req);
-        if decision == Decision::Tunnel {
-            let upstream = tokio::time::timeout(
-                TUNNEL_CONNECT_TIMEOUT,
-                TcpStream::connect((host.as_str(), port)),
-            )
-            .await;
-            routes.connects.count(ConnectOutcome::Tunnelled);
-            let upstream = match upstream {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tunnel_failed(&host, port, &e.to_string()),
-                Err(_) => return tunnel_failed(&host, port, "timed out"),
-            };
-            tracing::debug!(%host, port, "CONNECT tunnelled unobserved");
-            request.open_tunnel();
-            tokio::spawn(splice(upgrade, upstream));
-        } else {
-            routes.connects.count(ConnectOutcome::Intercepted);
-            request.open_tunnel();
-            let authority = intercept.authority.clone();
-            spawn_serve(self, upgrade, host, authority, client_ip, watcher);
+    }
+
+    /// Opens the tunnel `opened` once the `CONNECT` is answered: intercepted, served by a task
+    /// of its own; passed through, spliced to the host once it takes the connection.
+    async fn open(
+        self: &Arc<Self>,
+        routes: &Routes,
+        opened: Opened,
+        upgrade: OnUpgrade,
+        request: &InService,
+        client_ip: HeaderValue,
+        watcher: Watcher,
+    ) -> Result<(), Answer> {
+        match opened {
+            Opened::Tunnelled { host, port } => {
+                let upstream = tokio::time::timeout(
+                    TUNNEL_CONNECT_TIMEOUT,
+                    TcpStream::connect((host.as_str(), port)),
+                )
+                .await;
+                routes.connects.count(ConnectOutcome::Tunnelled);
+                let upstream = match upstream {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(tunnel_failed(host, port, e.to_string())),
+                    Err(_) => return Err(tunnel_failed(host, port, "timed out".into())),
+                };
+                tracing::debug!(%host, port, "CONNECT tunnelled unobserved");
+                request.open_tunnel();
+                tokio::spawn(splice(upgrade, upstream));
+            }
+            Opened::Intercepted { host } => {
+                routes.connects.count(ConnectOutcome::Intercepted);
+                request.open_tunnel();
+                let authority = routes
+                    .intercept
+                    .as_ref()
+                    .map(|i| i.authority.clone())
+                    .expect("decided with interception on");
+                spawn_serve(self.clone(), upgrade, host, authority, client_ip, watcher);
+            }
         }
-        let mut resp = Response::new(ResponseBody::Full { data: None });
-        *resp.status_mut() = StatusCode::OK;
-        resp
+        Ok(())
     }
 
     /// Serves a tunnel as remedy's TLS, and the requests inside it.
@@ -166,7 +197,7 @@ impl Tunnels {
         let Ok(upgraded) = upgrade.await else {
             return;
         };
-        let limit = self.timeouts.header_read;
+        let limit = self.limits.header_read;
         let hello = tokio_rustls::LazyConfigAcceptor::new(
             rustls::server::Acceptor::default(),
             TokioIo::new(upgraded),
@@ -220,17 +251,19 @@ impl Tunnels {
             }
         };
         let requests = Arc::new(Requests::default());
-        let io = Guarded::new(tls, requests.clone(), self.timeouts, self.slots.clone());
+        let io = Guarded::new(tls, requests.clone(), self.limits, self.slots.clone());
         let routes = self.routes.clone();
         let tunnel_host: Arc<str> = host.into();
         let service = service_fn(move |req| {
-            super::handle(
+            let (refuse, request) = requests.serve();
+            let answered = super::handle(
                 routes.load_full(),
                 client_ip.clone(),
-                requests.serve(),
+                refuse,
                 req,
                 Via::Tunnel(tunnel_host.clone()),
-            )
+            );
+            async move { Ok::<_, Infallible>(answered.await.map(|b| Answering::new(b, request))) }
         });
         let conn = self.http.serve_connection(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
@@ -253,11 +286,16 @@ fn spawn_serve(
     tokio::spawn(tunnels.serve(upgrade, host, authority, client_ip, watcher));
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decision {
-    Intercept,
-    Tunnel,
-    Refuse,
+/// A tunnel a `CONNECT` may open.
+enum Opened {
+    /// remedy's TLS; the requests inside are routed to `host`'s source and counted.
+    Intercepted { host: String },
+    /// Passed through to `host:port` unobserved (`proxy.intercept.tunnel`).
+    Tunnelled { host: String, port: u16 },
+}
+
+fn tunnel_failed(host: String, port: u16, cause: String) -> Answer {
+    Answer::TunnelFailed { host, port, cause }
 }
 
 /// The `CONNECT` target as a lower-case host (IPv6 without brackets) and a port.
@@ -273,17 +311,6 @@ fn target(uri: &http::Uri) -> Option<(String, u16)> {
             authority.port_u16().unwrap_or(443),
         )
     })
-}
-
-fn upstream_port(target: &super::Target) -> u16 {
-    let u = &target.upstream_url;
-    u.authority
-        .port_u16()
-        .unwrap_or(if u.scheme == http::uri::Scheme::HTTPS {
-            443
-        } else {
-            80
-        })
 }
 
 /// Copies a passed-through tunnel both ways until either side closes.

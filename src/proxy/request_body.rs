@@ -64,7 +64,7 @@ impl BadRequest {
             Some(io) if io.kind() == UnexpectedEof => BadRequest::CutShort,
             Some(_) => BadRequest::Gone,
             None if e.is_incomplete_message() => BadRequest::CutShort,
-            None => BadRequest::Framing(super::upstream::causes(e)),
+            None => BadRequest::Framing(super::causes::causes(e)),
         }
     }
 }

@@ -1,145 +1,215 @@
-//! Every answer remedy makes itself, in one place: the refusals of requests it will not
-//! forward (400, 403, 404, 405, 421, 501), its 502 and 504 for an upstream it cannot reach,
-//! its 400 for a request body the connector broke, its 503s, and the count of what hyper's
-//! parser refused before remedy saw a request. Each sets the status the request's
-//! [`Pending`] guard records, so what the connector receives is what is counted.
-
-use std::sync::Arc;
+//! Every answer remedy makes itself is one [`Answer`]: its status, the status it is counted
+//! as, the error kind it counts, whether it closes the connection, its log line and its body,
+//! all decided here and rendered by [`render`]. The request's guard then counts what the
+//! connector receives. Also here: the count of what hyper's parser refused before remedy saw a
+//! request.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use tokio::time::Instant;
 
+use super::exchange::Exchange;
+use super::outcome::{CLIENT_CLOSED, Pending};
 use super::request_body::BadRequest;
-use super::upstream::{self, causes};
-use super::{CLIENT_CLOSED, Pending, ResponseBody, Routes, Seen, Target};
-use crate::metrics::{ErrorKind, Origin, SourceMetrics};
+use super::response_body::ResponseBody;
+use super::routes::Routes;
+use super::upstream::Failure;
+use crate::metrics::{ErrorKind, Origin};
 use crate::proxy::route::NoRoute;
 
-/// The upstream gave no response head: a 504 for a timeout, else a 502, with the failure's
-/// kind counted and its cause logged and said in the body.
-pub(super) fn unreachable(
-    routes: &Routes,
-    target: &Target,
-    pending: &mut Pending,
-    seen: &Seen,
-    failure: &upstream::Failure,
-) -> Response<ResponseBody> {
-    let status = if failure.kind == ErrorKind::Timeout {
-        StatusCode::GATEWAY_TIMEOUT
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
-    tracing::warn!(
-        source = target.metrics.name(),
-        method = %seen.method,
-        path = %seen.path(routes),
-        status = status.as_u16(),
-        kind = failure.kind.as_str(),
-        cause = %failure.cause,
-        "upstream unreachable"
-    );
-    pending.status = status.as_u16();
-    pending.error = Some(failure.kind);
-    let body = format!(
-        "remedy: upstream {} unreachable ({}): {}\n",
-        target.upstream_url,
-        failure.kind.as_str(),
-        failure.cause
-    );
-    text(status, body)
+/// An answer remedy makes instead of forwarding one from the upstream.
+#[derive(Debug)]
+pub enum Answer {
+    /// A request remedy does not forward (400, 403, 404, 405, 421, 501), counted under
+    /// `source="unmatched"`.
+    Refused(NoRoute),
+    /// The source's `max_in_flight` is reached: 503, with remedy's own remediation.
+    InFlightCap,
+    /// The upstream gave no response head: 504 for a timeout, else 502.
+    Unreachable(Failure),
+    /// The upstream sent a head and broke before any of its body: 502, `kind="reset"`.
+    BrokeBeforeBody { cause: String },
+    /// The connector's request could not be forwarded whole: its fault, not the upstream's.
+    BadRequest(BadRequest),
+    /// A `CONNECT` that came after shutdown began: no tunnel is opened.
+    ShuttingDown,
+    /// A host in `proxy.intercept.tunnel` did not take the connection.
+    TunnelFailed {
+        host: String,
+        port: u16,
+        cause: String,
+    },
 }
 
-/// The upstream sent a head and broke before any of its body: a 502 with `kind="reset"`,
-/// which is what the connector receives.
-pub(super) fn broken_before_body(
-    routes: &Routes,
-    target: &Target,
-    pending: &mut Pending,
-    seen: &Seen,
-    e: &hyper::Error,
-) -> Response<ResponseBody> {
-    let cause = causes(e);
-    tracing::warn!(
-        source = target.metrics.name(),
-        method = %seen.method,
-        path = %seen.path(routes),
-        upstream_status = pending.status,
-        status = 502,
-        kind = ErrorKind::Reset.as_str(),
-        %cause,
-        "upstream broke its response before the body"
-    );
-    pending.status = StatusCode::BAD_GATEWAY.as_u16();
-    pending.origin = Origin::Proxy;
-    pending.error = Some(ErrorKind::Reset);
-    text(
-        StatusCode::BAD_GATEWAY,
-        format!(
-            "remedy: upstream {} broke its response before the body (reset): {cause}\n",
-            target.upstream_url
-        ),
-    )
-}
-
-/// The connector's request could not be forwarded whole: its fault, not the upstream's. A
-/// 400 (or 499 when the connector has gone) with `origin="proxy"` and no error kind; the
-/// connection is closed after it, since the rest of the body cannot be found in its bytes.
-pub(super) fn bad_request(
-    routes: &Routes,
-    target: &Target,
-    pending: &mut Pending,
-    seen: &Seen,
-    bad: BadRequest,
-) -> Response<ResponseBody> {
-    tracing::debug!(
-        source = target.metrics.name(),
-        method = %seen.method,
-        path = %seen.path(routes),
-        reason = bad.short(),
-        cause = %bad,
-        "bad request: not forwarded whole"
-    );
-    pending.status = if bad.connector_gone() {
-        CLIENT_CLOSED
-    } else {
-        StatusCode::BAD_REQUEST.as_u16()
-    };
-    let mut resp = text(StatusCode::BAD_REQUEST, format!("remedy: {bad}\n"));
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
-}
-
-pub(super) fn refuse(
-    unmatched: &Arc<SourceMetrics>,
-    start: Instant,
-    why: NoRoute,
-) -> Response<ResponseBody> {
-    let status = match why {
-        NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
-        NoRoute::ConnectRefused => StatusCode::FORBIDDEN,
-        NoRoute::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-        NoRoute::UnsafePath(_) | NoRoute::BadHost(_) | NoRoute::AmbiguousFraming => {
-            StatusCode::BAD_REQUEST
+impl Answer {
+    /// The status the connector is sent.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::Refused(why) => match why {
+                NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
+                NoRoute::ConnectRefused => StatusCode::FORBIDDEN,
+                NoRoute::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+                NoRoute::UnsafePath(_) | NoRoute::BadHost(_) | NoRoute::AmbiguousFraming => {
+                    StatusCode::BAD_REQUEST
+                }
+                NoRoute::Unmatched => StatusCode::NOT_FOUND,
+                NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+            },
+            Answer::InFlightCap | Answer::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Answer::Unreachable(f) if f.kind == ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Answer::Unreachable(_) | Answer::BrokeBeforeBody { .. } => StatusCode::BAD_GATEWAY,
+            Answer::TunnelFailed { .. } => StatusCode::BAD_GATEWAY,
+            Answer::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
-        NoRoute::Unmatched => StatusCode::NOT_FOUND,
-        NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
-    };
-    let mut pending = Pending::new(unmatched.clone(), start);
-    pending.status = status.as_u16();
-    let mut resp = text(status, format!("remedy: {why}\n"));
-    if matches!(
-        why,
-        NoRoute::Connect
-            | NoRoute::ConnectRefused
-            | NoRoute::AmbiguousFraming
-            | NoRoute::UnsupportedCoding
-    ) {
+    }
+
+    /// The status the request is counted as: what the connector receives, or 499 when it has
+    /// gone and receives nothing.
+    pub fn counted_status(&self) -> u16 {
+        match self {
+            Answer::BadRequest(bad) if bad.connector_gone() => CLIENT_CLOSED,
+            _ => self.status().as_u16(),
+        }
+    }
+
+    /// Why remedy answered for an upstream it could not use, as
+    /// `remedy_upstream_request_errors_total` counts it.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Answer::Unreachable(f) => Some(f.kind),
+            Answer::BrokeBeforeBody { .. } => Some(ErrorKind::Reset),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection closes after the answer: when what follows on it cannot be
+    /// trusted (a request whose body or framing remedy could not follow), or is no request at
+    /// all (a refused `CONNECT`'s tunnel bytes).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Answer::BadRequest(_)
+                | Answer::Refused(
+                    NoRoute::Connect
+                        | NoRoute::ConnectRefused
+                        | NoRoute::AmbiguousFraming
+                        | NoRoute::UnsupportedCoding
+                )
+        )
+    }
+
+    /// The answer's body: what remedy did, and why.
+    fn body(&self, ex: &Exchange<'_>) -> String {
+        let upstream = ex
+            .target
+            .map(|t| t.upstream_url.to_string())
+            .unwrap_or_default();
+        match self {
+            Answer::Refused(why) => format!("remedy: {why}\n"),
+            Answer::InFlightCap => {
+                "remedy: this source's max_in_flight is reached; retry later\n".to_owned()
+            }
+            Answer::Unreachable(f) => format!(
+                "remedy: upstream {upstream} unreachable ({}): {}\n",
+                f.kind.as_str(),
+                f.cause
+            ),
+            Answer::BrokeBeforeBody { cause } => format!(
+                "remedy: upstream {upstream} broke its response before the body (reset): {cause}\n"
+            ),
+            Answer::BadRequest(bad) => format!("remedy: {bad}\n"),
+            Answer::ShuttingDown => "remedy is shutting down: no tunnel opened\n".to_owned(),
+            Answer::TunnelFailed { host, port, cause } => {
+                format!("remedy: tunnelled host {host}:{port} unreachable: {cause}\n")
+            }
+        }
+    }
+
+    /// The answer's log line: a warning where the upstream or remedy's own limit is at fault,
+    /// debug where the connector's request is.
+    fn log(&self, ex: &Exchange<'_>, upstream_status: u16) {
+        let (source, method) = (ex.source(), &ex.seen.method);
+        match self {
+            Answer::Refused(why) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    tracing::debug!(
+                        %method,
+                        path = ex.path(),
+                        host = ex.logged_host().unwrap_or(""),
+                        reason = why.short(),
+                        "request not forwarded"
+                    );
+                }
+            }
+            Answer::InFlightCap => {
+                tracing::warn!(source, "in-flight cap reached: answering 503");
+            }
+            Answer::Unreachable(f) => tracing::warn!(
+                source,
+                %method,
+                path = ex.path(),
+                status = self.status().as_u16(),
+                kind = f.kind.as_str(),
+                cause = %f.cause,
+                "upstream unreachable"
+            ),
+            Answer::BrokeBeforeBody { cause } => tracing::warn!(
+                source,
+                %method,
+                path = ex.path(),
+                upstream_status,
+                status = 502,
+                kind = ErrorKind::Reset.as_str(),
+                %cause,
+                "upstream broke its response before the body"
+            ),
+            Answer::BadRequest(bad) => tracing::debug!(
+                source,
+                %method,
+                path = ex.path(),
+                reason = bad.short(),
+                cause = %bad,
+                "bad request: not forwarded whole"
+            ),
+            Answer::ShuttingDown => {}
+            Answer::TunnelFailed { host, port, cause } => {
+                tracing::warn!(%host, port, cause, "tunnelled host unreachable");
+            }
+        }
+    }
+}
+
+/// Renders `answer` for the request `ex`: logs it, sets what its guard counts (a refusal is
+/// counted under `source="unmatched"`), and makes the response.
+pub(super) fn render(ex: &mut Exchange<'_>, answer: Answer) -> Response<ResponseBody> {
+    if matches!(answer, Answer::Refused(_)) {
+        ex.outcome = Some(Pending::new(ex.routes.unmatched.clone(), ex.start));
+    }
+    let upstream_status = ex.outcome.as_ref().map_or(0, |p| p.status);
+    if let Some(pending) = &mut ex.outcome {
+        pending.status = answer.counted_status();
+        pending.origin = Origin::Proxy;
+        pending.error = answer.error_kind().or(pending.error);
+    }
+    answer.log(ex, upstream_status);
+    let mut resp = text(answer.status(), answer.body(ex));
+    if answer.closes_connection() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::Full {
+        data: Some(body.into()),
+    });
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -165,47 +235,4 @@ pub fn count_parser_refusal(routes: &Routes, e: &hyper::Error) {
         let mut pending = Pending::new(routes.unmatched.clone(), Instant::now());
         pending.status = status;
     }
-}
-
-pub(super) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::Full {
-        data: Some(body.into()),
-    });
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-/// The source's `max_in_flight` is reached: a 503 with remedy's own remediation, so the
-/// connector retries and the FAQ's advice about the API is not blamed.
-pub(super) fn in_flight_cap(pending: &mut Pending, target: &Target) -> Response<ResponseBody> {
-    pending.status = StatusCode::SERVICE_UNAVAILABLE.as_u16();
-    tracing::warn!(
-        source = target.metrics.name(),
-        "in-flight cap reached: answering 503"
-    );
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "remedy: this source's max_in_flight is reached; retry later\n",
-    )
-}
-
-/// A `CONNECT` that came after shutdown began: no tunnel is opened.
-pub(super) fn shutting_down() -> Response<ResponseBody> {
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "remedy is shutting down: no tunnel opened\n",
-    )
-}
-
-/// A host in `proxy.intercept.tunnel` did not take the connection.
-pub(super) fn tunnel_failed(host: &str, port: u16, cause: &str) -> Response<ResponseBody> {
-    tracing::warn!(%host, port, cause, "tunnelled host unreachable");
-    text(
-        StatusCode::BAD_GATEWAY,
-        format!("remedy: tunnelled host {host}:{port} unreachable: {cause}\n"),
-    )
 }

@@ -11,9 +11,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::Pending;
+use super::causes::causes;
 use super::deadline::LazyDeadline;
-use super::upstream::{UpstreamBody, causes};
+use super::outcome::Pending;
+use super::upstream::UpstreamBody;
 
 pin_project! {
     /// The body sent to the connector: the upstream's, streamed, or one remedy wrote.
@@ -114,7 +115,7 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(e))) => {
                         if let Some(p) = pending.take() {
                             tracing::warn!(
-                                source = p.metrics.name(),
+                                source = p.source(),
                                 status = p.status,
                                 cause = %causes(&e),
                                 "upstream failed mid-body; the connector sees a broken response"
@@ -133,7 +134,7 @@ impl Body for ResponseBody {
                         }
                         if let Some(p) = pending.take() {
                             tracing::warn!(
-                                source = p.metrics.name(),
+                                source = p.source(),
                                 status = p.status,
                                 idle = ?idle_after,
                                 "upstream body stalled past the idle timeout; aborting the response"

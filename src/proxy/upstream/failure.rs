@@ -1,24 +1,11 @@
-//! What went wrong when a request got no response head, told apart: the upstream's failure
-//! (a closed [`ErrorKind`], which the proxy answers as a 502 or 504) or the connector's.
+//! How the upstream failed to give a response head: a closed [`ErrorKind`], which the proxy
+//! answers as a 502 or 504, told from the error's chain of causes.
 
 use std::error::Error as StdError;
 use std::io;
 
 use crate::metrics::ErrorKind;
-use crate::proxy::request_body::BadRequest;
-
-/// Why a request got no response head: the upstream's failure, or the connector's.
-#[derive(Debug)]
-pub enum SendError {
-    Upstream(Failure),
-    Connector(BadRequest),
-}
-
-impl From<Failure> for SendError {
-    fn from(f: Failure) -> Self {
-        SendError::Upstream(f)
-    }
-}
+use crate::proxy::causes::causes;
 
 /// How the upstream failed to give a response head.
 #[derive(Debug)]
@@ -72,19 +59,4 @@ fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
         }
     }
     kind
-}
-
-/// `outer: inner: innermost`, for logs.
-pub fn causes(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = err.source();
-    }
-    out
 }

@@ -25,9 +25,22 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
-use crate::proxy::request_body::ConnectorBody;
-pub use crate::proxy::upstream::failure::{Failure, SendError, causes};
+use crate::proxy::request_body::{BadRequest, ConnectorBody};
+pub use crate::proxy::upstream::failure::Failure;
 use crate::proxy::upstream::pool::{Lease, Pool};
+
+/// Why a request got no response head: the upstream's failure, or the connector's.
+#[derive(Debug)]
+pub enum SendError {
+    Upstream(Failure),
+    Connector(BadRequest),
+}
+
+impl From<Failure> for SendError {
+    fn from(f: Failure) -> Self {
+        SendError::Upstream(f)
+    }
+}
 
 /// The connection pools for one source.
 pub struct UpstreamClient {

@@ -1,0 +1,178 @@
+//! The proxy listener's accept loop, the top of the proxy: each connection takes a
+//! `proxy.max_connections` slot, its bytes go through [`Guarded`], hyper serves HTTP/1.1 on it,
+//! and each request goes to the request's phases ([`crate::proxy::handle`]), a `CONNECT` to the
+//! [`Tunnels`]. At shutdown the loop stops accepting and in-flight requests get
+//! `shutdown.drain_timeout`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::config::ProxyConfig;
+use crate::proxy::drain::Drain;
+use crate::proxy::intercept::Tunnels;
+use crate::proxy::listener::{Answering, Guarded, Limits, Requests, Slots};
+use crate::proxy::trim::{self, Burst};
+use crate::proxy::{self, Routes, Via};
+
+/// The next connection. An accept error (out of file descriptors and the like) is logged and
+/// backed off, never fatal; the admin listener accepts the same way.
+pub async fn accept(listener: &TcpListener, which: &'static str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(listener = which, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What every connection of the listener is served with.
+struct Shared {
+    routes: Arc<ArcSwap<Routes>>,
+    http: http1::Builder,
+    limits: Limits,
+    slots: Arc<Slots>,
+    tunnels: Arc<Tunnels>,
+    graceful: Drain,
+    burst: Arc<Burst>,
+}
+
+/// Serves `listener` with the live `routes` until `stop` turns true, then drains for at most
+/// `drain`.
+pub async fn serve(
+    routes: Arc<ArcSwap<Routes>>,
+    proxy: &ProxyConfig,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let connections = Arc::new(Semaphore::new(proxy.max_connections));
+    let http = http_settings(proxy);
+    let limits = Limits {
+        header_read: proxy.header_read_timeout.0,
+        send: proxy.send_timeout.0,
+        max_headers: proxy.max_headers,
+    };
+    let slots = Slots::new(connections.clone(), proxy.max_connections);
+    let tunnels = Tunnels::new(routes.clone(), http.clone(), limits, slots.clone());
+    let shared = Shared {
+        routes,
+        http,
+        limits,
+        slots,
+        tunnels,
+        graceful: Drain::default(),
+        burst: Arc::new(Burst::default()),
+    };
+    let trimmer = tokio::spawn(trim_after_bursts(shared.burst.clone()));
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener, "proxy") => accepted,
+            _ = stop.changed() => break,
+        };
+        shared.serve_connection(stream, peer, permit);
+    }
+    drop(listener);
+    trimmer.abort();
+    let drained = async {
+        shared.graceful.shutdown().await;
+        shared.tunnels.shutdown().await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
+        tracing::warn!(?drain, "drain timeout passed with requests still in flight");
+    }
+}
+
+/// hyper's HTTP/1.1 server as `proxy` sets it.
+fn http_settings(p: &ProxyConfig) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    // The header read timeout is kept by `Guarded`, which arms one timer per connection
+    // rather than one per request. `max_header_size` is exact however the head arrives
+    // (`max_buf_size` alone let a head that came in one read run past it). Flat writes: one
+    // buffer per `write` costs less than a vectored write's queue for the small heads and
+    // bodies of API calls.
+    http.header_read_timeout(None)
+        .max_header_size(p.max_header_bytes)
+        .max_buf_size(p.max_header_bytes)
+        .writev(false)
+        .keep_alive(true);
+    // hyper keeps up to 100 header slots on the stack; any other count puts them on the heap
+    // for every request.
+    if p.max_headers != 100 {
+        http.max_headers(p.max_headers);
+    }
+    http
+}
+
+/// Gives memory back to the system once a burst of connections has ended.
+async fn trim_after_bursts(burst: Arc<Burst>) {
+    loop {
+        tokio::time::sleep(trim::CHECK_EVERY).await;
+        if burst.trim() {
+            tracing::debug!("a burst of connections ended; freed memory given back");
+        }
+    }
+}
+
+impl Shared {
+    /// Serves one accepted connection on a task of its own, holding `permit` (its slot) for as
+    /// long as its bytes are read.
+    fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let _ = stream.set_nodelay(true);
+        let client_ip = proxy::client_ip(peer);
+        let requests = Arc::new(Requests::holding(permit));
+        let io = Guarded::new(stream, requests.clone(), self.limits, self.slots.clone());
+        let (routes, tunnels) = (self.routes.clone(), self.tunnels.clone());
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let routes = routes.load_full();
+            let (refuse, request) = requests.serve();
+            let client_ip = client_ip.clone();
+            let tunnels = tunnels.clone();
+            async move {
+                let resp = if req.method() == hyper::Method::CONNECT && !refuse {
+                    // Boxed: the rare `CONNECT` adds a pointer, not its state, to every request.
+                    Box::pin(tunnels.connect(routes, &request, req, client_ip)).await
+                } else {
+                    proxy::handle(routes, client_ip, refuse, req, Via::Listener).await
+                };
+                Ok::<_, Infallible>(resp.map(|b| Answering::new(b, request)))
+            }
+        });
+        let conn = self
+            .http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let conn = self
+            .graceful
+            .watcher()
+            .watch(conn, |c| c.graceful_shutdown());
+        self.burst.opened();
+        let burst = self.burst.clone();
+        let routes = self.routes.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                proxy::count_parser_refusal(&routes.load(), &e);
+            }
+            burst.closed();
+        });
+    }
+}
