@@ -170,108 +170,98 @@ pub const QUOTA_GAUGES: [(&str, &str); 4] = [
     ),
 ];
 
+/// Registers each metric as it is made.
+struct Registering<'r>(&'r Registry);
+
+impl Registering<'_> {
+    fn add<C: Collector + Clone + 'static>(&self, metric: C) -> C {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are unique");
+        metric
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn int_gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+}
+
 impl Recorder {
     /// A recorder whose duration histogram has `buckets`; fixed for the process's life.
     pub fn new(buckets: &[f64]) -> Self {
         let registry = Registry::new();
-        let responses = IntCounterVec::new(
-            Opts::new(
-                RESPONSES,
-                "Responses the connector received, by source, status and the FAQ's remediation key.",
-            ),
+        let reg = Registering(&registry);
+        let responses = reg.counters(
+            RESPONSES,
+            "Responses the connector received, by source, status and the FAQ's remediation key.",
             &["source", "code", "class", "remediation", "origin"],
-        )
-        .expect("valid metric");
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                names::DURATION,
-                "Time from a request's arrival to the end of its response body.",
+        );
+        let intercept = reg.counters(
+            names::INTERCEPT,
+            "CONNECT requests, by what remedy did with them: intercepted, tunnelled, refused.",
+            &["outcome"],
+        );
+        let duration = reg.add(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    names::DURATION,
+                    "Time from a request's arrival to the end of its response body.",
+                )
+                .buckets(buckets.to_vec()),
+                &["source", "class"],
             )
-            .buckets(buckets.to_vec()),
-            &["source", "class"],
-        )
-        .expect("valid metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                names::ERRORS,
-                "Why remedy answered 502/504 itself: connect, dns, tls, timeout, reset.",
-            ),
+            .expect("valid metric"),
+        );
+        let errors = reg.counters(
+            names::ERRORS,
+            "Why remedy answered 502/504 itself: connect, dns, tls, timeout, reset.",
             &["source", "kind"],
-        )
-        .expect("valid metric");
-        let in_flight = IntGaugeVec::new(
-            Opts::new(
-                names::IN_FLIGHT,
-                "Requests received and not yet fully answered.",
-            ),
+        );
+        let in_flight = reg.int_gauges(
+            names::IN_FLIGHT,
+            "Requests received and not yet fully answered.",
             &["source"],
-        )
-        .expect("valid metric");
-        let retry_after = GaugeVec::new(
-            Opts::new(
-                names::RETRY_AFTER,
-                "The last Retry-After the upstream sent, in seconds.",
-            ),
+        );
+        let retry_after = reg.gauges(
+            names::RETRY_AFTER,
+            "The last Retry-After the upstream sent, in seconds.",
             &["source"],
-        )
-        .expect("valid metric");
-        let quota = QUOTA_GAUGES.map(|(name, help)| {
-            GaugeVec::new(Opts::new(name, help), &["source"]).expect("valid metric")
-        });
-        let faq_info = IntGaugeVec::new(
-            Opts::new(
-                names::FAQ_INFO,
-                "The FAQ catalog: meaning and advised action per status code. Always 1.",
-            ),
+        );
+        let faq_info = reg.int_gauges(
+            names::FAQ_INFO,
+            "The FAQ catalog: meaning and advised action per status code. Always 1.",
             &["code", "name", "remediation", "advice"],
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(names::BUILD_INFO, "remedy's version. Always 1."),
+        );
+        reg.int_gauges(
+            names::BUILD_INFO,
+            "remedy's version. Always 1.",
             &["version", "revision"],
         )
-        .expect("valid metric");
-        build_info
-            .with_label_values(&[crate::VERSION, crate::REVISION])
-            .set(1);
-        let reload_successful = IntGauge::new(
-            names::RELOAD_SUCCESSFUL,
-            "Whether the last config load or reload succeeded.",
-        )
-        .expect("valid metric");
-        let reload_timestamp = Gauge::new(
-            names::RELOAD_TIMESTAMP,
-            "When the config was last loaded successfully, as a Unix timestamp.",
-        )
-        .expect("valid metric");
-        let intercept_vec = IntCounterVec::new(
-            Opts::new(
-                names::INTERCEPT,
-                "CONNECT requests, by what remedy did with them: intercepted, tunnelled, refused.",
-            ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let intercept = ConnectOutcome::ALL.map(|o| intercept_vec.with_label_values(&[o.as_str()]));
-        for c in [
-            Box::new(responses.clone()) as Box<dyn Collector>,
-            Box::new(intercept_vec),
-            Box::new(duration.clone()),
-            Box::new(errors.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(retry_after.clone()),
-            Box::new(faq_info.clone()),
-            Box::new(build_info),
-            Box::new(reload_successful.clone()),
-            Box::new(reload_timestamp.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        for g in &quota {
-            registry
-                .register(Box::new(g.clone()))
-                .expect("metric names are unique");
-        }
+        .with_label_values(&[crate::VERSION, crate::REVISION])
+        .set(1);
+        let reload_successful = reg.add(
+            IntGauge::new(
+                names::RELOAD_SUCCESSFUL,
+                "Whether the last config load or reload succeeded.",
+            )
+            .expect("valid metric"),
+        );
+        let reload_timestamp = reg.add(
+            Gauge::new(
+                names::RELOAD_TIMESTAMP,
+                "When the config was last loaded successfully, as a Unix timestamp.",
+            )
+            .expect("valid metric"),
+        );
+        let quota = QUOTA_GAUGES.map(|(name, help)| reg.gauges(name, help, &["source"]));
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -289,7 +279,7 @@ impl Recorder {
             faq_info,
             reload_successful,
             reload_timestamp,
-            intercept,
+            intercept: ConnectOutcome::ALL.map(|o| intercept.with_label_values(&[o.as_str()])),
         }
     }
 

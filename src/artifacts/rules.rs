@@ -403,78 +403,70 @@ fn remediation_selector(r: &Remediation<'_>) -> String {
     }
 }
 
+/// One of remedy's own alerts: its name (which names its remediation key and texts in the
+/// catalog), its expression under its settings, and its summary, where `{window}` stands for
+/// `alerts.window`.
+struct OwnAlert {
+    name: &'static str,
+    expr: fn(&Config, &Shape, &Settings) -> String,
+    summary: &'static str,
+}
+
+const OWN: [OwnAlert; 4] = [
+    OwnAlert {
+        name: UNMATCHED_ALERT,
+        expr: unmatched_share,
+        summary: "{{ $value | humanizePercentage }} of the connector's requests over {window} matched no source and were refused.",
+    },
+    OwnAlert {
+        name: UNREACHABLE_ALERT,
+        expr: |_, shape, s| shape.share("origin=\"proxy\",code=~\"502|504\"", s),
+        summary: "{{ $labels.source }}: remedy could not reach the upstream for {{ $value | humanizePercentage }} of requests over {window}.",
+    },
+    OwnAlert {
+        name: IN_FLIGHT_ALERT,
+        expr: |_, shape, s| shape.share("origin=\"proxy\",code=\"503\"", s),
+        summary: "{{ $labels.source }}: remedy refused {{ $value | humanizePercentage }} of requests over {window} at the source's max_in_flight.",
+    },
+    OwnAlert {
+        name: RELOAD_ALERT,
+        expr: |_, _, _| format!("{} == 0", names::RELOAD_SUCCESSFUL),
+        summary: "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.",
+    },
+];
+
 fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
-    let window = &shape.window;
-    let unmatched = {
-        let s = settings(config, UNMATCHED_ALERT);
-        // Unmatched requests belong to no source: aggregate by the rest of group_by.
-        let by: Vec<&str> = config
-            .alerts
-            .group_by
-            .iter()
-            .map(String::as_str)
-            .filter(|l| *l != "source")
-            .collect();
-        let by = by.join(", ");
-        let sum = |selector: &str| format!("sum by ({by}) {}", shape.responses(selector));
-        let all = sum("");
-        let expr = format!(
-            "(\n  {}\n/\n  {all}\n) > {t}\nand on ({by})\n  {all} >= {m}",
-            sum(&format!("source=\"{SOURCE_UNMATCHED}\"")),
-            t = s.threshold,
-            m = s.min_requests
-        );
-        own_alert(
-            config,
-            UNMATCHED_ALERT,
-            expr,
-            &s,
-            format!(
-                "{{{{ $value | humanizePercentage }}}} of the connector's requests over {window} matched no source and were refused."
-            ),
-        )
-    };
-    let unreachable = {
-        let s = settings(config, UNREACHABLE_ALERT);
-        own_alert(
-            config,
-            UNREACHABLE_ALERT,
-            shape.share("origin=\"proxy\",code=~\"502|504\"", &s),
-            &s,
-            format!(
-                "{{{{ $labels.source }}}}: remedy could not reach the upstream for {{{{ $value | humanizePercentage }}}} of requests over {window}."
-            ),
-        )
-    };
-    let in_flight = {
-        let s = settings(config, IN_FLIGHT_ALERT);
-        own_alert(
-            config,
-            IN_FLIGHT_ALERT,
-            shape.share("origin=\"proxy\",code=\"503\"", &s),
-            &s,
-            format!(
-                "{{{{ $labels.source }}}}: remedy refused {{{{ $value | humanizePercentage }}}} of requests over {window} at the source's max_in_flight."
-            ),
-        )
-    };
-    let reload = {
-        let s = settings(config, RELOAD_ALERT);
-        own_alert(
-            config,
-            RELOAD_ALERT,
-            format!("{} == 0", names::RELOAD_SUCCESSFUL),
-            &s,
-            "remedy on {{ $labels.instance }} failed to reload its config and runs the previous one.".into(),
-        )
-    };
-    vec![
-        unmatched,
-        unreachable,
-        in_flight,
-        reload,
-        near_rate_limit(config, shape),
-    ]
+    let mut rules: Vec<Rule> = OWN
+        .iter()
+        .map(|a| {
+            let s = settings(config, a.name);
+            let summary = a.summary.replace("{window}", &shape.window);
+            own_alert(config, a.name, (a.expr)(config, shape, &s), &s, summary)
+        })
+        .collect();
+    rules.push(near_rate_limit(config, shape));
+    rules
+}
+
+/// The share of all the connector's requests that matched no source. Unmatched requests belong
+/// to no source: this aggregates by the rest of `group_by`.
+fn unmatched_share(config: &Config, shape: &Shape, s: &Settings) -> String {
+    let by: Vec<&str> = config
+        .alerts
+        .group_by
+        .iter()
+        .map(String::as_str)
+        .filter(|l| *l != "source")
+        .collect();
+    let by = by.join(", ");
+    let sum = |selector: &str| format!("sum by ({by}) {}", shape.responses(selector));
+    let all = sum("");
+    format!(
+        "(\n  {}\n/\n  {all}\n) > {t}\nand on ({by})\n  {all} >= {m}",
+        sum(&format!("source=\"{SOURCE_UNMATCHED}\"")),
+        t = s.threshold,
+        m = s.min_requests
+    )
 }
 
 /// The quota an API reports is nearly used up: the warning before its 429s. The used ratio
