@@ -8,7 +8,7 @@
 //! Takes about a minute. Logs of every process stay in the folder the failure names (or,
 //! with `REMEDY_E2E_KEEP=1`, always, with the webhook payload in `webhook-example.json`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -668,72 +668,100 @@ struct Run {
     name: String,
 }
 
-#[test]
-fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
-    let mut procs = Procs::new("remedy-e2e-runs-");
-    let dir = procs.dir.clone();
-    let logs = dir.display().to_string();
-    let crm = Upstream::builder().statuses(&[401]).http();
-    let ads = Upstream::builder().statuses(&[429]).http();
-    let analytics = Upstream::builder().statuses(&[503]).http();
-    // Windows scaled to the 6s scrape interval; the defaults' shapes (for 0s on 401,
-    // responses rather than a rate as the guard) otherwise.
-    let config = Config::new()
-        .section("shutdown", "{ drain_timeout: 2s, linger: 30s }")
-        .source(source("crm", crm.url()).prefix("/crm"))
-        .source(source("ads", ads.url()).prefix("/ads"))
-        .source(source("analytics", analytics.url()).prefix("/analytics"))
-        .section(
-            "alerts",
-            "{ window: 30s, overrides: { check_credentials: { keep_firing_for: 1m }, \
-             reduce_concurrency: { for: 0s, keep_firing_for: 1m }, \
-             retry_later: { for: 0s, keep_firing_for: 1m } } }",
-        );
-    let rules = crate::support::tools::remedy_stdout(&["rules", "--config", &{
-        let path = dir.join("remedy.yaml");
-        std::fs::write(&path, config.to_string()).unwrap();
-        path.display().to_string()
-    }]);
-    std::fs::write(dir.join("rules.yaml"), rules).unwrap();
-    let targets = dir.join("targets.json");
-    std::fs::write(&targets, "[]").unwrap();
-    let (prom, received) = start_stack(
-        &mut procs,
-        &format!(
-            "global: {{ scrape_interval: {}s, evaluation_interval: 1s }}\n\
-             scrape_configs:\n  - {{ job_name: remedy, file_sd_configs: [ {{ files: ['{}'] }} ] }}\n",
-            RUN_SCRAPE.as_secs(),
-            targets.display()
-        ),
-    );
+/// Scheduled runs as a cluster has them: Prometheus scraping every [`RUN_SCRAPE`] and
+/// discovering each run's remedy through file_sd, the sources' fixtures, and what each run's
+/// connector received, per (source, code).
+struct Schedule {
+    procs: Procs,
+    prom: String,
+    received: Arc<Mutex<Vec<Value>>>,
+    targets: PathBuf,
+    config: Config,
+    live: Vec<(String, SocketAddr)>,
+    tally: BTreeMap<(String, u16), u64>,
+    logs: String,
+    _upstreams: [Upstream; 3],
+}
 
-    // What each run's connector received, per (source, code).
-    let mut tally: std::collections::BTreeMap<(String, u16), u64> = Default::default();
-    let mut live: Vec<(String, SocketAddr)> = Vec::new();
-    let discover = |live: &[(String, SocketAddr)]| {
-        let groups: Vec<Value> = live
+impl Schedule {
+    /// `crm` answering 401, `ads` 429 and `analytics` 503, with alert windows scaled to the
+    /// scrape interval (the defaults' shapes otherwise: `for` 0s on 401, a guard in responses).
+    fn start() -> Self {
+        let mut procs = Procs::new("remedy-e2e-runs-");
+        let dir = procs.dir.clone();
+        let crm = Upstream::builder().statuses(&[401]).http();
+        let ads = Upstream::builder().statuses(&[429]).http();
+        let analytics = Upstream::builder().statuses(&[503]).http();
+        let config = Config::new()
+            .section("shutdown", "{ drain_timeout: 2s, linger: 30s }")
+            .source(source("crm", crm.url()).prefix("/crm"))
+            .source(source("ads", ads.url()).prefix("/ads"))
+            .source(source("analytics", analytics.url()).prefix("/analytics"))
+            .section(
+                "alerts",
+                "{ window: 30s, overrides: { check_credentials: { keep_firing_for: 1m }, \
+                 reduce_concurrency: { for: 0s, keep_firing_for: 1m }, \
+                 retry_later: { for: 0s, keep_firing_for: 1m } } }",
+            );
+        let config_path = dir.join("remedy.yaml");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let rules = crate::support::tools::remedy_stdout(&[
+            "rules",
+            "--config",
+            config_path.to_str().unwrap(),
+        ]);
+        std::fs::write(dir.join("rules.yaml"), rules).unwrap();
+        let targets = dir.join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let (prom, received) = start_stack(
+            &mut procs,
+            &format!(
+                "global: {{ scrape_interval: {}s, evaluation_interval: 1s }}\n\
+                 scrape_configs:\n  - {{ job_name: remedy, file_sd_configs: [ {{ files: ['{}'] }} ] }}\n",
+                RUN_SCRAPE.as_secs(),
+                targets.display()
+            ),
+        );
+        Schedule {
+            logs: dir.display().to_string(),
+            procs,
+            prom,
+            received,
+            targets,
+            config,
+            live: Vec::new(),
+            tally: BTreeMap::new(),
+            _upstreams: [crm, ads, analytics],
+        }
+    }
+
+    /// Writes the live runs to the file Prometheus discovers targets from.
+    fn discover(&self) {
+        let groups: Vec<Value> = self
+            .live
             .iter()
             .map(|(pod, a)| {
                 serde_json::json!({ "targets": [a.to_string()], "labels": { "namespace": "data", "pod": pod } })
             })
             .collect();
-        let tmp = targets.with_extension("tmp");
+        let tmp = self.targets.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_string(&groups).unwrap()).unwrap();
-        std::fs::rename(&tmp, &targets).unwrap();
-    };
-    // As in a cluster, where a pod is discovered while it starts: the run begins once
-    // Prometheus has the target (its scrape manager takes up to 5s to pick up new targets),
-    // before any scrape of it.
-    let start = |name: &str, live: &mut Vec<(String, SocketAddr)>| {
-        let remedy = crate::support::Remedy::start(&config);
-        live.push((name.to_owned(), remedy.admin));
-        discover(live);
+        std::fs::rename(&tmp, &self.targets).unwrap();
+    }
+
+    /// As in a cluster, where a pod is discovered while it starts: the run begins once
+    /// Prometheus has the target (its scrape manager takes up to 5s to pick up new targets),
+    /// before any scrape of it.
+    fn start_run(&mut self, name: &str) -> Run {
+        let remedy = crate::support::Remedy::start(&self.config);
+        self.live.push((name.to_owned(), remedy.admin));
+        self.discover();
         let url = format!("http://{}/metrics", remedy.admin);
         wait_for(
             &format!("Prometheus to discover {name}"),
             Duration::from_secs(20),
             || {
-                let t = http_get_json(&prom, "/api/v1/targets")?;
+                let t = http_get_json(&self.prom, "/api/v1/targets")?;
                 t["data"]["activeTargets"]
                     .as_array()?
                     .iter()
@@ -745,28 +773,32 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
             remedy,
             name: name.to_owned(),
         }
-    };
-    let mut call = |run: &Run, source: &str, codes: &[u16]| {
+    }
+
+    /// The run's connector calls `source` once per code, and what it received is tallied.
+    fn call(&mut self, run: &Run, source: &str, codes: &[u16]) {
         let urls: Vec<String> = codes
             .iter()
             .enumerate()
             .map(|(i, c)| format!("http://{}/{source}/r{i}/{c}", run.remedy.proxy))
             .collect();
         for code in traffic(run.remedy.proxy, &urls) {
-            *tally.entry((source.to_owned(), code)).or_default() += 1;
+            *self.tally.entry((source.to_owned(), code)).or_default() += 1;
         }
-    };
-    // SIGTERM, then the run is over once remedy exits; returns the time from its drain to
-    // its exit.
-    let finish = |mut run: Run, live: &mut Vec<(String, SocketAddr)>| -> Duration {
+    }
+
+    /// SIGTERM, then the run is over once remedy exits after its final scrape; returns the
+    /// time from its drain to its exit.
+    fn finish(&mut self, mut run: Run) -> Duration {
         run.remedy.signal("TERM");
         run.remedy.wait_log("drained");
         let drained = Instant::now();
         assert_eq!(
             run.remedy.wait_exit(Duration::from_secs(40)),
             Some(0),
-            "{} did not exit; logs in {logs}",
-            run.name
+            "{} did not exit; logs in {}",
+            run.name,
+            self.logs
         );
         let delay = drained.elapsed();
         assert!(
@@ -775,33 +807,45 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
             run.name,
             run.remedy.logs()
         );
-        live.retain(|(n, _)| *n != run.name);
-        discover(live);
+        self.live.retain(|(n, _)| *n != run.name);
+        self.discover();
         delay
-    };
+    }
+}
 
+#[test]
+fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
+    let mut schedule = Schedule::start();
+    step_each_run_exits_within_a_scrape_of_its_drain(&mut schedule);
+    step_prometheus_holds_what_the_connectors_received(&schedule);
+    step_the_failing_runs_page_with_the_faqs_advice(&schedule);
+    step_one_503_in_50_never_pages(&schedule);
+    schedule.procs.stop("prometheus");
+}
+
+/// A fail-fast run (one call, 401), two overlapping runs against `ads` with two thirds of
+/// their calls throttled, and a run with one 503 in 50: each remedy exits after its final
+/// scrape, within one scrape interval of its drain.
+fn step_each_run_exits_within_a_scrape_of_its_drain(schedule: &mut Schedule) {
     let mut delays = Vec::new();
-    // A fail-fast run: one call, 401, exit.
-    let run = start("crm-extract-1", &mut live);
-    call(&run, "crm", &[401]);
-    delays.push(finish(run, &mut live));
-    // Two overlapping runs against ads, two thirds of their calls throttled.
+    let run = schedule.start_run("crm-extract-1");
+    schedule.call(&run, "crm", &[401]);
+    delays.push(schedule.finish(run));
     let (a, b) = (
-        start("ads-hourly-1", &mut live),
-        start("ads-backfill-1", &mut live),
+        schedule.start_run("ads-hourly-1"),
+        schedule.start_run("ads-backfill-1"),
     );
     let throttled: Vec<u16> = (0..12)
         .map(|i| if i % 3 == 0 { 200 } else { 429 })
         .collect();
-    call(&a, "ads", &throttled);
-    call(&b, "ads", &throttled);
-    delays.push(finish(a, &mut live));
-    delays.push(finish(b, &mut live));
-    // One 503 among 50 responses: no page.
-    let run = start("analytics-extract-1", &mut live);
+    schedule.call(&a, "ads", &throttled);
+    schedule.call(&b, "ads", &throttled);
+    delays.push(schedule.finish(a));
+    delays.push(schedule.finish(b));
+    let run = schedule.start_run("analytics-extract-1");
     let mostly_fine: Vec<u16> = (0..50).map(|i| if i == 25 { 503 } else { 200 }).collect();
-    call(&run, "analytics", &mostly_fine);
-    delays.push(finish(run, &mut live));
+    schedule.call(&run, "analytics", &mostly_fine);
+    delays.push(schedule.finish(run));
     eprintln!("drain-to-exit delays of the runs: {delays:?} (scrape interval {RUN_SCRAPE:?})");
     for d in &delays {
         assert!(
@@ -809,13 +853,15 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
             "a run waited {d:?} after its drain, more than one scrape interval ({RUN_SCRAPE:?})"
         );
     }
+}
 
-    // Prometheus holds exactly the responses the connectors received.
+/// Prometheus holds exactly the responses the connectors received.
+fn step_prometheus_holds_what_the_connectors_received(schedule: &Schedule) {
     let held = query(
-        &prom,
+        &schedule.prom,
         "sum by (source, code) (max_over_time(remedy_upstream_responses_total[10m]) > 0)",
     );
-    let held: std::collections::BTreeMap<(String, u16), u64> = held
+    let held: BTreeMap<(String, u16), u64> = held
         .iter()
         .map(|s| {
             (
@@ -828,15 +874,19 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
         })
         .collect();
     assert_eq!(
-        held, tally,
-        "Prometheus against the connectors' tally; logs in {logs}"
+        held, schedule.tally,
+        "Prometheus against the connectors' tally; logs in {}",
+        schedule.logs
     );
+}
 
-    // The fail-fast 401 and the overlapping 429 runs page, with the FAQ's advice.
+/// The fail-fast 401 and the overlapping 429 runs page, with the FAQ's advice; once both
+/// overlapping runs' final scrapes are in, the rate-limit alert names the two runs.
+fn step_the_failing_runs_page_with_the_faqs_advice(schedule: &Schedule) {
     let catalog = remedy::catalog::Catalog::builtin();
     let started = Instant::now();
     loop {
-        let got = delivered(&received);
+        let got = delivered(&schedule.received);
         let firing = |name: &str, source: &str| {
             got.iter()
                 .find(|(n, s, st, _)| n == name && s == source && st == "firing")
@@ -858,16 +908,19 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the runs' alerts did not arrive: {got:?}; logs in {logs}"
+            "the runs' alerts did not arrive: {got:?}; logs in {}",
+            schedule.logs
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    // Once both overlapping runs' final scrapes are in, the alert names the two runs.
     wait_for(
-        &format!("ConnectorRateLimited to name both runs; logs in {logs}"),
+        &format!(
+            "ConnectorRateLimited to name both runs; logs in {}",
+            schedule.logs
+        ),
         Duration::from_secs(30),
         || {
-            let alerts = http_get_json(&prom, "/api/v1/alerts")?;
+            let alerts = http_get_json(&schedule.prom, "/api/v1/alerts")?;
             alerts["data"]["alerts"]
                 .as_array()?
                 .iter()
@@ -880,12 +933,33 @@ fn runs_shorter_than_a_scrape_interval_are_counted_whole_and_page() {
                 .then_some(())
         },
     );
-    // A few more evaluations: the single 503 among 50 never pages.
-    std::thread::sleep(RUN_SCRAPE * 2);
-    let fired_5xx = query(&prom, "ALERTS{alertname=\"UpstreamServerErrors\"}");
+}
+
+/// Two scrape intervals' more evaluations of the alerts: the single 503 among 50 never pages.
+fn step_one_503_in_50_never_pages(schedule: &Schedule) {
+    let last_evaluation = || -> Option<String> {
+        let rules = http_get_json(&schedule.prom, "/api/v1/rules")?;
+        rules["data"]["groups"]
+            .as_array()?
+            .iter()
+            .find(|g| g["name"] == "remedy.alerts")?["lastEvaluation"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut seen = BTreeSet::new();
+    let wanted = 2 * RUN_SCRAPE.as_secs() as usize;
+    wait_for(
+        "two scrape intervals' more evaluations of the alerts",
+        RUN_SCRAPE * 4,
+        || {
+            seen.extend(last_evaluation());
+            (seen.len() > wanted).then_some(())
+        },
+    );
+    let fired_5xx = query(&schedule.prom, "ALERTS{alertname=\"UpstreamServerErrors\"}");
     assert!(fired_5xx.is_empty(), "{fired_5xx:?}");
     assert!(
-        !delivered(&received)
+        !delivered(&schedule.received)
             .iter()
             .any(|(n, _, _, _)| n == "UpstreamServerErrors"),
         "one 503 in 50 paged"

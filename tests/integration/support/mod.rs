@@ -1,7 +1,6 @@
 //! Fixtures for remedy's integration tests: upstream servers, a config builder, a remedy
 //! launcher, a scrape reader and a raw HTTP/1.1 client. Everything listens on 127.0.0.1:0 and waits for
 //! readiness by polling.
-#![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod config;
@@ -10,7 +9,7 @@ pub mod scrape;
 pub mod tools;
 pub mod upstream;
 
-pub use client::{Reply, raw, read_one, request, send};
+pub use client::{raw, read_one, request, send};
 pub use config::{Config, source};
 pub use launcher::Remedy;
 pub use scrape::Scrape;
