@@ -95,9 +95,14 @@ impl Ca {
     /// [`LEAF_LIFETIME`] and never past the CA's own end.
     fn sign(&self, host: &str, now: SystemTime) -> Result<Leaf, CaError> {
         let key = KeyPair::generate()?;
+        // The host is the subject alternative name, as an IP address or a DNS name. A DNS
+        // leaf repeats it as its common name; an IP leaf has none, since OpenSSL checks a
+        // common name against the CA's DNS constraints and an address is not one.
         let mut params = CertificateParams::new(vec![host.to_owned()])?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, host);
+        if host.parse::<IpAddr>().is_err() {
+            params.distinguished_name.push(DnType::CommonName, host);
+        }
         let not_before = (now - BACKDATE).max(self.not_before);
         let not_after = (now + LEAF_LIFETIME).min(self.not_after);
         params.not_before = not_before.into();
@@ -140,18 +145,7 @@ fn make_ca(hosts: &[String], now: SystemTime) -> Result<Ca, CaError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.name_constraints = Some(NameConstraints {
-        permitted_subtrees: hosts
-            .iter()
-            .map(|h| match h.parse::<IpAddr>() {
-                Ok(ip) => {
-                    GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, max_prefix(ip)))
-                }
-                Err(_) => GeneralSubtree::DnsName(h.clone()),
-            })
-            .collect(),
-        excluded_subtrees: Vec::new(),
-    });
+    params.name_constraints = Some(name_constraints(hosts));
     let not_before = now - BACKDATE;
     let not_after = now + CA_LIFETIME;
     params.not_before = not_before.into();
@@ -164,6 +158,32 @@ fn make_ca(hosts: &[String], now: SystemTime) -> Result<Ca, CaError> {
         not_after,
         permits: Some(hosts.to_vec()),
     })
+}
+
+/// The sources' hosts permitted (DNS names with their subdomains, IP addresses alone), and
+/// every address of a family no source lists excluded: with DNS names only permitted, a
+/// verifier would otherwise take a certificate for any IP address at all.
+fn name_constraints(hosts: &[String]) -> NameConstraints {
+    let ips: Vec<IpAddr> = hosts.iter().filter_map(|h| h.parse().ok()).collect();
+    let permitted_subtrees = hosts
+        .iter()
+        .map(|h| match h.parse::<IpAddr>() {
+            Ok(ip) => GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, max_prefix(ip))),
+            Err(_) => GeneralSubtree::DnsName(h.clone()),
+        })
+        .collect();
+    let every = |ip: IpAddr| GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(ip, 0));
+    let mut excluded_subtrees = Vec::new();
+    if !ips.iter().any(IpAddr::is_ipv4) {
+        excluded_subtrees.push(every(IpAddr::from([0u8; 4])));
+    }
+    if !ips.iter().any(IpAddr::is_ipv6) {
+        excluded_subtrees.push(every(IpAddr::from([0u16; 8])));
+    }
+    NameConstraints {
+        permitted_subtrees,
+        excluded_subtrees,
+    }
 }
 
 fn max_prefix(ip: IpAddr) -> u8 {

@@ -218,3 +218,53 @@ fn a_users_ca_signs_for_any_host_and_bad_pairs_name_the_file() {
     assert_eq!(no_key.key(), "proxy.intercept.ca_key_file");
     assert!(no_key.to_string().contains("PKCS#8"), "{no_key}");
 }
+
+fn der(pem_text: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem_text.as_bytes()).unwrap()
+}
+
+#[test]
+fn a_ca_for_dns_hosts_refuses_a_leaf_for_any_ip_address() {
+    let (dir, a, now) = own_ca(&["api.example.test"]);
+    for ip in ["10.1.2.3", "127.0.0.1", "::1"] {
+        let leaf = der(&a.sign_unchecked(ip).unwrap());
+        assert!(
+            verify(dir.path(), &leaf, ip, now).is_err(),
+            "a leaf for {ip} verified under a CA that names only DNS hosts"
+        );
+    }
+}
+
+#[test]
+fn a_listed_ip_is_the_only_address_permitted() {
+    let (dir, a, now) = own_ca(&["127.0.0.1", "api.example.test"]);
+    let leaf = a.certificate("127.0.0.1", now).unwrap();
+    assert_eq!(verify(dir.path(), &leaf, "127.0.0.1", now), Ok(()));
+    let dns = a.certificate("api.example.test", now).unwrap();
+    assert_eq!(verify(dir.path(), &dns, "api.example.test", now), Ok(()));
+    for other in ["127.0.0.2", "::1"] {
+        let leaf = der(&a.sign_unchecked(other).unwrap());
+        assert!(verify(dir.path(), &leaf, other, now).is_err(), "{other}");
+    }
+}
+
+#[test]
+fn an_ip_leaf_names_its_address_as_a_san_and_has_no_common_name() {
+    let (_dir, a, now) = own_ca(&["127.0.0.1", "api.example.test"]);
+    let leaf = a.certificate("127.0.0.1", now).unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    assert_eq!(x.subject().iter_common_name().count(), 0);
+    let san = x.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(
+        san.value.general_names,
+        [x509_parser::extensions::GeneralName::IPAddress(&[
+            127, 0, 0, 1
+        ])]
+    );
+    let dns = a.certificate("api.example.test", now).unwrap();
+    let (_, x) = x509_parser::parse_x509_certificate(&dns).unwrap();
+    assert_eq!(
+        x.subject().iter_common_name().next().unwrap().as_str(),
+        Ok("api.example.test")
+    );
+}

@@ -374,6 +374,41 @@ fn openssl_verifies_a_listed_leaf_against_ca_pem_and_the_name_constraints_refuse
         + &String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{why}");
     assert!(why.contains("permitted subtree violation"), "{why}");
+
+    // Nor does one for an IP address: with DNS hosts only, every address is excluded.
+    let address = dir.path().join("address.pem");
+    std::fs::write(&address, authority.sign_unchecked("10.1.2.3").unwrap()).unwrap();
+    let refused = check(&address);
+    let why = String::from_utf8_lossy(&refused.stdout).into_owned()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{why}");
+    assert!(why.contains("excluded subtree violation"), "{why}");
+}
+
+/// A source that names an IP address beside DNS names: OpenSSL clients (curl here) accept the
+/// address's leaf, which carries it as a SAN and no common name for the DNS constraints to
+/// refuse.
+#[test]
+fn an_ip_literal_host_beside_dns_hosts_is_intercepted_for_openssl_clients() {
+    let upstream = Upstream::tls();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = Remedy::start(Setup::config(
+        &upstream,
+        ca_dir.path(),
+        "",
+        &[HOST, "127.0.0.1"],
+    ));
+    let s = Setup {
+        upstream,
+        remedy,
+        ca_dir,
+    };
+    let (code, body) = s.curl("https://127.0.0.1/x/200", &[]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        s.remedy.scrape().responses("api", 200, "none", "upstream"),
+        1.0
+    );
 }
 
 #[test]
