@@ -374,6 +374,8 @@ pub const IN_FLIGHT_ALERT: &str = "RemedyInFlightLimitReached";
 
 pub const NEAR_RATE_LIMIT_ALERT: &str = "ConnectorNearRateLimit";
 
+pub const HANDSHAKES_ALERT: &str = "RemedyInterceptHandshakesFailing";
+
 /// The remediation key of the FAQ's 429, whose advice `ConnectorNearRateLimit` carries.
 pub const RATE_LIMIT_KEY: &str = "reduce_concurrency";
 
@@ -383,6 +385,7 @@ pub const OWN_ALERTS: &[&str] = &[
     UNREACHABLE_ALERT,
     IN_FLIGHT_ALERT,
     RELOAD_ALERT,
+    HANDSHAKES_ALERT,
 ];
 
 /// The alerts that are not one per remediation key; their names are the keys of
@@ -392,6 +395,7 @@ pub const NAMED_ALERTS: &[&str] = &[
     UNREACHABLE_ALERT,
     IN_FLIGHT_ALERT,
     RELOAD_ALERT,
+    HANDSHAKES_ALERT,
     NEAR_RATE_LIMIT_ALERT,
 ];
 
@@ -412,6 +416,11 @@ pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str)
             IN_FLIGHT_KEY,
             "remedy answered 503 itself (origin=\"proxy\", remediation=\"raise_max_in_flight\") because the source already had max_in_flight requests in flight. The API never saw these requests.",
             "Raise the source's max_in_flight in remedy's config, or reduce the connector's concurrency (fewer parallel requests, or fewer runs at once). remedy_upstream_requests_in_flight shows how close the source runs to its cap.",
+        ),
+        HANDSHAKES_ALERT => (
+            "trust_remedy_ca",
+            "The connector's TLS handshakes with remedy fail inside the CONNECT tunnels that proxy.intercept opens: the connector does not trust remedy's CA, or asks for another host than its CONNECT named. Its calls are neither made nor counted.",
+            "Give the connector remedy's CA, from proxy.intercept.ca_dir, in the variable its HTTP stack reads: REQUESTS_CA_BUNDLE=bundle.pem for Python requests (Airbyte CDK, dlt), SSL_CERT_FILE=bundle.pem for httpx, Go and OpenSSL-based clients, CURL_CA_BUNDLE=bundle.pem for curl, NODE_EXTRA_CA_CERTS=ca.pem for Node, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=bundle.pem for gRPC, a truststore with ca.pem imported for Java; the chart's remedy.connectorEnv and remedy.connectorVolumeMounts set them. A client that pins certificates, or an API that wants a client certificate, belongs in proxy.intercept.tunnel. remedy's warn log names the host and the handshake's error.",
         ),
         _ => (
             "fix_config",

@@ -89,7 +89,7 @@ pub struct Recorder {
     faq_info: IntGaugeVec,
     reload_successful: IntGauge,
     reload_timestamp: Gauge,
-    intercept: [IntCounter; 3],
+    intercept: [IntCounter; 4],
 }
 
 /// What became of a `CONNECT`, as `remedy_intercept_connections_total` counts it.
@@ -101,11 +101,14 @@ pub enum ConnectOutcome {
     Tunnelled = 1,
     /// Refused: 403, or 405 with interception off.
     Refused = 2,
+    /// Answered 200, then the connector's TLS handshake with remedy failed: it does not trust
+    /// remedy's CA, or its SNI names another host.
+    HandshakeFailed = 3,
 }
 
 /// `remedy_intercept_connections_total`, one handle per outcome.
 #[derive(Debug, Clone)]
-pub struct Connects([IntCounter; 3]);
+pub struct Connects([IntCounter; 4]);
 
 impl Connects {
     pub fn count(&self, outcome: ConnectOutcome) {
@@ -114,10 +117,11 @@ impl Connects {
 }
 
 impl ConnectOutcome {
-    const ALL: [ConnectOutcome; 3] = [
+    const ALL: [ConnectOutcome; 4] = [
         ConnectOutcome::Intercepted,
         ConnectOutcome::Tunnelled,
         ConnectOutcome::Refused,
+        ConnectOutcome::HandshakeFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +129,7 @@ impl ConnectOutcome {
             ConnectOutcome::Intercepted => "intercepted",
             ConnectOutcome::Tunnelled => "tunnelled",
             ConnectOutcome::Refused => "refused",
+            ConnectOutcome::HandshakeFailed => "handshake_failed",
         }
     }
 }
@@ -206,7 +211,7 @@ impl Recorder {
         );
         let intercept = reg.counters(
             names::INTERCEPT,
-            "CONNECT requests, by what remedy did with them: intercepted, tunnelled, refused.",
+            "CONNECT requests, by what became of them: intercepted, tunnelled, refused, handshake_failed.",
             &["outcome"],
         );
         let duration = reg.add(

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::catalog::{
-    Catalog, IN_FLIGHT_ALERT, NAMED_ALERTS, NEAR_RATE_LIMIT_ALERT, NEAR_RATE_LIMIT_MEANING,
-    RATE_LIMIT_KEY, RELOAD_ALERT, Remediation, UNMATCHED_ALERT, UNREACHABLE_ALERT, advice_text,
-    codes_phrase, meaning_text, own_alert_text,
+    Catalog, HANDSHAKES_ALERT, IN_FLIGHT_ALERT, NAMED_ALERTS, NEAR_RATE_LIMIT_ALERT,
+    NEAR_RATE_LIMIT_MEANING, RATE_LIMIT_KEY, RELOAD_ALERT, Remediation, UNMATCHED_ALERT,
+    UNREACHABLE_ALERT, advice_text, codes_phrase, meaning_text, own_alert_text,
 };
 use crate::config::{AlertOverride, Config, HumanDuration, Severity};
 use crate::metrics::SOURCE_UNMATCHED;
@@ -59,6 +59,9 @@ pub fn default_settings(key: &str) -> Settings {
         RELOAD_ALERT => (1.0, 300, 0, 0, Warning),
         // The threshold is a share of the quota used; one response that states it is enough.
         NEAR_RATE_LIMIT_ALERT => (0.9, 60, 0, 1, Warning),
+        // A connector that does not trust the CA fails every call it makes through the tunnel;
+        // a fail-fast run makes one.
+        HANDSHAKES_ALERT => (0.5, 0, 1800, 1, Critical),
         _ => (0.1, 60, 1800, 5, Warning),
     };
     Settings {
@@ -257,8 +260,13 @@ fn templated_query(
 /// [`Shape::responses`] over any range: each series' responses within `window`, every run
 /// counted from zero. The dashboard uses it too.
 pub fn responses_from_zero(selector: &str, window: &str) -> String {
-    let last = format!("last_over_time({RESPONSES}{{{selector}}}[{window}])");
-    format!("({last} - {RESPONSES}{{{selector}}} offset {window} >= 0 or {last})")
+    counted_from_zero(RESPONSES, selector, window)
+}
+
+/// What each series of the counter `metric` counted within `window`, every run from zero.
+pub fn counted_from_zero(metric: &str, selector: &str, window: &str) -> String {
+    let last = format!("last_over_time({metric}{{{selector}}}[{window}])");
+    format!("({last} - {metric}{{{selector}}} offset {window} >= 0 or {last})")
 }
 
 /// Every response of a configured source (not the refused, unmatched ones).
@@ -412,7 +420,7 @@ struct OwnAlert {
     summary: &'static str,
 }
 
-const OWN: [OwnAlert; 4] = [
+const OWN: [OwnAlert; 5] = [
     OwnAlert {
         name: UNMATCHED_ALERT,
         expr: unmatched_share,
@@ -427,6 +435,11 @@ const OWN: [OwnAlert; 4] = [
         name: IN_FLIGHT_ALERT,
         expr: |_, shape, s| shape.share("origin=\"proxy\",code=\"503\"", s),
         summary: "{{ $labels.source }}: remedy refused {{ $value | humanizePercentage }} of requests over {window} at the source's max_in_flight.",
+    },
+    OwnAlert {
+        name: HANDSHAKES_ALERT,
+        expr: failed_handshakes,
+        summary: "{{ $value | humanizePercentage }} of the connector's TLS handshakes with remedy over {window} failed; its calls through those tunnels were never made.",
     },
     OwnAlert {
         name: RELOAD_ALERT,
@@ -448,9 +461,8 @@ fn own_alerts(config: &Config, shape: &Shape) -> Vec<Rule> {
     rules
 }
 
-/// The share of all the connector's requests that matched no source. Unmatched requests belong
-/// to no source: this aggregates by the rest of `group_by`.
-fn unmatched_share(config: &Config, shape: &Shape, s: &Settings) -> String {
+/// `alerts.group_by` without `source`, for what belongs to no source.
+fn by_sourceless(config: &Config) -> String {
     let by: Vec<&str> = config
         .alerts
         .group_by
@@ -458,7 +470,32 @@ fn unmatched_share(config: &Config, shape: &Shape, s: &Settings) -> String {
         .map(String::as_str)
         .filter(|l| *l != "source")
         .collect();
-    let by = by.join(", ");
+    by.join(", ")
+}
+
+/// The share of the TLS handshakes in intercepted tunnels that failed, among at least
+/// `min_requests` failures. A `CONNECT` belongs to no source.
+fn failed_handshakes(config: &Config, shape: &Shape, s: &Settings) -> String {
+    let by = by_sourceless(config);
+    let sum = |selector: &str| {
+        format!(
+            "sum by ({by}) {}",
+            counted_from_zero(names::INTERCEPT, selector, &shape.window)
+        )
+    };
+    let failed = sum("outcome=\"handshake_failed\"");
+    format!(
+        "(\n  {failed}\n/\n  {}\n) > {t}\nand on ({by})\n  {failed} >= {m}",
+        sum("outcome=~\"intercepted|handshake_failed\""),
+        t = s.threshold,
+        m = s.min_requests
+    )
+}
+
+/// The share of all the connector's requests that matched no source. Unmatched requests belong
+/// to no source: this aggregates by the rest of `group_by`.
+fn unmatched_share(config: &Config, shape: &Shape, s: &Settings) -> String {
+    let by = by_sourceless(config);
     let sum = |selector: &str| format!("sum by ({by}) {}", shape.responses(selector));
     let all = sum("");
     format!(
@@ -642,6 +679,7 @@ mod tests {
                 "RemedyUpstreamUnreachable",
                 "RemedyInFlightLimitReached",
                 "RemedyConfigReloadFailed",
+                "RemedyInterceptHandshakesFailing",
                 "ConnectorNearRateLimit",
             ]
         );

@@ -75,6 +75,10 @@ pub fn render(config: &Config) -> String {
                 r = names::RESPONSES,
                 f = names::IN_FLIGHT
             ),
+            catalog::HANDSHAKES_ALERT => format!(
+                "sum by (outcome) (increase({i}[{window}]))",
+                i = names::INTERCEPT
+            ),
             _ => format!("{} == 0", names::RELOAD_SUCCESSFUL),
         };
         let _ = write!(

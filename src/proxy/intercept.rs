@@ -8,6 +8,7 @@
 //! through unobserved; any other is refused 403. With interception off every `CONNECT` is
 //! refused 405. Each is counted in `remedy_intercept_connections_total`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -19,10 +20,11 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use super::exchange::{Exchange, Via};
 use super::respond::{self, Answer};
@@ -31,6 +33,7 @@ use super::routes::Routes;
 use crate::intercept_ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
+use crate::proxy::listener::limits::within;
 use crate::proxy::listener::{Answering, Guarded, InService, Limits, Requests, Slots};
 use crate::proxy::route::NoRoute;
 
@@ -47,6 +50,7 @@ pub struct Tunnels {
     slots: Arc<Slots>,
     /// Taken at shutdown: a `CONNECT` after it is refused.
     graceful: Mutex<Option<Drain>>,
+    handshakes: HandshakeLog,
 }
 
 impl Tunnels {
@@ -62,6 +66,7 @@ impl Tunnels {
             limits,
             slots,
             graceful: Mutex::new(Some(Drain::default())),
+            handshakes: HandshakeLog::default(),
         })
     }
 
@@ -172,7 +177,6 @@ impl Tunnels {
                 tokio::spawn(splice(upgrade, upstream));
             }
             Opened::Intercepted { host } => {
-                routes.connects.count(ConnectOutcome::Intercepted);
                 request.open_tunnel();
                 let authority = routes
                     .intercept
@@ -194,62 +198,16 @@ impl Tunnels {
         client_ip: HeaderValue,
         watcher: Watcher,
     ) {
-        let Ok(upgraded) = upgrade.await else {
-            return;
-        };
-        let limit = self.limits.header_read;
-        let hello = tokio_rustls::LazyConfigAcceptor::new(
-            rustls::server::Acceptor::default(),
-            TokioIo::new(upgraded),
-        );
-        let start = match tokio::time::timeout(limit, hello).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(e)) => {
-                tracing::debug!(%host, error = %e, "tunnel closed before a TLS ClientHello");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%host, "no TLS ClientHello within proxy.header_read_timeout");
+        let connects = self.routes.load().connects.clone();
+        let tls = match self.handshake(upgrade, &host, &authority).await {
+            Ok(tls) => tls,
+            Err(failed) => {
+                connects.count(ConnectOutcome::HandshakeFailed);
+                self.handshakes.failed(&host, failed);
                 return;
             }
         };
-        // Clients send no SNI for an IP address.
-        let sni = start.client_hello().server_name().map(str::to_owned);
-        let named = match &sni {
-            Some(name) => name.eq_ignore_ascii_case(&host),
-            None => host.parse::<IpAddr>().is_ok(),
-        };
-        if !named {
-            tracing::warn!(
-                connect_host = %host,
-                sni = sni.as_deref().unwrap_or(""),
-                "TLS handshake refused: the SNI does not name the CONNECT host"
-            );
-            return;
-        }
-        let config = match authority.server_config(&host, SystemTime::now()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(%host, error = %e, "no certificate for an intercepted host");
-                return;
-            }
-        };
-        let tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                // Usually the connector does not trust remedy's CA: say where it is.
-                tracing::warn!(
-                    %host,
-                    error = %e,
-                    "TLS handshake with the connector failed; does it trust bundle.pem from proxy.intercept.ca_dir?"
-                );
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%host, "TLS handshake not done within proxy.header_read_timeout");
-                return;
-            }
-        };
+        connects.count(ConnectOutcome::Intercepted);
         let requests = Arc::new(Requests::default());
         let io = Guarded::new(tls, requests.clone(), self.limits, self.slots.clone());
         let routes = self.routes.clone();
@@ -269,6 +227,114 @@ impl Tunnels {
         if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
             tracing::debug!(error = %e, "tunnelled connection ended with an error");
             respond::count_parser_refusal(&self.routes.load(), &e);
+        }
+    }
+}
+
+impl Tunnels {
+    /// remedy's TLS with the connector inside the tunnel: the SNI must name the `CONNECT` host
+    /// (clients send none for an IP address), and each step must come within
+    /// `proxy.header_read_timeout`, or a second while the listener runs out of slots.
+    async fn handshake(
+        &self,
+        upgrade: OnUpgrade,
+        host: &str,
+        authority: &Authority,
+    ) -> Result<TlsStream<TokioIo<Upgraded>>, Handshake> {
+        let limit = self.limits.header_read;
+        let upgraded = upgrade.await.map_err(|_| Handshake::Closed)?;
+        let hello = tokio_rustls::LazyConfigAcceptor::new(
+            rustls::server::Acceptor::default(),
+            TokioIo::new(upgraded),
+        );
+        let start = within(hello, limit, &self.slots)
+            .await
+            .ok_or(Handshake::TimedOut)?
+            .map_err(|_| Handshake::Closed)?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let named = match &sni {
+            Some(name) => name.eq_ignore_ascii_case(host),
+            None => host.parse::<IpAddr>().is_ok(),
+        };
+        if !named {
+            return Err(Handshake::OtherHost(sni.unwrap_or_default()));
+        }
+        let config = authority
+            .server_config(host, SystemTime::now())
+            .map_err(|e| Handshake::NoCertificate(e.to_string()))?;
+        within(start.into_stream(config), limit, &self.slots)
+            .await
+            .ok_or(Handshake::TimedOut)?
+            .map_err(|e| Handshake::Failed(e.to_string()))
+    }
+}
+
+/// Why a tunnel's TLS handshake with the connector did not complete.
+#[derive(Debug)]
+enum Handshake {
+    /// The connector closed the tunnel before its ClientHello.
+    Closed,
+    /// No ClientHello, or no finished handshake, in time.
+    TimedOut,
+    /// The ClientHello's SNI names another host than the `CONNECT`.
+    OtherHost(String),
+    /// No certificate could be made for the host.
+    NoCertificate(String),
+    /// The handshake failed: mostly a connector that does not trust remedy's CA.
+    Failed(String),
+}
+
+impl std::fmt::Display for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handshake::Closed => f.write_str("the tunnel closed before a TLS ClientHello"),
+            Handshake::TimedOut => f.write_str(
+                "no TLS handshake within proxy.header_read_timeout (a second while \
+                 proxy.max_connections was nearly reached)",
+            ),
+            Handshake::OtherHost(sni) => write!(
+                f,
+                "the SNI {sni:?} does not name the CONNECT host; open a tunnel for each host"
+            ),
+            Handshake::NoCertificate(e) => write!(f, "no certificate for the host: {e}"),
+            Handshake::Failed(e) => write!(
+                f,
+                "{e}; does the connector trust bundle.pem from proxy.intercept.ca_dir?"
+            ),
+        }
+    }
+}
+
+/// How often each host's failed handshakes are logged: a connector that does not trust
+/// remedy's CA fails every attempt, and a line for each would flood the log.
+const HANDSHAKE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Failed handshakes per host since its last warn line.
+#[derive(Default)]
+struct HandshakeLog(Mutex<HashMap<String, (Option<Instant>, u64)>>);
+
+impl HandshakeLog {
+    /// One warn line per host per [`HANDSHAKE_LOG_EVERY`], with the failures since the last;
+    /// a connector that closes before its ClientHello is a debug line.
+    fn failed(&self, host: &str, why: Handshake) {
+        if matches!(why, Handshake::Closed) {
+            tracing::debug!(%host, "{why}");
+            return;
+        }
+        let mut hosts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, count) = hosts.entry(host.to_owned()).or_insert((None, 0));
+        *count += 1;
+        let now = Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= HANDSHAKE_LOG_EVERY) {
+            tracing::warn!(
+                %host,
+                failed = *count,
+                cause = %why,
+                "TLS handshakes with the connector failed (one line per host per minute; \
+                 remedy_intercept_connections_total{{outcome=\"handshake_failed\"}} counts them all)"
+            );
+            *last = Some(now);
+            *count = 0;
         }
     }
 }

@@ -45,7 +45,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
         &["check", "rules", "config/prometheus/remedy-rules.yaml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 20 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 21 rules found"), "{out}");
 
     let text = remedy(&["rules", "--config", "tests/data/rules-overrides.yaml"]);
     assert!(text.contains("alert: ConnectorResolveConflict"));
@@ -64,7 +64,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
     let (_dir, path) = temp_file("rules.yaml", &text);
     let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 21 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 22 rules found"), "{out}");
 
     let wrapped = remedy(&["rules", "--format", "prometheusrule"]);
     let doc: serde_yaml::Value = serde_yaml::from_str(&wrapped).unwrap();

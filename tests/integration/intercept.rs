@@ -281,8 +281,52 @@ fn a_handshake_whose_sni_is_not_the_connect_host_is_refused() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the handshake went through:\n{text}");
     assert!(!text.contains("BEGIN CERTIFICATE"), "{text}");
-    s.remedy.wait_log("the SNI does not name the CONNECT host");
+    s.remedy
+        .wait_log(r#"the SNI \"other.example.test\" does not name the CONNECT host"#);
     assert_eq!(s.upstream.hits(), 0);
+    assert_eq!(s.intercepted("handshake_failed"), 1.0);
+    assert_eq!(s.intercepted("intercepted"), 0.0);
+}
+
+/// A connector that does not trust remedy's CA: each failed handshake is counted as such (not
+/// as intercepted), and logged once per host per minute with the count, not once per attempt.
+#[test]
+fn failed_handshakes_are_counted_and_logged_once_per_host_per_interval() {
+    let s = Setup::start("", &[]);
+    let untrusting = |s: &Setup| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-o", "/dev/null"])
+            .args(["--cacert", "tests/data/pki/ca.crt"])
+            .args(["--proxy", &s.proxy_url()])
+            .arg(format!("https://{HOST}/x/200"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .expect("curl runs")
+    };
+    for _ in 0..5 {
+        assert!(!untrusting(&s).status.success());
+    }
+    crate::support::wait_for(
+        "five failed handshakes counted",
+        Duration::from_secs(10),
+        || (s.intercepted("handshake_failed") == 5.0).then_some(()),
+    );
+    assert_eq!(s.intercepted("intercepted"), 0.0);
+    assert_eq!(s.upstream.hits(), 0);
+    s.remedy
+        .wait_log("TLS handshakes with the connector failed");
+    let lines = s
+        .remedy
+        .logs()
+        .lines()
+        .filter(|l| l.contains("TLS handshakes with the connector failed"))
+        .count();
+    assert_eq!(lines, 1, "{}", s.remedy.logs());
+    // A connector that trusts it is intercepted as before.
+    assert_eq!(s.curl(&format!("https://{HOST}/x/200"), &[]).0, 200);
+    assert_eq!(s.intercepted("intercepted"), 1.0);
 }
 
 #[test]

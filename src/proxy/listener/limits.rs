@@ -50,6 +50,33 @@ impl Slots {
     }
 }
 
+/// `fut`'s output, if it comes within `limit`, or within a second while the listener's slots
+/// are nearly all taken (looked at again each second): a connection that has sent nothing yet
+/// (a tunnel's TLS handshake, say) cannot keep others waiting for its slot.
+pub async fn within<F: std::future::Future>(
+    fut: F,
+    limit: Duration,
+    slots: &Slots,
+) -> Option<F::Output> {
+    let start = Instant::now();
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        let now = Instant::now();
+        let allowed = if slots.under_pressure() {
+            limit.min(UNDER_PRESSURE)
+        } else {
+            limit
+        };
+        if now >= start + allowed {
+            return None;
+        }
+        let look_again = (start + allowed).min(now + UNDER_PRESSURE);
+        if let Ok(out) = tokio::time::timeout_at(look_again, &mut fut).await {
+            return Some(out);
+        }
+    }
+}
+
 /// A write that waited: an error once the connector has read nothing for `send_timeout` (or
 /// for a second, while the listener's slots are nearly all taken), so that hyper aborts the
 /// response and frees what it holds; otherwise wait, looking again at least every second.
