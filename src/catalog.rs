@@ -409,8 +409,8 @@ pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str)
         ),
         UNREACHABLE_ALERT => (
             "check_upstream_reachability",
-            "remedy cannot reach the upstream API: connections are refused, reset, time out, fail TLS or DNS. remedy answers 502 or 504 itself (origin=\"proxy\").",
-            "Check egress from the pod (NetworkPolicy, DNS, proxy settings), the source's upstream URL and ca_file, and the timeouts. remedy_upstream_request_errors_total gives the kind of failure; remedy's warn log gives the cause.",
+            "remedy cannot reach the upstream API: connections are refused, reset, time out, fail TLS or DNS, or the API answers with what remedy cannot pass on (a malformed status line, a head over the source's limits). remedy answers 502 or 504 itself (origin=\"proxy\").",
+            "Check egress from the pod (NetworkPolicy, DNS, proxy settings), the source's upstream URL and ca_file, and the timeouts. remedy_upstream_request_errors_total gives the kind of failure; remedy's warn log gives the cause. For kind=\"protocol\", raise the source's max_response_headers or max_response_header_bytes if the API's heads are that large; a malformed status line is the API's to fix.",
         ),
         IN_FLIGHT_ALERT => (
             IN_FLIGHT_KEY,

@@ -33,7 +33,8 @@ impl Origin {
     }
 }
 
-/// Why remedy made a 502/504 itself (the upstream could not be reached or answered too late).
+/// Why remedy made a 502/504 itself: the upstream could not be reached, answered too late, or
+/// answered with what remedy cannot pass on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Connect,
@@ -41,15 +42,19 @@ pub enum ErrorKind {
     Tls,
     Timeout,
     Reset,
+    /// The upstream's answer was not HTTP remedy can pass on: a malformed status line, a head
+    /// over `max_response_headers` or `max_response_header_bytes`.
+    Protocol,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 5] = [
+    pub const ALL: [ErrorKind; 6] = [
         ErrorKind::Connect,
         ErrorKind::Dns,
         ErrorKind::Tls,
         ErrorKind::Timeout,
         ErrorKind::Reset,
+        ErrorKind::Protocol,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Tls => "tls",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
+            ErrorKind::Protocol => "protocol",
         }
     }
 }
@@ -227,7 +233,7 @@ impl Recorder {
         );
         let errors = reg.counters(
             names::ERRORS,
-            "Why remedy answered 502/504 itself: connect, dns, tls, timeout, reset.",
+            "Why remedy answered 502/504 itself: connect, dns, tls, timeout, reset, protocol.",
             &["source", "kind"],
         );
         let in_flight = reg.int_gauges(
@@ -412,7 +418,7 @@ pub struct SourceMetrics {
     responses: Box<[OnceLock<IntCounter>]>,
     duration_vec: HistogramVec,
     duration: [OnceLock<Histogram>; 5],
-    errors: [IntCounter; 5],
+    errors: [IntCounter; 6],
     in_flight: IntGauge,
     retry_after_vec: GaugeVec,
     retry_after: OnceLock<Gauge>,

@@ -174,6 +174,22 @@ pub struct SourceConfig {
     /// (`origin="proxy"`) instead of queueing without bound. Unlimited when absent.
     #[serde(default)]
     pub max_in_flight: Option<NonZeroUsize>,
+    /// Most header fields in one of the upstream's response heads; a head with more is a 502
+    /// counted `kind="protocol"`. APIs send a few dozen.
+    #[serde(default = "default_max_response_headers")]
+    pub max_response_headers: usize,
+    /// Most bytes of the upstream's status line and headers (HTTP/1.1), or of its header list
+    /// (HTTP/2); past it, a 502 counted `kind="protocol"`. APIs send a few kilobytes.
+    #[serde(default = "default_max_response_header_bytes")]
+    pub max_response_header_bytes: usize,
+}
+
+fn default_max_response_headers() -> usize {
+    100
+}
+
+fn default_max_response_header_bytes() -> usize {
+    64 * 1024
 }
 
 /// `sources[].match`.

@@ -110,6 +110,18 @@ fn validate_source_settings(s: &SourceConfig, at: &dyn Fn(&str) -> String) -> Re
             ));
         }
     }
+    if s.max_response_headers == 0 {
+        return Err(invalid(
+            at(".max_response_headers"),
+            "must be at least 1".into(),
+        ));
+    }
+    if !(8192..=16 << 20).contains(&s.max_response_header_bytes) {
+        return Err(invalid(
+            at(".max_response_header_bytes"),
+            "must be from 8192 to 16777216 (16 MiB)".into(),
+        ));
+    }
     // The same reader the upstream's TLS client uses: a file accepted here is one
     // `run` accepts.
     if let Some(ca) = &s.ca_file {

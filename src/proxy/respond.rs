@@ -110,6 +110,11 @@ impl Answer {
             Answer::InFlightCap => {
                 "remedy: this source's max_in_flight is reached; retry later\n".to_owned()
             }
+            Answer::Unreachable(f) if f.kind == ErrorKind::Protocol => format!(
+                "remedy: upstream {upstream} answered with what remedy cannot pass on \
+                 (protocol): {}\n",
+                f.cause
+            ),
             Answer::Unreachable(f) => format!(
                 "remedy: upstream {upstream} unreachable ({}): {}\n",
                 f.kind.as_str(),
@@ -145,6 +150,15 @@ impl Answer {
             Answer::InFlightCap => {
                 tracing::warn!(source, "in-flight cap reached: answering 503");
             }
+            Answer::Unreachable(f) if f.kind == ErrorKind::Protocol => tracing::warn!(
+                source,
+                %method,
+                path = ex.path(),
+                status = 502,
+                kind = f.kind.as_str(),
+                cause = %f.cause,
+                "upstream answered with what remedy cannot pass on"
+            ),
             Answer::Unreachable(f) => tracing::warn!(
                 source,
                 %method,

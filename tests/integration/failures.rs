@@ -224,3 +224,80 @@ fn in_flight_cap_answers_503_instead_of_queueing() {
     assert_eq!(s.sum("remedy_upstream_responses_total", &retry_later), 0.0);
     assert_eq!(s.sum("remedy_upstream_request_errors_total", &[]), 0.0);
 }
+
+/// An upstream that answers every connection with `bytes`, whatever was asked, then closes.
+fn raw_upstream(bytes: &'static [u8]) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = conn.write_all(bytes);
+        }
+    });
+    addr
+}
+
+/// A head over the source's limits, or a status line that is not HTTP: the API answered, so
+/// remedy's 502 is counted `kind="protocol"`, not as a reset of an unreachable upstream; and the
+/// limits are settings that let such a head through.
+#[test]
+fn an_upstream_head_remedy_cannot_pass_on_is_a_502_counted_protocol() {
+    let many = (0..150).fold(Answer::status(200), |a, i| a.header(&format!("x-h{i}"), i));
+    let big = Answer::status(200).header("x-big", "v".repeat(70 * 1024));
+    let u = Upstream::builder()
+        .route("/many", many)
+        .route("/big", big)
+        .http();
+    let malformed = raw_upstream(b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n");
+    let remedy = Remedy::start(
+        Config::new()
+            .source(patient_api(u.url()))
+            .source(source("odd", format!("http://{malformed}")).prefix("/odd")),
+    );
+    for path in ["/api/many", "/api/big", "/odd/x"] {
+        let r = send(remedy.proxy, path);
+        assert_eq!(r.status, 502, "{path}");
+        assert!(r.text().contains("(protocol)"), "{path}: {}", r.text());
+    }
+    let s = remedy.scrape();
+    assert_eq!(s.errors("api", "protocol"), 2.0);
+    assert_eq!(s.errors("odd", "protocol"), 1.0);
+    assert_eq!(s.errors("api", "reset") + s.errors("odd", "reset"), 0.0);
+    remedy.wait_log("upstream answered with what remedy cannot pass on");
+
+    let roomy = Remedy::start(
+        Config::new().source(
+            patient_api(u.url())
+                .set("max_response_headers", 200)
+                .set("max_response_header_bytes", 128 * 1024),
+        ),
+    );
+    for path in ["/api/many", "/api/big"] {
+        let r = send(roomy.proxy, path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    assert_eq!(send(roomy.proxy, "/api/many").header("x-h149"), Some("149"));
+}
+
+/// An HTTP/2 upstream's header list up to `max_response_header_bytes` passes, as over
+/// HTTP/1.1 (HTTP/2's own default stops at 16 KiB).
+#[test]
+fn an_http2_upstreams_large_head_passes_within_the_limit() {
+    let u = Upstream::builder()
+        .route(
+            "/big",
+            Answer::status(200).header("x-big", "v".repeat(40 * 1024)),
+        )
+        .tls();
+    let remedy = Remedy::start(
+        Config::new().source(patient_api(u.url()).ca_file(u.ca_file.as_ref().unwrap())),
+    );
+    let r = send(remedy.proxy, "/api/big");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-big").map(str::len), Some(40 * 1024));
+}

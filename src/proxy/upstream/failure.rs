@@ -34,6 +34,13 @@ fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
         if err.is::<rustls::Error>() {
             return ErrorKind::Tls;
         }
+        // hyper could not parse the response: the API answered, with something that is not
+        // HTTP remedy can pass on (a malformed status line, a head over the limits).
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            return ErrorKind::Protocol;
+        }
         if let Some(io) = err.downcast_ref::<io::Error>() {
             if io.kind() == io::ErrorKind::TimedOut {
                 return ErrorKind::Timeout;

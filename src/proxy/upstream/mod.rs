@@ -27,7 +27,7 @@ use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
 use crate::proxy::request_body::{BadRequest, ConnectorBody};
 pub use crate::proxy::upstream::failure::Failure;
-use crate::proxy::upstream::pool::{Lease, Pool};
+use crate::proxy::upstream::pool::{HeadLimits, Lease, Pool};
 
 /// Why a request got no response head: the upstream's failure, or the connector's.
 #[derive(Debug)]
@@ -89,6 +89,10 @@ impl UpstreamClient {
             .enable_http2()
             .wrap_connector(http.clone());
         let upstream = &source.upstream;
+        let head = HeadLimits {
+            headers: source.max_response_headers,
+            bytes: source.max_response_header_bytes,
+        };
         let direct = (upstream.scheme == Scheme::HTTP).then(|| {
             let origin = Uri::builder()
                 .scheme(Scheme::HTTP)
@@ -96,14 +100,19 @@ impl UpstreamClient {
                 .path_and_query("/")
                 .build()
                 .expect("a scheme and an authority make a URI");
-            Pool::new(origin, http, t.idle.0)
+            Pool::new(origin, http, t.idle.0, head)
         });
-        let client = Client::builder(TokioExecutor::new())
+        let mut client = Client::builder(TokioExecutor::new());
+        client
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(t.idle.0)
-            .http1_max_buf_size(crate::proxy::upstream::pool::UPSTREAM_READ_BUFFER)
-            .build(https);
+            .http1_max_buf_size(head.read_buffer())
+            .http2_max_header_list_size(u32::try_from(head.bytes).unwrap_or(u32::MAX));
+        if head.headers != 100 {
+            client.http1_max_headers(head.headers);
+        }
+        let client = client.build(https);
         Ok(UpstreamClient {
             scheme: upstream.scheme.clone(),
             authority: upstream.authority.clone(),

@@ -28,8 +28,24 @@ use crate::metrics::ErrorKind;
 use crate::proxy::deadline::LazyDeadline;
 use crate::proxy::upstream::failure::Failure;
 
-/// The most an upstream connection buffers of what it reads.
+/// The most an upstream connection buffers of what it reads, unless a larger response head
+/// must fit.
 pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+
+/// What a response head from the upstream may hold (`max_response_headers`,
+/// `max_response_header_bytes`); a head over either is an error hyper reports as a parse error.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub headers: usize,
+    pub bytes: usize,
+}
+
+impl HeadLimits {
+    /// The read buffer: [`UPSTREAM_READ_BUFFER`], or more when a head may be larger.
+    pub fn read_buffer(&self) -> usize {
+        self.bytes.max(UPSTREAM_READ_BUFFER)
+    }
+}
 
 /// Idle connections to one upstream, most recently used last.
 pub struct Pool {
@@ -40,6 +56,7 @@ pub struct Pool {
     /// The `Host` header for requests that do not keep the connector's.
     host: HeaderValue,
     idle_timeout: Duration,
+    head: HeadLimits,
     sweeping: AtomicBool,
 }
 
@@ -79,7 +96,12 @@ impl Conn {
 impl Pool {
     /// A pool for `origin` (`http://host[:port]`), with idle connections closed after
     /// `idle_timeout`.
-    pub fn new(origin: Uri, connector: HttpConnector, idle_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        origin: Uri,
+        connector: HttpConnector,
+        idle_timeout: Duration,
+        head: HeadLimits,
+    ) -> Arc<Self> {
         let host = origin
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -90,6 +112,7 @@ impl Pool {
             origin,
             host,
             idle_timeout,
+            head,
             sweeping: AtomicBool::new(false),
         })
     }
@@ -165,9 +188,16 @@ impl Pool {
         // Flat writes: a request head goes out in one `write`. Reads of at most 64 KiB: an
         // answer the connector is slow to take waits upstream (in the kernel's socket buffer),
         // not in remedy's memory.
-        let (sender, driver) = http1::Builder::new()
-            .writev(false)
-            .max_buf_size(UPSTREAM_READ_BUFFER)
+        let mut http = http1::Builder::new();
+        http.writev(false)
+            .max_buf_size(self.head.read_buffer())
+            .max_header_size(self.head.bytes);
+        // hyper keeps up to 100 header slots on the stack; any other count puts them on the
+        // heap for every response.
+        if self.head.headers != 100 {
+            http.max_headers(self.head.headers);
+        }
+        let (sender, driver) = http
             .handshake(io)
             .await
             .map_err(|e| Failure::from_error(&e, ErrorKind::Connect))?;
