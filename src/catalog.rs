@@ -276,7 +276,7 @@ impl Catalog {
 
 /// `remedy explain CODE`: meaning and advised action, or what remedy counts it as.
 pub fn explain(catalog: &Catalog, code: u16) -> Option<String> {
-    if !(100..=599).contains(&code) {
+    if !(100..=999).contains(&code) {
         return None;
     }
     Some(match catalog.get(code) {
@@ -308,13 +308,18 @@ pub fn explain(catalog: &Catalog, code: u16) -> Option<String> {
     })
 }
 
-/// `class` label value for a status code.
+/// `class` label value for a status code: its first digit, as for the five classes HTTP
+/// defines, so that a status beyond them (LinkedIn's 999, say) is a class of its own.
 pub fn class_label(code: u16) -> &'static str {
     match code {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
         400..=499 => "4xx",
+        600..=699 => "6xx",
+        700..=799 => "7xx",
+        800..=899 => "8xx",
+        900..=999 => "9xx",
         _ => "5xx",
     }
 }

@@ -97,7 +97,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             match remedy::catalog::explain(&c.catalog, code) {
                 Some(text) => print(&text),
                 None => {
-                    eprintln!("remedy: {code} is not a status code (100-599)");
+                    eprintln!("remedy: {code} is not a status code (100-999)");
                     Ok(ExitCode::FAILURE)
                 }
             }

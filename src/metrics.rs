@@ -406,8 +406,8 @@ fn remove_series<B: prometheus::core::MetricVecBuilder>(
     }
 }
 
-/// Two slots (upstream, proxy) for each status 100–599.
-const CODE_SLOTS: usize = 500 * 2;
+/// Two slots (upstream, proxy) for each status 100–999, every status HTTP allows.
+const CODE_SLOTS: usize = 900 * 2;
 
 /// One source's handles. Cheap to share behind an `Arc`.
 pub struct SourceMetrics {
@@ -417,7 +417,7 @@ pub struct SourceMetrics {
     responses_vec: IntCounterVec,
     responses: Box<[OnceLock<IntCounter>]>,
     duration_vec: HistogramVec,
-    duration: [OnceLock<Histogram>; 5],
+    duration: [OnceLock<Histogram>; 9],
     errors: [IntCounter; 6],
     in_flight: IntGauge,
     retry_after_vec: GaugeVec,
@@ -439,7 +439,8 @@ impl SourceMetrics {
     /// The request's response ended (or was abandoned): counts it once.
     pub fn record(&self, o: &Outcome) {
         self.in_flight.dec();
-        let status = o.status.clamp(100, 599);
+        // What the connector received, as received: hyper passes on any status 100–999.
+        let status = o.status.clamp(100, 999);
         self.counter(status, o.origin).inc();
         self.histogram(class_label(status))
             .observe(o.elapsed.as_secs_f64());

@@ -144,7 +144,13 @@ fn explain_prints_meaning_and_advice() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("RateLimit"));
     let out = remedy(&["explain", "409", "--config", "config/remedy.yaml"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("resolve_conflict"));
-    assert_eq!(remedy(&["explain", "999"]).status.code(), Some(1));
+    assert_eq!(remedy(&["explain", "1000"]).status.code(), Some(1));
+    let out = remedy(&["explain", "999"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("class=\"9xx\", remediation=\"unlisted\""),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// `check-config` and `run` read a source's `ca_file` with one reader: a file that one

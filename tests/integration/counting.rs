@@ -210,3 +210,42 @@ fn a_quota_counted_down_shows_in_the_gauges_before_the_first_429() {
         5.0
     );
 }
+
+/// HTTP allows statuses up to 999 and remedy passes them on as sent: each is counted as the
+/// code the connector received, in a class of its own, never as 599.
+#[test]
+fn statuses_beyond_599_are_counted_as_received() {
+    let u = Upstream::builder().statuses(&[600, 799, 999]).http();
+    let remedy = Remedy::start(Config::new().source(source("api", u.url()).prefix("/api")));
+    for code in [600, 799, 999, 999] {
+        assert_eq!(send(remedy.proxy, &format!("/api/{code}")).status, code);
+    }
+    let s = remedy.scrape();
+    for (code, class, n) in [
+        ("600", "6xx", 1.0),
+        ("799", "7xx", 1.0),
+        ("999", "9xx", 2.0),
+    ] {
+        assert_eq!(
+            s.get(
+                "remedy_upstream_responses_total",
+                &[
+                    ("source", "api"),
+                    ("code", code),
+                    ("class", class),
+                    ("remediation", "unlisted"),
+                    ("origin", "upstream")
+                ]
+            ),
+            Some(n),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        s.sum("remedy_upstream_responses_total", &[("code", "599")]),
+        0.0
+    );
+    assert!(s.text.contains(
+        "remedy_upstream_request_duration_seconds_count{class=\"9xx\",source=\"api\"} 2\n"
+    ));
+}
