@@ -7,7 +7,12 @@
 //! Intercom, Jira, Pipedrive, Zoom), `X-Rate-Limit-*` (X, Zendesk), HubSpot's burst, secondly
 //! and daily windows, Shopify's `used/limit`, Salesforce's `api-usage=used/limit`, Meta's JSON
 //! usage headers and `Retry-After` on a 429. Where several windows are reported, the one
-//! nearest exhaustion wins. A value that does not parse is skipped with a debug log line.
+//! nearest exhaustion wins.
+//!
+//! A response's reading is taken whole or not at all: a value that does not parse, a number
+//! beyond 2^53, a remaining count above its limit, or a reset or `Retry-After` more than ten
+//! years away refuses all that the response says of its quota, with a debug log line, so that
+//! the gauges never mix one response's fields with another's.
 //!
 //! Responses without any of these names cost one byte comparison per header; the integer
 //! forms are read without allocating.
@@ -22,7 +27,8 @@ mod values;
 
 pub use values::retry_after;
 use values::{
-    MetaUsage, dictionary_form, number, param, policy_quota, reset, split_item, used_slash_limit,
+    MAX_WAIT, MetaUsage, dictionary_form, number, param, policy_quota, reset, split_item,
+    used_slash_limit,
 };
 
 /// What `remedy explain 429` adds: the headers read and the gauges and alert they feed.
@@ -297,6 +303,7 @@ pub fn read(
         now,
         source,
         best: None,
+        refused: false,
     };
     r.ietf(policies);
     r.ietf_fields();
@@ -316,6 +323,9 @@ pub fn read(
             ..Window::default()
         });
     }
+    if r.refused {
+        return Observed::default();
+    }
     Observed {
         retry_after: retry,
         window: r.best,
@@ -327,12 +337,26 @@ struct Reading<'a> {
     now: SystemTime,
     source: &'a str,
     best: Option<Window>,
+    /// A value was refused: the response's whole reading is.
+    refused: bool,
 }
 
 impl Reading<'_> {
     /// Keeps `w` if it is nearer exhaustion than the best so far; of two equally near, the
     /// one that takes longer to reset.
     fn consider(&mut self, w: Window) {
+        let above = matches!((w.remaining, w.limit), (Some(r), Some(l)) if r > l);
+        let far = w.reset_seconds.is_some_and(|s| s > MAX_WAIT);
+        if above || far {
+            tracing::debug!(
+                source = self.source,
+                window = ?w,
+                "ignored a response's rate-limit headers: remaining above the limit, or a \
+                 reset more than ten years away"
+            );
+            self.refused = true;
+            return;
+        }
         let w = w.settle();
         if w.is_empty() {
             return;
@@ -350,9 +374,9 @@ impl Reading<'_> {
         }
     }
 
-    /// The header in slot `n`, read by `parse`; a value that does not parse is logged at
-    /// debug and read as absent.
-    fn value<T>(&self, n: N, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    /// The header in slot `n`, read by `parse`; a value that does not parse (or is out of
+    /// range) refuses the reading.
+    fn value<T>(&mut self, n: N, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         let v = self.found.get(n)?;
         let parsed = v.to_str().ok().map(str::trim).and_then(parse);
         if parsed.is_none() {
@@ -361,16 +385,18 @@ impl Reading<'_> {
         parsed
     }
 
-    fn malformed(&self, name: &str, v: &HeaderValue) {
+    fn malformed(&mut self, name: &str, v: &HeaderValue) {
         tracing::debug!(
             source = self.source,
             header = name,
             value = ?v,
-            "ignored a rate-limit header that does not parse"
+            "ignored a response's rate-limit headers: a value is not a number from 0 to 2^53, \
+             or a reset within ten years"
         );
+        self.refused = true;
     }
 
-    fn number(&self, n: N) -> Option<f64> {
+    fn number(&mut self, n: N) -> Option<f64> {
         self.value(n, number)
     }
 
@@ -502,7 +528,8 @@ impl Reading<'_> {
     /// seconds. Read as a quota of 100 percentage points.
     fn meta(&mut self) {
         let mut usage = MetaUsage::default();
-        for (i, v) in self.found.meta.iter().enumerate() {
+        let meta = self.found.meta;
+        for (i, v) in meta.iter().enumerate() {
             let Some(v) = v else { continue };
             if usage.read(v.as_bytes()).is_err() {
                 self.malformed(NAMES[SLOTS + i], v);

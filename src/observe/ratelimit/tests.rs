@@ -221,16 +221,33 @@ fn pipedrive_seconds_from_now_and_known_vendors_beat_the_guess() {
         &Policies::default(),
     );
     assert_eq!(epoch.reset_seconds, Some(60.0));
+    // A vendor known to send seconds from now: a day is a day, where the guess would read a
+    // number of that size as seconds too; one past 10^9 would be 31 years, which no window
+    // lasts, so that response's reading is refused rather than taken as an epoch time.
+    let pipedrive = ResetStyle::for_host("mycompany.pipedrive.com");
     let delta = read_with(
         &[
             ("x-ratelimit-remaining", "1"),
-            ("x-ratelimit-reset", "1500000000"),
+            ("x-ratelimit-reset", "86400"),
         ],
         200,
-        ResetStyle::for_host("mycompany.pipedrive.com"),
+        pipedrive,
         &Policies::default(),
     );
-    assert_eq!(delta.reset_seconds, Some(1_500_000_000.0));
+    assert_eq!(delta.reset_seconds, Some(86_400.0));
+    let far = [
+        ("x-ratelimit-remaining", "1"),
+        ("x-ratelimit-reset", "1500000000"),
+    ];
+    let refused = read(
+        &headers(&far),
+        200,
+        now,
+        pipedrive,
+        &Policies::default(),
+        "t",
+    );
+    assert_eq!(refused, Observed::default());
     assert_eq!(ResetStyle::for_host("api.github.com"), ResetStyle::Epoch);
     assert_eq!(ResetStyle::for_host("notgithub.com"), ResetStyle::Guess);
     assert_eq!(ResetStyle::for_host("a.klaviyo.com"), ResetStyle::Delta);
@@ -377,18 +394,72 @@ fn retry_after_on_a_429_is_an_exhausted_window() {
     assert_eq!((on_503.retry_after, on_503.window), (Some(120.0), None));
 }
 
+/// A response's reading is taken whole or not at all: one value remedy cannot take refuses all
+/// that the response says of its quota, so the gauges never mix two responses' fields.
 #[test]
-fn malformed_values_are_ignored_and_the_rest_still_read() {
-    let got = read_one(&[
+fn one_value_remedy_cannot_take_refuses_the_whole_reading() {
+    let fine = [
+        ("x-ratelimit-limit", "5000"),
+        ("x-ratelimit-remaining", "4000"),
+    ];
+    assert_close(read_one(&fine), w(4000.0, 5000.0, 0.2, None));
+    let nine_thousand =
+        httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_000));
+    for bad in [
         ("ratelimit-limit", "lots"),
         ("ratelimit", "\"x\";r=oops"),
         ("x-app-usage", "{not json"),
         ("x-ratelimit-reset", "soon"),
-        ("x-ratelimit-limit", "10"),
-        ("x-ratelimit-remaining", "-3"),
-        ("x-shopify-shop-api-call-limit", "32/40"),
-    ]);
-    assert_close(got, w(8.0, 40.0, 0.8, None));
+        ("x-rate-limit-remaining", "-3"),
+        ("x-shopify-shop-api-call-limit", "32/forty"),
+        // Beyond 2^53, and not a finite number at all.
+        (
+            "ratelimit-remaining",
+            "1000000000000000000000000000000000000000",
+        ),
+        ("x-rate-limit-limit", "inf"),
+        // In the year 9999, or 31 years away.
+        ("retry-after", nine_thousand.as_str()),
+        ("ratelimit-reset", "999999999"),
+    ] {
+        let mut pairs = fine.to_vec();
+        pairs.push(bad);
+        let got = read(
+            &headers(&pairs),
+            429,
+            now,
+            ResetStyle::Guess,
+            &Policies::default(),
+            "t",
+        );
+        assert_eq!(got, Observed::default(), "{bad:?}");
+    }
+    // Remaining above its own limit: not a quota either.
+    let above = [("x-ratelimit-limit", "10"), ("x-ratelimit-remaining", "11")];
+    let got = read(
+        &headers(&above),
+        200,
+        now,
+        ResetStyle::Guess,
+        &Policies::default(),
+        "t",
+    );
+    assert_eq!(got, Observed::default());
+    // At the edges: 2^53 and ten years are taken.
+    let edge = [
+        ("ratelimit-limit", "9007199254740992"),
+        ("ratelimit-remaining", "9007199254740992"),
+        ("ratelimit-reset", "315000000"),
+    ];
+    assert_close(
+        read_one(&edge),
+        w(
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_992.0,
+            0.0,
+            Some(315_000_000.0),
+        ),
+    );
 }
 
 #[test]
@@ -429,7 +500,11 @@ proptest! {
         let seen = read(&h, status, now, ResetStyle::Guess, &Policies::default(), "t");
         if let Some(w) = seen.window {
             for v in [w.remaining, w.limit, w.reset_seconds].into_iter().flatten() {
-                prop_assert!(v.is_finite() && v >= 0.0, "{w:?}");
+                prop_assert!(v.is_finite() && (0.0..=values::MAX_VALUE).contains(&v), "{w:?}");
+            }
+            prop_assert!(w.reset_seconds.is_none_or(|s| s <= MAX_WAIT), "{w:?}");
+            if let (Some(r), Some(l)) = (w.remaining, w.limit) {
+                prop_assert!(r <= l, "{w:?}");
             }
             if let Some(u) = w.used_ratio {
                 prop_assert!((0.0..=1.0).contains(&u), "{w:?}");

@@ -142,8 +142,16 @@ impl<'de> serde::de::Visitor<'de> for UsageVisitor<'_> {
     }
 }
 
-/// A non-negative finite number; the leading one of a list (`10, 10;w=1` reads as 10), and
-/// the IETF parameter form `r=7;w=60`.
+/// The largest quota value taken: beyond 2^53 a float no longer holds every integer, and no
+/// API counts that high.
+pub(super) const MAX_VALUE: f64 = 9_007_199_254_740_992.0;
+
+/// The furthest a reset or a `Retry-After` is taken to be: beyond it, a value is a mistake
+/// (a date in the year 9999, milliseconds read as seconds), not a quota.
+pub(super) const MAX_WAIT: f64 = 10.0 * 365.25 * 24.0 * 3600.0;
+
+/// A number from 0 to [`MAX_VALUE`]; the leading one of a list (`10, 10;w=1` reads as 10),
+/// and the IETF parameter form `r=7;w=60`.
 pub(super) fn number(s: &str) -> Option<f64> {
     let s = s.strip_prefix("r=").unwrap_or(s);
     let s = s.split([',', ';']).next()?.trim();
@@ -151,7 +159,7 @@ pub(super) fn number(s: &str) -> Option<f64> {
         Ok(n) => n as f64,
         Err(_) => s.parse::<f64>().ok()?,
     };
-    (n.is_finite() && n >= 0.0).then_some(n)
+    (n.is_finite() && (0.0..=MAX_VALUE).contains(&n)).then_some(n)
 }
 
 /// `32/40` as (32, 40).
@@ -161,8 +169,12 @@ pub(super) fn used_slash_limit(s: &str) -> Option<(f64, f64)> {
 }
 
 /// A reset as seconds from `now`: an ISO date (Jira's `2026-03-02T15:04Z`), an HTTP-date, or
-/// a number read as `style` says. Times in the past are 0.
+/// a number read as `style` says. Times in the past are 0; more than [`MAX_WAIT`] away, none.
 pub(super) fn reset(s: &str, style: ResetStyle, now: SystemTime) -> Option<f64> {
+    reset_any(s, style, now).filter(|secs| *secs <= MAX_WAIT)
+}
+
+fn reset_any(s: &str, style: ResetStyle, now: SystemTime) -> Option<f64> {
     if !s.starts_with(|c: char| c.is_ascii_digit()) || s.contains('T') {
         let at = iso_date(s).or_else(|| httpdate::parse_http_date(s).ok())?;
         return Some(seconds_until(at, now));
@@ -186,8 +198,12 @@ pub(super) fn reset(s: &str, style: ResetStyle, now: SystemTime) -> Option<f64> 
 }
 
 /// `Retry-After` as seconds from now: delay-seconds, an HTTP-date, or (Zoom's daily limit) an
-/// ISO date.
+/// ISO date; none when it is more than [`MAX_WAIT`] away.
 pub fn retry_after(s: &str, now: SystemTime) -> Option<f64> {
+    retry_after_any(s, now).filter(|secs| *secs <= MAX_WAIT)
+}
+
+fn retry_after_any(s: &str, now: SystemTime) -> Option<f64> {
     if let Ok(secs) = s.parse::<u64>() {
         return Some(secs as f64);
     }
@@ -220,7 +236,7 @@ pub(super) fn dictionary_form(s: &str) -> Option<Window> {
     let mut w = Window::default();
     for member in s.split(',') {
         let (k, v) = member.trim().split_once('=')?;
-        let n = number(v);
+        let n = Some(number(v)?);
         match k.trim() {
             "limit" => w.limit = n,
             "remaining" => w.remaining = n,
