@@ -131,8 +131,7 @@ impl Tunnels {
         let Some(intercept) = &routes.intercept else {
             return Err(NoRoute::Connect);
         };
-        let (host, port) =
-            target(req.uri()).ok_or(NoRoute::BadHost("a CONNECT names host:port"))?;
+        let (host, port) = target(req.uri()).ok_or(NoRoute::BadConnectTarget)?;
         let tunnelled = |host: &str| {
             intercept
                 .tunnels
@@ -365,18 +364,29 @@ fn tunnel_failed(host: String, port: u16, cause: String) -> Answer {
 }
 
 /// The `CONNECT` target as a lower-case host (IPv6 without brackets) and a port.
+/// The `CONNECT` target as a lower-case host (IPv6 without brackets) and a port: the
+/// authority form `host:port` and nothing else (RFC 9112 §3.2.3), with a port of digits from 1
+/// to 65535. A scheme, a path, userinfo, or a port that is missing, empty, signed or out of
+/// range is no target.
 fn target(uri: &http::Uri) -> Option<(String, u16)> {
+    if uri.scheme().is_some() || uri.path_and_query().is_some() {
+        return None;
+    }
     let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let port = authority.port()?;
+    let digits = port.as_str();
+    let port = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u16>().ok())
+        .flatten()
+        .filter(|p| *p > 0)?;
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']');
-    (!host.is_empty()).then(|| {
-        (
-            host.to_ascii_lowercase(),
-            authority.port_u16().unwrap_or(443),
-        )
-    })
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
 }
 
 /// Copies a passed-through tunnel both ways until either side closes.

@@ -47,12 +47,13 @@ impl Answer {
     pub fn status(&self) -> StatusCode {
         match self {
             Answer::Refused(why) => match why {
-                NoRoute::Connect => StatusCode::METHOD_NOT_ALLOWED,
+                NoRoute::Connect | NoRoute::ConnectInTunnel => StatusCode::METHOD_NOT_ALLOWED,
                 NoRoute::ConnectRefused => StatusCode::FORBIDDEN,
                 NoRoute::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-                NoRoute::UnsafePath(_) | NoRoute::BadHost(_) | NoRoute::AmbiguousFraming => {
-                    StatusCode::BAD_REQUEST
-                }
+                NoRoute::UnsafePath(_)
+                | NoRoute::BadHost(_)
+                | NoRoute::BadConnectTarget
+                | NoRoute::AmbiguousFraming => StatusCode::BAD_REQUEST,
                 NoRoute::Unmatched => StatusCode::NOT_FOUND,
                 NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             },
@@ -92,6 +93,8 @@ impl Answer {
             Answer::BadRequest(_)
                 | Answer::Refused(
                     NoRoute::Connect
+                        | NoRoute::ConnectInTunnel
+                        | NoRoute::BadConnectTarget
                         | NoRoute::ConnectRefused
                         | NoRoute::AmbiguousFraming
                         | NoRoute::UnsupportedCoding

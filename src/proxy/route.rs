@@ -47,6 +47,16 @@ pub enum NoRoute {
     )]
     Connect,
     #[error(
+        "a CONNECT names host:port and nothing else (no scheme, path or userinfo), with a port \
+         from 1 to 65535"
+    )]
+    BadConnectTarget,
+    #[error(
+        "a CONNECT inside an intercepted tunnel: remedy opens no tunnel within a tunnel. Send \
+         the requests themselves inside this one"
+    )]
+    ConnectInTunnel,
+    #[error(
         "no source names this CONNECT's host, so remedy neither intercepts nor tunnels it. \
          Add a source whose match.hosts names the host (its requests are then counted), or \
          list the host in proxy.intercept.tunnel to pass it through unobserved:\n\n\
@@ -89,6 +99,8 @@ impl NoRoute {
         match self {
             NoRoute::Connect => "CONNECT is not tunnelled",
             NoRoute::ConnectRefused => "CONNECT to a host no source names",
+            NoRoute::ConnectInTunnel => "CONNECT inside a tunnel",
+            NoRoute::BadConnectTarget => "CONNECT to no usable host:port",
             NoRoute::Misdirected => "a host other than the tunnel's",
             NoRoute::UnsafePath(why) | NoRoute::BadHost(why) => why,
             NoRoute::AmbiguousFraming => "ambiguous framing or a connection the guard lost",
@@ -173,6 +185,9 @@ impl Router {
         uri: &'a Uri,
         host: Option<&str>,
     ) -> Result<Routed<'a>, NoRoute> {
+        if method == Method::CONNECT {
+            return Err(NoRoute::ConnectInTunnel);
+        }
         let path = admissible(method, uri)?;
         let named = uri.host().or(host.map(strip_port));
         if named.is_some_and(|h| !h.eq_ignore_ascii_case(tunnel_host)) {

@@ -236,6 +236,58 @@ print("ok", got)
     assert_eq!(m.responses("api", 200, "none", "upstream"), 4.0);
 }
 
+/// A `CONNECT` names `host:port` and nothing else: an impossible port, an empty or signed one,
+/// userinfo or the absolute form are answered 400, not taken as port 443.
+#[test]
+fn a_connect_that_names_no_usable_host_and_port_is_a_400() {
+    let s = Setup::start("", &[]);
+    let targets = [
+        format!("{HOST}:65536"),
+        format!("{HOST}:99999"),
+        format!("{HOST}:"),
+        format!("{HOST}:+443"),
+        format!("{HOST}:0"),
+        HOST.to_owned(),
+        format!("user@{HOST}:443"),
+        format!("http://{HOST}:443/"),
+    ];
+    for target in &targets {
+        let reply = raw(
+            s.remedy.proxy,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes(),
+        )
+        .unwrap_or_else(|| panic!("{target}: no answer"));
+        assert_eq!(reply.status, 400, "{target}: {}", reply.text());
+    }
+    assert_eq!(s.intercepted("refused"), targets.len() as f64);
+    assert_eq!(
+        s.intercepted("intercepted") + s.intercepted("handshake_failed"),
+        0.0
+    );
+    // The same host on 443, written as RFC 9112 has it, is intercepted.
+    assert_eq!(s.curl(&format!("https://{HOST}/x/200"), &[]).0, 200);
+}
+
+/// A `CONNECT` sent inside an intercepted tunnel is answered 405 for what it is (no tunnel
+/// within a tunnel), not as if interception were off.
+#[test]
+fn a_connect_inside_a_tunnel_is_refused_for_what_it_is() {
+    use std::io::Write;
+    let s = Setup::start("", &[]);
+    let mut tunnel = crate::support::tunnel::open(s.remedy.proxy, HOST, &s.ca(), &[b"http/1.1"]);
+    write!(
+        tunnel,
+        "CONNECT other.example.test:443 HTTP/1.1\r\nHost: other.example.test:443\r\n\r\n"
+    )
+    .unwrap();
+    let reply =
+        String::from_utf8_lossy(&crate::support::tunnel::read_all(&mut tunnel)).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 405"), "{reply}");
+    assert!(reply.contains("inside an intercepted tunnel"), "{reply}");
+    assert!(!reply.contains("proxy.intercept is off"), "{reply}");
+    assert_eq!(s.upstream.hits(), 0);
+}
+
 #[test]
 fn a_connect_to_an_unlisted_host_is_refused_403_and_nothing_is_forwarded() {
     let s = Setup::start("", &[]);

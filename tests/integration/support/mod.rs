@@ -7,6 +7,7 @@ pub mod config;
 pub mod launcher;
 pub mod scrape;
 pub mod tools;
+pub mod tunnel;
 pub mod upstream;
 
 pub use client::{raw, read_one, request, send};
