@@ -409,6 +409,25 @@ impl Authority {
         Ok(taken)
     }
 
+    /// When the CAs next need a look: the newest's renewal (for remedy's own), or the end of
+    /// any, which then leaves the files.
+    pub fn next_renewal(&self) -> SystemTime {
+        let state = self.lock();
+        let ends = state.cas.iter().map(|ca| ca.not_after);
+        let renewal = state
+            .cas
+            .last()
+            .filter(|_| !self.users)
+            .map(|ca| ca.not_after - CA_RENEW_BEFORE);
+        ends.chain(renewal).min().unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Renews and prunes the CAs as of `now`, as the first leaf made after it would.
+    pub fn renew(&self, now: SystemTime) -> Result<(), CaError> {
+        let mut state = self.lock();
+        self.renew_cas(&mut state, now)
+    }
+
     /// Drops CAs that have expired and, for remedy's own, makes a successor once the newest
     /// is within [`CA_RENEW_BEFORE`] of its end.
     fn renew_cas(&self, state: &mut State, now: SystemTime) -> Result<(), CaError> {
@@ -450,6 +469,30 @@ impl Authority {
     /// The CA certificates in use, PEM, oldest first.
     pub fn ca_pem(&self) -> String {
         self.lock().cas.iter().map(|ca| ca.pem.as_str()).collect()
+    }
+}
+
+/// Keeps the interception CA renewed on time whether or not a connector calls: sleeps until
+/// the next renewal is due (an hour at most, so that a CA a reload adds, or a changed clock,
+/// is noticed), then renews. `authority` is the CA in use now, if interception is on.
+pub async fn keep_renewed(
+    authority: impl Fn() -> Option<Arc<Authority>>,
+    now: impl Fn() -> SystemTime,
+) {
+    const AT_MOST: Duration = Duration::from_secs(3600);
+    loop {
+        let wait = authority().map_or(AT_MOST, |a| {
+            a.next_renewal()
+                .duration_since(now())
+                .unwrap_or_default()
+                .clamp(Duration::from_secs(1), AT_MOST)
+        });
+        tokio::time::sleep(wait).await;
+        if let Some(a) = authority()
+            && let Err(e) = a.renew(now())
+        {
+            tracing::error!(error = %e, "the interception CA could not be renewed");
+        }
     }
 }
 

@@ -95,6 +95,11 @@ pub fn run(
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(signals(sidecar.clone(), stop_tx));
         tokio::spawn(watch_config(sidecar.clone()));
+        let holder = sidecar.clone();
+        tokio::spawn(crate::intercept_ca::keep_renewed(
+            move || holder.authority(),
+            std::time::SystemTime::now,
+        ));
         sidecar.ready.store(true, Ordering::Release);
         tracing::info!(
             sources = config.sources.len(),

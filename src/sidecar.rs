@@ -78,6 +78,14 @@ impl Sidecar {
         self.config.load_full()
     }
 
+    /// The interception CA, while `proxy.intercept` is on.
+    pub fn authority(&self) -> Option<Arc<Authority>> {
+        self.authority
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn recorder(&self) -> &Recorder {
         &self.recorder
     }

@@ -268,3 +268,28 @@ fn an_ip_leaf_names_its_address_as_a_san_and_has_no_common_name() {
         Ok("api.example.test")
     );
 }
+
+/// No `CONNECT` comes, yet the successor is written before the CA's end, and the old CA leaves
+/// the files once it has expired: the renewal runs on a timer (here tokio's, paused and moved
+/// on, with the clock following it).
+#[tokio::test(start_paused = true)]
+async fn the_ca_is_renewed_on_time_without_a_connect() {
+    let (dir, a, start) = own_ca(&["api.example.test"]);
+    let a = Arc::new(a);
+    let t0 = tokio::time::Instant::now();
+    let held = a.clone();
+    let renewing = tokio::spawn(keep_renewed(
+        move || Some(held.clone()),
+        move || start + t0.elapsed(),
+    ));
+    let hour = Duration::from_secs(3600);
+    tokio::time::sleep(CA_LIFETIME - CA_RENEW_BEFORE - hour).await;
+    assert_eq!(cas_in(dir.path()).len(), 1, "renewed too early");
+    tokio::time::sleep(2 * hour).await;
+    let two = cas_in(dir.path());
+    assert_eq!(two.len(), 2, "no successor before the CA's end");
+    tokio::time::sleep(CA_RENEW_BEFORE).await;
+    let one = cas_in(dir.path());
+    assert_eq!(one, two[1..], "the expired CA is still in ca.pem");
+    renewing.abort();
+}
