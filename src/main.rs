@@ -32,6 +32,10 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    // Libraries that log through the `log` facade (rustls, tokio-rustls, hyper-rustls) log the
+    // handshake's messages and certificates at trace: they stop at debug, whatever the filter
+    // asks, so that no TLS data reaches a log line.
+    log::set_max_level(log::max_level().min(log::LevelFilter::Debug));
 }
 
 /// The config named on the command line, or the built-in defaults for commands that only

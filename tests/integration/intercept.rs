@@ -545,6 +545,34 @@ fn no_key_material_reaches_ca_dir_or_any_log_line() {
     assert!(!keylog_file.exists(), "SSLKEYLOGFILE is never written");
 }
 
+/// At `REMEDY_LOG=trace` the TLS libraries still log at debug at most: rustls's trace lines
+/// carry the ClientHello and the handshake's certificates.
+#[test]
+fn tls_libraries_log_at_debug_at_most_even_at_trace_level() {
+    let s = Setup::start("", &[("REMEDY_LOG", "trace")]);
+    assert_eq!(s.curl(&format!("https://{HOST}/x/200"), &[]).0, 200);
+    s.remedy.wait_log("proxied");
+    let logs = s.remedy.logs();
+    let mut tls_lines = 0;
+    for line in logs.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let target = v["log.target"]
+            .as_str()
+            .or(v["target"].as_str())
+            .unwrap_or_default();
+        if target.starts_with("rustls") || target.contains("_rustls") {
+            tls_lines += 1;
+            assert_ne!(v["level"], "TRACE", "{line}");
+        }
+    }
+    assert!(tls_lines > 0, "rustls logs at debug still:\n{logs}");
+    for handshake_data in ["clienthello", "ClientHello", "CertificateDer", "BEGIN"] {
+        assert!(!logs.contains(handshake_data), "{handshake_data}:\n{logs}");
+    }
+}
+
 #[test]
 fn a_host_added_by_a_reload_is_intercepted_without_a_restart() {
     let s = Setup::start("", &[]);
