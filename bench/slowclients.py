@@ -2,11 +2,18 @@
 remedy (release build) in front of an nginx origin, each for ATTACK_SECONDS (30), while a probe
 sends a proxied GET every 100 ms. Reports, per attack, the probe's latency and failures, how
 long slowhttptest's connections stayed open, and remedy's resident memory before, at peak and
-SETTLE_SECONDS (60) after the attack."""
+SETTLE_SECONDS (60) after the attack.
+
+Then idle tunnels: remedy intercepting CONNECT at `max_connections: 100`, and 150 tunnels kept
+open and idle (100 that finish their TLS handshake and send nothing, 50 that send no
+ClientHello; each one remedy closes is opened again at once), while the probe makes an
+intercepted HTTPS request through HTTPS_PROXY every 100 ms."""
 
 import csv
 import os
 import signal
+import socket
+import ssl
 import statistics
 import subprocess
 import threading
@@ -14,9 +21,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 
-from proxies import NGINX, remedy_in_front, workdir
+from proxies import NGINX, REMEDY, remedy_in_front, workdir
 
 ORIGIN, PROXY, ADMIN = 18201, 18202, 18203
+TUNNEL_PROXY, TUNNEL_ADMIN = 18204, 18205
+HOST = "origin.bench.test"
 ATTACK_SECONDS = int(os.environ.get("ATTACK_SECONDS", "30"))
 SETTLE_SECONDS = int(os.environ.get("SETTLE_SECONDS", "60"))
 
@@ -117,6 +126,107 @@ def attack(name, args, pid, tmp):
     )
 
 
+def open_tunnel(bundle, handshake):
+    """A CONNECT through remedy, answered 200, then TLS (or nothing); the socket."""
+    sock = socket.create_connection(("127.0.0.1", TUNNEL_PROXY), timeout=10)
+    sock.sendall(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise OSError("closed before the CONNECT was answered")
+        head += chunk
+    if handshake:
+        sock = ssl.create_default_context(cafile=bundle).wrap_socket(sock, server_hostname=HOST)
+    return sock
+
+
+def idle_tunnels(tmp, pid, bundle):
+    """150 idle tunnels at max_connections 100 for ATTACK_SECONDS, the probe going through
+    HTTPS_PROXY meanwhile."""
+    stop = threading.Event()
+    opened = [0]
+
+    def keep_one_idle(handshake):
+        while not stop.is_set():
+            try:
+                sock = open_tunnel(bundle, handshake)
+                opened[0] += 1
+                sock.settimeout(1)
+                while not stop.is_set():
+                    try:
+                        if not sock.recv(1):
+                            break
+                    except socket.timeout:
+                        continue
+                sock.close()
+            except OSError:
+                stop.wait(0.05)
+
+    idlers = [threading.Thread(target=keep_one_idle, args=(i < 100,)) for i in range(150)]
+    for t in idlers:
+        t.start()
+    time.sleep(2)
+    latencies, failed = [], 0
+    tls = ssl.create_default_context(cafile=bundle)
+    through = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"https": f"http://127.0.0.1:{TUNNEL_PROXY}"}),
+        urllib.request.HTTPSHandler(context=tls))
+    rss_before = rss_kib(pid)
+    peak = rss_before
+    until = time.time() + ATTACK_SECONDS
+    while time.time() < until:
+        t = time.perf_counter()
+        try:
+            with through.open(f"https://{HOST}/ok", timeout=15) as r:
+                r.read()
+            latencies.append((time.perf_counter() - t) * 1e3)
+        except OSError:
+            failed += 1
+        peak = max(peak, rss_kib(pid))
+        time.sleep(0.1)
+    stop.set()
+    for t in idlers:
+        t.join()
+    return Result(
+        attack=f"150 idle tunnels at max_connections 100 ({opened[0]} opened)",
+        probes=len(latencies) + failed,
+        failed=failed,
+        p50_ms=statistics.median(latencies) if latencies else float("nan"),
+        max_ms=max(latencies) if latencies else float("nan"),
+        held_s=float("nan"),
+        rss_before=rss_before,
+        rss_peak=peak,
+        rss_after=rss_kib(pid),
+    )
+
+
+def intercepting(tmp):
+    """remedy intercepting HOST for the origin, at max_connections 100; its process and bundle."""
+    ca_dir = os.path.join(tmp, "ca")
+    config = os.path.join(tmp, "intercepting.yaml")
+    with open(config, "w") as f:
+        f.write(f"""
+proxy: {{ listen: 127.0.0.1:{TUNNEL_PROXY}, max_connections: 100, intercept: {{ enabled: true, ca_dir: '{ca_dir}' }} }}
+admin: {{ listen: 127.0.0.1:{TUNNEL_ADMIN} }}
+shutdown: {{ drain_timeout: 1s, linger: 0s }}
+sources:
+  - {{ name: origin, upstream: 'http://127.0.0.1:{ORIGIN}', match: {{ hosts: [{HOST}] }} }}
+""")
+    remedy = subprocess.Popen([REMEDY, "run", "--config", config], env={**os.environ, "REMEDY_LOG": "warn"},
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{TUNNEL_ADMIN}/-/ready", timeout=1):
+                return remedy, os.path.join(ca_dir, "bundle.pem")
+        except OSError:
+            if time.time() > deadline:
+                remedy.kill()
+                raise SystemExit("the intercepting remedy did not become ready")
+            time.sleep(0.05)
+
+
 def main():
     tmp = workdir("remedy-slow-")
     with open(os.path.join(tmp, "1m.bin"), "wb") as f:
@@ -137,6 +247,13 @@ http {{ access_log off;
             get("/ok")
         results = [attack(name, args, remedy.pid, tmp) for name, args in ATTACKS]
         alive = remedy.poll() is None
+        tunnels, bundle = intercepting(tmp)
+        try:
+            results.append(idle_tunnels(tmp, tunnels.pid, bundle))
+            alive = alive and tunnels.poll() is None
+        finally:
+            tunnels.send_signal(signal.SIGTERM)
+            tunnels.wait(timeout=10)
     finally:
         for p in (remedy, origin):
             p.send_signal(signal.SIGTERM)
@@ -149,8 +266,9 @@ http {{ access_log off;
           "RSS before / peak / after |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
+        held = "—" if r.held_s != r.held_s else f"{r.held_s:.0f} s"
         print(f"| {r.attack} | {r.probes} ({r.failed}) | {r.p50_ms:.1f} / {r.max_ms:.1f} ms | "
-              f"{r.held_s:.0f} s | {r.rss_before / 1024:.1f} / {r.rss_peak / 1024:.1f} / "
+              f"{held} | {r.rss_before / 1024:.1f} / {r.rss_peak / 1024:.1f} / "
               f"{r.rss_after / 1024:.1f} MiB |")
     ok = alive and all(r.failed == 0 for r in results)
     print("PASS" if ok else "FAIL: remedy exited or a probe failed")

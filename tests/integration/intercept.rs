@@ -614,6 +614,36 @@ fn a_tunnel_holds_the_slot_of_the_connection_it_was_opened_on() {
     assert_eq!(s.intercepted("intercepted"), 3.0);
 }
 
+/// 150 idle tunnels at `max_connections: 100`, 100 stalled after their TLS handshake and 50
+/// before their ClientHello, cannot keep a connector that sends requests waiting for a slot:
+/// while the slots run out, a tunnel that has not finished its handshake or sent a request has
+/// a second, not `header_read_timeout` (a minute here, longer than the connector waits).
+#[test]
+fn idle_tunnels_at_the_connection_cap_cannot_lock_a_connector_out() {
+    use std::io::Write;
+    let s = Setup::start_with("", &[], |c| {
+        c.proxy("max_connections", 100)
+            .proxy("header_read_timeout", "60s")
+    });
+    let handshaken: Vec<_> = (0..100)
+        .map(|_| crate::support::tunnel::open(s.remedy.proxy, HOST, &s.ca(), &[b"http/1.1"]))
+        .collect();
+    let silent: Vec<_> = (0..50)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(s.remedy.proxy).unwrap();
+            write!(
+                tcp,
+                "CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n"
+            )
+            .unwrap();
+            tcp
+        })
+        .collect();
+    let (code, body) = s.curl(&format!("https://{HOST}/x/200"), &["--max-time", "30"]);
+    assert_eq!(code, 200, "the connector was locked out: {body}");
+    drop((handshaken, silent));
+}
+
 #[test]
 fn a_request_in_a_tunnel_finishes_and_is_counted_when_remedy_drains() {
     let s = Setup::start_with("", &[], |c| {

@@ -48,6 +48,38 @@ impl Slots {
     fn under_pressure(&self) -> bool {
         self.free.available_permits() <= self.reserve
     }
+
+    /// `limit`, or a second while the listener is under pressure.
+    fn allow(&self, limit: Duration) -> Duration {
+        if self.under_pressure() {
+            limit.min(UNDER_PRESSURE)
+        } else {
+            limit
+        }
+    }
+}
+
+/// Whether a connection that has sent no request yet, idle since `since`, has waited past
+/// `limit`, or past a second while the listener is under pressure (looked at again each
+/// second): an idle connection, or a tunnel that has finished its handshake and sends nothing,
+/// cannot keep a connector that would send a request waiting for its slot.
+pub fn poll_first_head(
+    since: Instant,
+    limit: Duration,
+    slots: &Slots,
+    deadline: &mut LazyDeadline,
+    cx: &mut Context<'_>,
+) -> Poll<Duration> {
+    loop {
+        let now = Instant::now();
+        let allowed = slots.allow(limit);
+        if now >= since + allowed {
+            return Poll::Ready(allowed);
+        }
+        if !deadline.poll_passed((since + allowed).min(now + UNDER_PRESSURE), cx) {
+            return Poll::Pending;
+        }
+    }
 }
 
 /// `fut`'s output, if it comes within `limit`, or within a second while the listener's slots
@@ -62,11 +94,7 @@ pub async fn within<F: std::future::Future>(
     let mut fut = std::pin::pin!(fut);
     loop {
         let now = Instant::now();
-        let allowed = if slots.under_pressure() {
-            limit.min(UNDER_PRESSURE)
-        } else {
-            limit
-        };
+        let allowed = slots.allow(limit);
         if now >= start + allowed {
             return None;
         }
@@ -94,14 +122,9 @@ pub fn poll_send_timeout<T>(
     let since = *blocked.get_or_insert_with(Instant::now);
     loop {
         let now = Instant::now();
-        let pressed = slots.under_pressure();
-        let limit = if pressed {
-            timeout.min(UNDER_PRESSURE)
-        } else {
-            timeout
-        };
+        let limit = slots.allow(timeout);
         if now >= since + limit {
-            let why = if pressed {
+            let why = if limit < timeout {
                 "the connector read nothing for a second while proxy.max_connections was nearly reached".to_owned()
             } else {
                 format!("the connector read nothing for proxy.send_timeout ({timeout:?})")

@@ -192,22 +192,28 @@ impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
                 }
             }
             // Only a read that has to wait needs the deadline, to be woken by it.
-            Poll::Pending => match this.requests.idle_since() {
-                Some(since)
-                    if this
-                        .header_deadline
-                        .poll_passed(since + this.limits.header_read, cx) =>
-                {
-                    Poll::Ready(Err(io::Error::new(
+            Poll::Pending => {
+                let Some(since) = this.requests.idle_since() else {
+                    return Poll::Pending;
+                };
+                let limit = this.limits.header_read;
+                let waited = if this.requests.served.load(Relaxed) == 0 {
+                    limits::poll_first_head(since, limit, this.slots, this.header_deadline, cx)
+                } else if this.header_deadline.poll_passed(since + limit, cx) {
+                    Poll::Ready(limit)
+                } else {
+                    Poll::Pending
+                };
+                waited.map(|waited| {
+                    Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "no request head within proxy.header_read_timeout ({:?})",
-                            this.limits.header_read
+                            "no request head within {waited:?} (proxy.header_read_timeout, or a \
+                             second while proxy.max_connections is nearly reached)"
                         ),
-                    )))
-                }
-                _ => Poll::Pending,
-            },
+                    ))
+                })
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
