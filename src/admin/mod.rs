@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::admin::webconfig::WebConfig;
 use crate::proxy::accept::accept;
+use crate::proxy::listener::h2::Http1Only;
 use crate::sidecar::Sidecar;
 
 /// Puts the calling thread (and the threads it starts) in the idle scheduling class. On a CPU it
@@ -125,16 +126,27 @@ async fn connection(
     };
     let served = match tls {
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(s) => http.serve_connection(TokioIo::new(s), service).await,
+            Ok(s) => {
+                let io = TokioIo::new(Http1Only::new(s));
+                http.serve_connection(io, service).await
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "admin TLS handshake failed");
                 return;
             }
         },
-        None => http.serve_connection(TokioIo::new(stream), service).await,
+        None => {
+            let io = TokioIo::new(Http1Only::new(stream));
+            http.serve_connection(io, service).await
+        }
     };
-    if served.is_ok() && final_scrape.load(Ordering::Acquire) {
-        sidecar.final_scrape_served();
+    match served {
+        Ok(()) if final_scrape.load(Ordering::Acquire) => sidecar.final_scrape_served(),
+        Err(e) if e.is_parse_version_h2() => tracing::warn!(
+            "an HTTP/2 client on the admin listener was refused with HTTP_1_1_REQUIRED: it \
+             speaks HTTP/1.1 (Prometheus scrapes it so)"
+        ),
+        _ => {}
     }
 }
 

@@ -230,12 +230,17 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
     resp
 }
 
-/// The status hyper answered on its own for a request head it could not parse, which
-/// remedy's service never saw: 400, 414 or 431, as hyper's server sends them; `None` for an
-/// error hyper sends no answer for. hyper tells a long URI from a large head only by the
-/// error's text.
+/// The status of a request head hyper refused before remedy's service saw it: 400, 414 or 431,
+/// as hyper's server sends them; 505 HTTP Version Not Supported for an HTTP/2 preface, which
+/// the listener answers with its HTTP/2 equivalent ([`h2::REFUSAL`]); `None` for an error
+/// that is no refusal. hyper tells a long URI from a large head only by the error's text.
+///
+/// [`h2::REFUSAL`]: crate::proxy::listener::h2::REFUSAL
 pub fn parser_refusal(e: &hyper::Error) -> Option<u16> {
-    if !e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
+    if e.is_parse_version_h2() {
+        return Some(505);
+    }
+    if !e.is_parse() || e.is_parse_status() {
         return None;
     }
     let text = e.to_string();

@@ -463,3 +463,73 @@ fn stalled_readers(remedy: &Remedy, n: usize) -> Vec<TcpStream> {
         })
         .collect()
 }
+
+/// What a listener sends back to an HTTP/2 connection preface, read until it closes: the two
+/// frame types and the GOAWAY's error code.
+fn answer_to_an_http2_preface(addr: std::net::SocketAddr) -> (Vec<u8>, u32) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let mut types = Vec::new();
+    let mut error = 0;
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = usize::from(got[at + 2]) | usize::from(got[at + 1]) << 8;
+        types.push(got[at + 3]);
+        if got[at + 3] == 0x7 && len >= 8 {
+            error = u32::from_be_bytes(got[at + 13..at + 17].try_into().unwrap());
+        }
+        at += 9 + len;
+    }
+    (types, error)
+}
+
+/// An HTTP/2 client on either listener is refused as HTTP/2 refuses it, with a SETTINGS frame
+/// and a GOAWAY carrying HTTP_1_1_REQUIRED (13), not a silently closed connection; on the proxy
+/// listener the refusal is counted as 505, on the admin listener it is logged.
+#[test]
+fn an_http2_preface_is_refused_in_http2_and_counted() {
+    let remedy =
+        Remedy::start(Config::new().source(source("api", "http://127.0.0.1:9").prefix("/api")));
+    for addr in [remedy.proxy, remedy.admin] {
+        assert_eq!(
+            answer_to_an_http2_preface(addr),
+            (vec![0x4, 0x7], 13),
+            "{addr}"
+        );
+    }
+    crate::support::wait_for(
+        "the refusal counted",
+        std::time::Duration::from_secs(10),
+        || {
+            (remedy
+                .scrape()
+                .responses("unmatched", 505, "unlisted", "proxy")
+                == 1.0)
+                .then_some(())
+        },
+    );
+    remedy.wait_log("an HTTP/2 client on the admin listener was refused");
+    // curl, with prior knowledge, meets the refusal, and the next HTTP/1.1 request is served.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            &format!("http://{}/api/x", remedy.proxy),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    crate::support::wait_for("curl's refusal counted", Duration::from_secs(10), || {
+        (remedy
+            .scrape()
+            .responses("unmatched", 505, "unlisted", "proxy")
+            == 2.0)
+            .then_some(())
+    });
+}

@@ -10,6 +10,7 @@
 //! connection and move only when they fire ([`LazyDeadline`]).
 
 pub mod framing;
+pub mod h2;
 pub mod limits;
 
 use std::io;
@@ -156,6 +157,8 @@ pin_project_lite::pin_project! {
         // Since when writes to the connector have waited for it to read, if they do now.
         write_blocked: Option<Instant>,
         send_deadline: LazyDeadline,
+        // No byte has been read yet: the first ones may be an HTTP/2 preface.
+        fresh: bool,
     }
 }
 
@@ -170,22 +173,28 @@ impl<IO> Guarded<IO> {
             slots,
             write_blocked: None,
             send_deadline: LazyDeadline::default(),
+            fresh: true,
         }
     }
 }
 
-impl<IO: AsyncRead> AsyncRead for Guarded<IO> {
+impl<IO: AsyncRead + AsyncWrite> AsyncRead for Guarded<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.project();
+        let mut this = self.project();
         let before = buf.filled().len();
-        match this.inner.poll_read(cx, buf) {
+        match this.inner.as_mut().poll_read(cx, buf) {
             Poll::Ready(Ok(())) if this.requests.tunnel.load(Relaxed) => Poll::Ready(Ok(())),
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
+                if std::mem::take(this.fresh) && h2::is_preface(new) {
+                    // Best effort, which a fresh connection's socket takes at once; hyper then
+                    // fails the connection on the preface, and the refusal is counted.
+                    let _ = this.inner.poll_write(cx, h2::REFUSAL);
+                }
                 match this.framer.observe(&this.requests.verdicts, new) {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why))),
