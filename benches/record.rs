@@ -21,6 +21,7 @@ fn record(c: &mut Criterion) {
         origin: Origin::Upstream,
         elapsed: Duration::from_millis(12),
         error: None,
+        api_errors: None,
     };
     let mut g = c.benchmark_group("record_one_response");
     g.bench_function("remedy_cached_handles", |b| {
@@ -81,6 +82,7 @@ fn ratelimit_headers(c: &mut Criterion) {
         origin: Origin::Upstream,
         elapsed: Duration::from_millis(12),
         error: None,
+        api_errors: None,
     };
     let heads = [
         ("no_quota_headers", head(&[])),

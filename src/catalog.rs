@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 /// again later" is about the API, not about remedy's own limit.
 pub const IN_FLIGHT_KEY: &str = "raise_max_in_flight";
 
+/// The remediation label of what remedy answers when it cannot take a call upstream at all:
+/// its alert is `RemedyUpstreamUnreachable`.
+pub const UNREACHABLE_KEY: &str = "check_upstream_reachability";
+
 use serde::{Deserialize, Serialize};
 
 const BUILTIN: &str = include_str!("../config/catalog.yaml");
@@ -413,7 +417,7 @@ pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str)
             "Add a source whose match.path_prefix or match.hosts covers these requests, or point the connector at an existing source's prefix. remedy's debug log names each refused path.",
         ),
         UNREACHABLE_ALERT => (
-            "check_upstream_reachability",
+            UNREACHABLE_KEY,
             "remedy cannot reach the upstream API: connections are refused, reset, time out, fail TLS or DNS, or the API answers with what remedy cannot pass on (a malformed status line, a head over the source's limits). remedy answers 502 or 504 itself (origin=\"proxy\").",
             "Check egress from the pod (NetworkPolicy, DNS, proxy settings), the source's upstream URL and ca_file, and the timeouts. remedy_upstream_request_errors_total gives the kind of failure; remedy's warn log gives the cause. For kind=\"protocol\", raise the source's max_response_headers or max_response_header_bytes if the API's heads are that large; a malformed status line is the API's to fix.",
         ),

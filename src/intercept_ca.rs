@@ -119,7 +119,9 @@ impl Ca {
                     vec![cert.clone()],
                     PrivateKeyDer::Pkcs8(key.serialize_der().into()),
                 )?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // A connector that offers HTTP/2 gets it (gRPC clients refuse a TLS connection that
+        // did not negotiate it); one that offers only HTTP/1.1, or nothing, gets that.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let renew_at = not_before + (not_after.duration_since(not_before).unwrap_or_default() / 2);
         Ok(Leaf {
             config: Arc::new(config),

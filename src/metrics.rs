@@ -16,6 +16,7 @@ use prometheus::{
 };
 
 use crate::catalog::{Catalog, class_label};
+use crate::observe::classify::ApiErrors;
 
 /// Who made the status the connector received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +71,7 @@ impl ErrorKind {
 }
 
 /// What happened to one request: computed once by the proxy, recorded once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// The status the connector received.
     pub status: u16,
@@ -79,6 +80,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Set when remedy answered for an unreachable upstream.
     pub error: Option<ErrorKind>,
+    /// The errors the API reported inside the response (a gRPC status, an error body), whose
+    /// most frequent gives the response its remediation. Boxed: most responses have none.
+    pub api_errors: Option<Box<ApiErrors>>,
 }
 
 pub const SOURCE_UNMATCHED: &str = "unmatched";
@@ -87,6 +91,7 @@ pub const SOURCE_UNMATCHED: &str = "unmatched";
 pub struct Recorder {
     registry: Registry,
     responses: IntCounterVec,
+    api_errors: IntCounterVec,
     duration: HistogramVec,
     errors: IntCounterVec,
     in_flight: IntGaugeVec,
@@ -153,6 +158,7 @@ pub mod names {
     pub const USED_RATIO: &str = "remedy_upstream_ratelimit_used_ratio";
     pub const RESET: &str = "remedy_upstream_ratelimit_reset_seconds";
     pub const INTERCEPT: &str = "remedy_intercept_connections_total";
+    pub const API_ERRORS: &str = "remedy_upstream_api_errors_total";
     pub const FAQ_INFO: &str = "remedy_faq_info";
     pub const BUILD_INFO: &str = "remedy_build_info";
     pub const RELOAD_SUCCESSFUL: &str = "remedy_config_last_reload_successful";
@@ -214,6 +220,11 @@ impl Recorder {
             RESPONSES,
             "Responses the connector received, by source, status and the FAQ's remediation key.",
             &["source", "code", "class", "remediation", "origin"],
+        );
+        let api_errors = reg.counters(
+            names::API_ERRORS,
+            "Errors the API reported inside a response rather than in its status (a gRPC status, an error body), by its code and the HTTP status it stands for.",
+            &["source", "api_code", "code"],
         );
         let intercept = reg.counters(
             names::INTERCEPT,
@@ -282,6 +293,7 @@ impl Recorder {
         Recorder {
             registry,
             responses,
+            api_errors,
             duration,
             errors,
             in_flight,
@@ -329,6 +341,7 @@ impl Recorder {
             catalog: catalog.clone(),
             responses_vec: self.responses.clone(),
             responses: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
+            api_errors_vec: self.api_errors.clone(),
             duration_vec: self.duration.clone(),
             duration: Default::default(),
             errors: ErrorKind::ALL.map(|k| self.errors.with_label_values(&[name, k.as_str()])),
@@ -358,6 +371,7 @@ impl Recorder {
     /// Drops every series of a source that left the config.
     pub fn remove_source(&self, name: &str) {
         remove_series(&self.responses, name);
+        remove_series(&self.api_errors, name);
         remove_series(&self.duration, name);
         remove_series(&self.errors, name);
         remove_series(&self.in_flight, name);
@@ -416,6 +430,7 @@ pub struct SourceMetrics {
     catalog: Catalog,
     responses_vec: IntCounterVec,
     responses: Box<[OnceLock<IntCounter>]>,
+    api_errors_vec: IntCounterVec,
     duration_vec: HistogramVec,
     duration: [OnceLock<Histogram>; 9],
     errors: [IntCounter; 6],
@@ -441,7 +456,10 @@ impl SourceMetrics {
         self.in_flight.dec();
         // What the connector received, as received: hyper passes on any status 100–999.
         let status = o.status.clamp(100, 999);
-        self.counter(status, o.origin).inc();
+        match o.api_errors.as_deref().and_then(|e| Some((e, e.status()?))) {
+            None => self.counter(status, o.origin).inc(),
+            Some((errors, stands_for)) => self.api_errors(status, o.origin, errors, stands_for),
+        }
         self.histogram(class_label(status))
             .observe(o.elapsed.as_secs_f64());
         if let Some(kind) = o.error {
@@ -468,6 +486,26 @@ impl SourceMetrics {
         }
     }
 
+    /// A response in which the API reported errors: counted with `code` as received and the
+    /// remediation of the status its most frequent error stands for, and each error by its code.
+    /// Resolved by name on each call, since this is the rarer path.
+    fn api_errors(&self, status: u16, origin: Origin, errors: &ApiErrors, stands_for: u16) {
+        self.responses_vec
+            .with_label_values(&[
+                self.name.as_str(),
+                &status.to_string(),
+                class_label(status),
+                self.catalog.remediation_label(stands_for),
+                origin.as_str(),
+            ])
+            .inc();
+        for e in errors.iter() {
+            self.api_errors_vec
+                .with_label_values(&[self.name.as_str(), &e.code, &e.status.to_string()])
+                .inc_by(u64::from(e.count));
+        }
+    }
+
     fn counter(&self, status: u16, origin: Origin) -> &IntCounter {
         let slot = usize::from(status - 100) * 2 + origin as usize;
         self.responses[slot].get_or_init(|| {
@@ -476,10 +514,11 @@ impl SourceMetrics {
                 self.name.as_str(),
                 &code,
                 class_label(status),
-                if status == 503 && origin == Origin::Proxy {
-                    crate::catalog::IN_FLIGHT_KEY
-                } else {
-                    self.catalog.remediation_label(status)
+                match (status, origin) {
+                    (503, Origin::Proxy) => crate::catalog::IN_FLIGHT_KEY,
+                    // remedy's own gRPC UNAVAILABLE: the upstream cannot take the call.
+                    (200, Origin::Proxy) => crate::catalog::UNREACHABLE_KEY,
+                    _ => self.catalog.remediation_label(status),
                 },
                 origin.as_str(),
             ])
@@ -505,6 +544,7 @@ mod tests {
             origin,
             elapsed: Duration::from_millis(20),
             error: None,
+            api_errors: None,
         }
     }
 

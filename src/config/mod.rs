@@ -99,6 +99,32 @@ pub struct ProxyConfig {
     /// `CONNECT` for the sources' hosts answered with remedy's own TLS, so that `https://`
     /// calls through `HTTPS_PROXY` are observed too.
     pub intercept: InterceptConfig,
+    /// HTTP/2 inside intercepted tunnels, for connectors that offer it (gRPC clients do).
+    pub http2: Http2Config,
+}
+
+/// `proxy.http2`: what one HTTP/2 connection from the connector may hold, sized for a sidecar.
+/// The header list is bounded by `proxy.max_header_bytes`, as an HTTP/1.1 head is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http2Config {
+    /// Streams (calls) open at once on one connection; a client opens more once some end.
+    pub max_concurrent_streams: u32,
+    /// Bytes of one stream's request body the connector may send before remedy has passed
+    /// them upstream.
+    pub initial_stream_window_size: u32,
+    /// The same for all of a connection's streams together.
+    pub initial_connection_window_size: u32,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 100,
+            initial_stream_window_size: 256 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+        }
+    }
 }
 
 impl Default for ProxyConfig {
@@ -112,6 +138,7 @@ impl Default for ProxyConfig {
             send_timeout: HumanDuration::secs(30),
             log_query_params: Vec::new(),
             intercept: InterceptConfig::default(),
+            http2: Http2Config::default(),
         }
     }
 }

@@ -237,6 +237,27 @@ fn validate_proxy(p: &ProxyConfig) -> Result<(), Invalid> {
             "must be at least 1".into(),
         ));
     }
+    let h2 = &p.http2;
+    if h2.max_concurrent_streams == 0 {
+        return Err(invalid(
+            "proxy.http2.max_concurrent_streams".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    for (key, size) in [
+        ("initial_stream_window_size", h2.initial_stream_window_size),
+        (
+            "initial_connection_window_size",
+            h2.initial_connection_window_size,
+        ),
+    ] {
+        if !(65_535..=0x7fff_ffff).contains(&size) {
+            return Err(invalid(
+                format!("proxy.http2.{key}"),
+                "must be from 65535 to 2147483647 bytes (RFC 9113's bounds)".into(),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -65,7 +65,13 @@ pub async fn serve(
         max_headers: proxy.max_headers,
     };
     let slots = Slots::new(connections.clone(), proxy.max_connections);
-    let tunnels = Tunnels::new(routes.clone(), http.clone(), limits, slots.clone());
+    let tunnels = Tunnels::new(
+        routes.clone(),
+        http.clone(),
+        http2_settings(proxy),
+        limits,
+        slots.clone(),
+    );
     let shared = Shared {
         routes,
         http,
@@ -119,6 +125,22 @@ fn http_settings(p: &ProxyConfig) -> http1::Builder {
     if p.max_headers != 100 {
         http.max_headers(p.max_headers);
     }
+    http
+}
+
+/// hyper's HTTP/2 server, for the tunnels whose connector negotiates it, as `proxy` sets it:
+/// bounded streams, windows and header list (`proxy.max_header_bytes`, as for HTTP/1.1), a
+/// send buffer of 64 KiB a stream, and the h2 crate's guards against rapid resets kept.
+fn http2_settings(p: &ProxyConfig) -> http2::Builder<TokioExecutor> {
+    let h2 = &p.http2;
+    let mut http = http2::Builder::new(TokioExecutor::new());
+    http.timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(h2.initial_stream_window_size)
+        .initial_connection_window_size(h2.initial_connection_window_size)
+        .max_header_list_size(u32::try_from(p.max_header_bytes).unwrap_or(u32::MAX))
+        .max_send_buf_size(64 * 1024)
+        .max_local_error_reset_streams(256);
     http
 }
 

@@ -22,6 +22,8 @@ pub enum Via {
 /// upstream by then.
 pub struct Seen {
     pub method: http::Method,
+    /// A gRPC call (`content-type: application/grpc`): it goes upstream over HTTP/2.
+    pub grpc: bool,
     /// For log lines (a reference-counted clone, not a copy).
     pub uri: http::Uri,
     /// The redacted path and query, made once when debug lines are logged.
@@ -46,6 +48,7 @@ impl<'r> Exchange<'r> {
     pub fn new<B>(routes: &'r Routes, start: Instant, req: &Request<B>) -> Self {
         let mut seen = Seen {
             method: req.method().clone(),
+            grpc: crate::observe::grpc::is_grpc(req.headers()),
             uri: req.uri().clone(),
             logged_path: None,
             logged_host: None,

@@ -47,6 +47,17 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
             present |= 1 << i;
         }
     }
+    // `TE: trailers` passes: it is the one value HTTP/2 allows, and gRPC sends it so that a
+    // server can tell a proxy that would drop its trailers (gRPC's PROTOCOL-HTTP2.md).
+    const TE: u16 = 1 << 5;
+    if present & TE != 0
+        && headers
+            .get_all(header::TE)
+            .iter()
+            .all(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    {
+        present &= !TE;
+    }
     if present == 0 {
         return false;
     }
@@ -171,11 +182,23 @@ mod tests {
         );
         h.insert("x-trace", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::AUTHORIZATION));
+    }
+
+    /// `TE: trailers` (gRPC's) passes; any other `TE` is hop-by-hop.
+    #[test]
+    fn te_trailers_passes_and_other_te_values_do_not() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        assert!(!strip_hop_by_hop(&mut h));
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        h.append(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key(header::TE));
     }
 
     #[test]

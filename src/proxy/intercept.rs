@@ -18,10 +18,10 @@ use arc_swap::ArcSwap;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
@@ -46,6 +46,8 @@ const TUNNEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Tunnels {
     routes: Arc<ArcSwap<Routes>>,
     http: http1::Builder,
+    /// HTTP/2, for a connector that negotiates it by ALPN.
+    h2: http2::Builder<TokioExecutor>,
     limits: Limits,
     slots: Arc<Slots>,
     /// Taken at shutdown: a `CONNECT` after it is refused.
@@ -57,12 +59,14 @@ impl Tunnels {
     pub fn new(
         routes: Arc<ArcSwap<Routes>>,
         http: http1::Builder,
+        h2: http2::Builder<TokioExecutor>,
         limits: Limits,
         slots: Arc<Slots>,
     ) -> Arc<Self> {
         Arc::new(Tunnels {
             routes,
             http,
+            h2,
             limits,
             slots,
             graceful: Mutex::new(Some(Drain::default())),
@@ -207,23 +211,35 @@ impl Tunnels {
             }
         };
         connects.count(ConnectOutcome::Intercepted);
+        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let requests = Arc::new(Requests::default());
-        let io = Guarded::new(tls, requests.clone(), self.limits, self.slots.clone());
         let routes = self.routes.clone();
         let tunnel_host: Arc<str> = host.into();
-        let service = service_fn(move |req| {
-            let (refuse, request) = requests.serve();
-            let answered = super::handle(
-                routes.load_full(),
-                client_ip.clone(),
-                refuse,
-                req,
-                Via::Tunnel(tunnel_host.clone()),
-            );
-            async move { Ok::<_, Infallible>(answered.await.map(|b| Answering::new(b, request))) }
-        });
-        let conn = self.http.serve_connection(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn, |c| c.graceful_shutdown()).await {
+        let service = {
+            let requests = requests.clone();
+            service_fn(move |req| {
+                let (refuse, request) = requests.serve();
+                let answered = super::handle(
+                    routes.load_full(),
+                    client_ip.clone(),
+                    refuse,
+                    req,
+                    Via::Tunnel(tunnel_host.clone()),
+                );
+                async move { Ok::<_, Infallible>(answered.await.map(|b| Answering::new(b, request))) }
+            })
+        };
+        let (limits, slots) = (self.limits, self.slots.clone());
+        let ended = if http2 {
+            let io = TokioIo::new(Guarded::http2(tls, requests, limits, slots));
+            let conn = self.h2.serve_connection(io, service);
+            watcher.watch(conn, |c| c.graceful_shutdown()).await
+        } else {
+            let io = TokioIo::new(Guarded::new(tls, requests, limits, slots));
+            let conn = self.http.serve_connection(io, service);
+            watcher.watch(conn, |c| c.graceful_shutdown()).await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "tunnelled connection ended with an error");
             respond::count_parser_refusal(&self.routes.load(), &e);
         }

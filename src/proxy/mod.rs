@@ -52,6 +52,7 @@ pub use response_body::{IdleTimeout, ResponseBody};
 pub use routes::Routes;
 
 use crate::metrics::Origin;
+use crate::observe::grpc;
 use crate::proxy::outcome::Pending;
 use crate::proxy::route::NoRoute;
 use crate::proxy::routes::Target;
@@ -88,10 +89,10 @@ pub async fn handle(
         ex.target = Some(target);
         or_answer!(admit(&mut ex, target));
         rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
-        let sent = target.client.send(path, req, ex.start).await;
+        let sent = target.client.send(path, req, ex.start, ex.seen.grpc).await;
         let resp = or_answer!(forward(sent));
-        observe_head(&mut ex, target, &resp);
-        or_answer!(stream_back(&mut ex, target, resp).await)
+        let grpc_trailers = observe_head(&mut ex, target, &resp);
+        or_answer!(stream_back(&mut ex, target, resp, grpc_trailers).await)
     }
 }
 
@@ -160,16 +161,27 @@ fn forward(
         Box::new(match e {
             SendError::Connector(bad) => Answer::BadRequest(bad),
             SendError::Upstream(failure) => Answer::Unreachable(failure),
+            SendError::NoHttp2 => Answer::GrpcUnavailable,
         })
     })
 }
 
 /// Phase 5: the response head as the connector will get it: its status is what the guard
-/// counts, its rate-limit headers go to the source's gauges.
-fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<UpstreamBody>) {
+/// counts, its rate-limit headers go to the source's gauges, and a gRPC answer's status, when
+/// the head holds it (a trailers-only answer), is the call's outcome. Whether the trailers
+/// must be read for it is what this returns.
+fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<UpstreamBody>) -> bool {
+    let grpc = grpc::is_grpc(resp.headers());
+    let mut in_trailers = false;
     if let Some(pending) = &mut ex.outcome {
         pending.status = resp.status().as_u16();
         pending.origin = Origin::Upstream;
+        if grpc {
+            match grpc::Status::of(resp.headers()) {
+                Some(status) => pending.grpc_status(status),
+                None => in_trailers = true,
+            }
+        }
     }
     target.read_quota(resp.status(), resp.headers());
     if let Some(path) = ex.logged_path() {
@@ -183,6 +195,7 @@ fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<Upstream
             "proxied"
         );
     }
+    in_trailers
 }
 
 /// Phase 6: the response, its body streamed back as it comes; the guard records the outcome
@@ -191,6 +204,7 @@ async fn stream_back(
     ex: &mut Exchange<'_>,
     target: &Target,
     resp: Response<UpstreamBody>,
+    grpc_trailers: bool,
 ) -> Result<Response<ResponseBody>, Early> {
     let (mut parts, mut body) = resp.into_parts();
     if strip_hop_by_hop(&mut parts.headers) {
@@ -209,7 +223,7 @@ async fn stream_back(
         Poll::Ready(None) | Poll::Pending => None,
     };
     let pending = ex.outcome.take().expect("admitted requests are counted");
-    let body = ResponseBody::streaming(body, held, target.idle, pending);
+    let body = ResponseBody::streaming(body, held, target.idle, pending, grpc_trailers);
     Ok(Response::from_parts(parts, body))
 }
 

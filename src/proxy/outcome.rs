@@ -7,6 +7,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::metrics::{ErrorKind, Origin, Outcome, SourceMetrics};
+use crate::observe::classify::ApiErrors;
+use crate::observe::grpc;
 
 /// The status counted when the connector disconnects before the response head (nginx's
 /// "client closed request").
@@ -25,6 +27,8 @@ pub struct Pending {
     pub error: Option<ErrorKind>,
     /// The source's `max_in_flight` slot, held until the request is counted.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// What the API reported inside the response, once its head or its end has said.
+    pub api_errors: Option<Box<ApiErrors>>,
 }
 
 impl Pending {
@@ -38,6 +42,21 @@ impl Pending {
             origin: Origin::Proxy,
             error: None,
             permit: None,
+            api_errors: None,
+        }
+    }
+
+    /// The API reported an error inside the response: `code`, standing for HTTP `status`.
+    pub fn api_error(&mut self, code: impl Into<std::borrow::Cow<'static, str>>, status: u16) {
+        self.api_errors.get_or_insert_default().add(code, status);
+    }
+
+    /// A gRPC call's status, from the head of a trailers-only answer or from the trailers: one
+    /// that is not OK is an error the API reported, standing for the HTTP status Google's API
+    /// design guide gives it.
+    pub fn grpc_status(&mut self, status: grpc::Status) {
+        if !status.is_ok() {
+            self.api_error(status.name(), status.http_status());
         }
     }
 
@@ -54,6 +73,7 @@ impl Drop for Pending {
             origin: self.origin,
             elapsed: self.start.elapsed(),
             error: self.error,
+            api_errors: self.api_errors.take(),
         });
     }
 }

@@ -16,6 +16,7 @@ use super::response_body::ResponseBody;
 use super::routes::Routes;
 use super::upstream::Failure;
 use crate::metrics::{ErrorKind, Origin};
+use crate::observe::grpc;
 use crate::proxy::route::NoRoute;
 
 /// An answer remedy makes instead of forwarding one from the upstream.
@@ -34,6 +35,9 @@ pub enum Answer {
     BadRequest(BadRequest),
     /// A `CONNECT` that came after shutdown began: no tunnel is opened.
     ShuttingDown,
+    /// A gRPC call to an upstream that negotiated HTTP/1.1: a trailers-only gRPC UNAVAILABLE
+    /// (HTTP 200), what a gRPC client understands, counted `origin="proxy"`, `kind="protocol"`.
+    GrpcUnavailable,
     /// A host in `proxy.intercept.tunnel` did not take the connection.
     TunnelFailed {
         host: String,
@@ -58,6 +62,7 @@ impl Answer {
                 NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             },
             Answer::InFlightCap | Answer::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Answer::GrpcUnavailable => StatusCode::OK,
             Answer::Unreachable(f) if f.kind == ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::Unreachable(_) | Answer::BrokeBeforeBody { .. } => StatusCode::BAD_GATEWAY,
             Answer::TunnelFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -80,6 +85,7 @@ impl Answer {
         match self {
             Answer::Unreachable(f) => Some(f.kind),
             Answer::BrokeBeforeBody { .. } => Some(ErrorKind::Reset),
+            Answer::GrpcUnavailable => Some(ErrorKind::Protocol),
             _ => None,
         }
     }
@@ -128,6 +134,10 @@ impl Answer {
             ),
             Answer::BadRequest(bad) => format!("remedy: {bad}\n"),
             Answer::ShuttingDown => "remedy is shutting down: no tunnel opened\n".to_owned(),
+            Answer::GrpcUnavailable => format!(
+                "remedy: the upstream {upstream} does not speak HTTP/2 (it negotiated HTTP/1.1), \
+                 and a gRPC call needs it"
+            ),
             Answer::TunnelFailed { host, port, cause } => {
                 format!("remedy: tunnelled host {host}:{port} unreachable: {cause}\n")
             }
@@ -190,6 +200,14 @@ impl Answer {
                 "bad request: not forwarded whole"
             ),
             Answer::ShuttingDown => {}
+            Answer::GrpcUnavailable => tracing::warn!(
+                source,
+                %method,
+                path = ex.path(),
+                grpc_status = grpc::UNAVAILABLE,
+                kind = ErrorKind::Protocol.as_str(),
+                "a gRPC call to an upstream that does not speak HTTP/2: answered UNAVAILABLE"
+            ),
             Answer::TunnelFailed { host, port, cause } => {
                 tracing::warn!(%host, port, cause, "tunnelled host unreachable");
             }
@@ -210,7 +228,10 @@ pub(super) fn render(ex: &mut Exchange<'_>, answer: Answer) -> Response<Response
         pending.error = answer.error_kind().or(pending.error);
     }
     answer.log(ex, upstream_status);
-    let mut resp = text(answer.status(), answer.body(ex));
+    let mut resp = match answer {
+        Answer::GrpcUnavailable => grpc_trailers_only(grpc::UNAVAILABLE, &answer.body(ex)),
+        _ => text(answer.status(), answer.body(ex)),
+    };
     if answer.closes_connection() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -227,6 +248,30 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ResponseBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    resp
+}
+
+/// A gRPC answer with no message: its status in the head, which HTTP/2 ends the stream with
+/// ("Trailers-Only"). `message` is percent-encoded as gRPC's `grpc-message` wants.
+fn grpc_trailers_only(status: u32, message: &str) -> Response<ResponseBody> {
+    let mut encoded = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut resp = Response::new(ResponseBody::Full { data: None });
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(status));
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
     resp
 }
 

@@ -15,6 +15,7 @@ use super::causes::causes;
 use super::deadline::LazyDeadline;
 use super::outcome::Pending;
 use super::upstream::UpstreamBody;
+use crate::observe::grpc;
 
 pin_project! {
     /// The body sent to the connector: the upstream's, streamed, or one remedy wrote.
@@ -36,6 +37,8 @@ pin_project! {
             // When the last chunk came, from the first wait on.
             last_progress: Option<Instant>,
             pending: Option<Pending>,
+            // A gRPC answer whose status comes in its trailers.
+            grpc_trailers: bool,
         },
         Full { data: Option<Bytes> },
     }
@@ -53,6 +56,7 @@ impl ResponseBody {
         held: Option<Frame<Bytes>>,
         idle_after: Duration,
         pending: Pending,
+        grpc_trailers: bool,
     ) -> Self {
         ResponseBody::Stream {
             body,
@@ -63,6 +67,7 @@ impl ResponseBody {
             idle_after,
             last_progress: None,
             pending: Some(pending),
+            grpc_trailers,
         }
     }
 }
@@ -86,6 +91,7 @@ impl Body for ResponseBody {
                 idle_after,
                 last_progress,
                 pending,
+                grpc_trailers,
             } => {
                 if let Some(frame) = held.take() {
                     *sent = true;
@@ -100,6 +106,12 @@ impl Body for ResponseBody {
                         *sent = true;
                         if last_progress.is_some() {
                             *last_progress = Some(Instant::now());
+                        }
+                        if *grpc_trailers
+                            && let (Some(trailers), Some(p)) = (frame.trailers_ref(), pending)
+                            && let Some(status) = grpc::Status::of(trailers)
+                        {
+                            p.grpc_status(status);
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }

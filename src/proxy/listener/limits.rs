@@ -59,11 +59,15 @@ impl Slots {
     }
 }
 
-/// Whether a connection that has sent no request yet, idle since `since`, has waited past
-/// `limit`, or past a second while the listener is under pressure (looked at again each
-/// second): an idle connection, or a tunnel that has finished its handshake and sends nothing,
-/// cannot keep a connector that would send a request waiting for its slot.
-pub fn poll_first_head(
+/// How long an HTTP/2 connection may stay idle between its streams: clients keep their
+/// channels open for the next call, so longer than `header_read_timeout`, but not for ever.
+pub const HTTP2_IDLE: Duration = Duration::from_secs(300);
+
+/// Whether a connection idle since `since` has waited past `limit`, or past a second while the
+/// listener is under pressure (looked at again each second): a connection that has sent no
+/// request yet, or a tunnel that has finished its handshake and sends nothing, cannot keep a
+/// connector that would send a request waiting for its slot.
+pub fn poll_idle_limit(
     since: Instant,
     limit: Duration,
     slots: &Slots,

@@ -149,7 +149,8 @@ pin_project_lite::pin_project! {
     pub struct Guarded<IO> {
         #[pin]
         inner: IO,
-        framer: Framer,
+        // The smuggling guard, for HTTP/1.1; HTTP/2 frames every message itself.
+        framer: Option<Framer>,
         requests: Arc<Requests>,
         header_deadline: LazyDeadline,
         limits: Limits,
@@ -163,17 +164,33 @@ pin_project_lite::pin_project! {
 }
 
 impl<IO> Guarded<IO> {
+    /// An HTTP/1.1 connection's IO, watched by the smuggling guard.
     pub fn new(inner: IO, requests: Arc<Requests>, limits: Limits, slots: Arc<Slots>) -> Self {
+        Self::with_framer(inner, requests, limits, slots, true)
+    }
+
+    /// An HTTP/2 connection's IO: the same limits, no HTTP/1.1 framing to follow.
+    pub fn http2(inner: IO, requests: Arc<Requests>, limits: Limits, slots: Arc<Slots>) -> Self {
+        Self::with_framer(inner, requests, limits, slots, false)
+    }
+
+    fn with_framer(
+        inner: IO,
+        requests: Arc<Requests>,
+        limits: Limits,
+        slots: Arc<Slots>,
+        http1: bool,
+    ) -> Self {
         Guarded {
             inner,
-            framer: Framer::new(limits.max_headers),
+            framer: http1.then(|| Framer::new(limits.max_headers)),
             requests,
             header_deadline: LazyDeadline::default(),
             limits,
             slots,
             write_blocked: None,
             send_deadline: LazyDeadline::default(),
-            fresh: true,
+            fresh: http1,
         }
     }
 }
@@ -195,7 +212,10 @@ impl<IO: AsyncRead + AsyncWrite> AsyncRead for Guarded<IO> {
                     // fails the connection on the preface, and the refusal is counted.
                     let _ = this.inner.poll_write(cx, h2::REFUSAL);
                 }
-                match this.framer.observe(&this.requests.verdicts, new) {
+                let Some(framer) = this.framer else {
+                    return Poll::Ready(Ok(()));
+                };
+                match framer.observe(&this.requests.verdicts, new) {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(why) => Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, why))),
                 }
@@ -206,8 +226,11 @@ impl<IO: AsyncRead + AsyncWrite> AsyncRead for Guarded<IO> {
                     return Poll::Pending;
                 };
                 let limit = this.limits.header_read;
-                let waited = if this.requests.served.load(Relaxed) == 0 {
-                    limits::poll_first_head(since, limit, this.slots, this.header_deadline, cx)
+                let first = this.requests.served.load(Relaxed) == 0;
+                let waited = if first || this.framer.is_none() {
+                    // Before its first request, or an HTTP/2 connection between streams.
+                    let limit = if first { limit } else { limits::HTTP2_IDLE };
+                    limits::poll_idle_limit(since, limit, this.slots, this.header_deadline, cx)
                 } else if this.header_deadline.poll_passed(since + limit, cx) {
                     Poll::Ready(limit)
                 } else {

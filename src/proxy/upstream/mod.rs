@@ -34,6 +34,8 @@ use crate::proxy::upstream::pool::{HeadLimits, Lease, Pool};
 pub enum SendError {
     Upstream(Failure),
     Connector(BadRequest),
+    /// A gRPC call, and the upstream negotiated HTTP/1.1: gRPC needs HTTP/2.
+    NoHttp2,
 }
 
 impl From<Failure> for SendError {
@@ -49,6 +51,8 @@ pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, ConnectorBody>,
     /// For `http://` upstreams.
     direct: Option<Arc<Pool>>,
+    /// For gRPC calls to `http://` upstreams: HTTP/2 with prior knowledge (h2c).
+    h2c: Option<Client<HttpConnector, ConnectorBody>>,
     response_header: Duration,
 }
 
@@ -100,7 +104,7 @@ impl UpstreamClient {
                 .path_and_query("/")
                 .build()
                 .expect("a scheme and an authority make a URI");
-            Pool::new(origin, http, t.idle.0, head)
+            Pool::new(origin, http.clone(), t.idle.0, head)
         });
         let mut client = Client::builder(TokioExecutor::new());
         client
@@ -112,12 +116,16 @@ impl UpstreamClient {
         if head.headers != 100 {
             client.http1_max_headers(head.headers);
         }
+        let h2c = direct
+            .is_some()
+            .then(|| client.clone().http2_only(true).build(http));
         let client = client.build(https);
         Ok(UpstreamClient {
             scheme: upstream.scheme.clone(),
             authority: upstream.authority.clone(),
             client,
             direct,
+            h2c,
             response_header: t.response_header.0,
         })
     }
@@ -125,19 +133,24 @@ impl UpstreamClient {
     /// Sends `req` to `path` on the upstream and waits for the response head, within the
     /// `response_header` timeout counted from `start` (when the request arrived). The body
     /// that comes back drives the connection it arrives on, and hands it back to the pool
-    /// once read whole.
+    /// once read whole. A gRPC call (`grpc`) goes over HTTP/2, which gRPC needs.
     pub async fn send(
         &self,
         path: PathAndQuery,
         mut req: Request<Incoming>,
         start: Instant,
+        grpc: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let deadline = start + self.response_header;
-        // The upstream hop is remedy's own: HTTP/1.1 whatever the connector spoke (an HTTP/2
-        // connection to a TLS upstream sets its own version).
-        *req.version_mut() = http::Version::HTTP_11;
+        // The upstream hop is remedy's own: HTTP/1.1 or HTTP/2 as the upstream's ALPN says,
+        // whatever the connector spoke; HTTP/2 only for gRPC.
+        *req.version_mut() = if grpc {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
         match &self.direct {
-            Some(pool) if req.body().is_end_stream() => {
+            Some(pool) if !grpc && req.body().is_end_stream() => {
                 *req.uri_mut() = Uri::from(path);
                 let (resp, lease) = pool
                     .send(req, deadline)
@@ -156,9 +169,18 @@ impl UpstreamClient {
                 .expect("a scheme, an authority and a path make a URI");
                 let (parts, body) = req.into_parts();
                 let (body, watch) = ConnectorBody::new(body);
-                let sent = self.client.request(Request::from_parts(parts, body));
+                let req = Request::from_parts(parts, body);
+                let sent = match &self.h2c {
+                    Some(h2c) if grpc => h2c.request(req),
+                    _ => self.client.request(req),
+                };
                 let failure = match tokio::time::timeout_at(deadline, sent).await {
                     Ok(Ok(resp)) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
+                    // hyper-util's error kinds are private: its text is all that tells (a test
+                    // with an HTTP/1.1-only upstream keeps this honest across upgrades).
+                    Ok(Err(e)) if grpc && e.to_string().contains("UserUnsupportedVersion") => {
+                        return Err(SendError::NoHttp2);
+                    }
                     Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
                     Err(_) => self.timed_out(),
                 };

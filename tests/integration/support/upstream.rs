@@ -329,6 +329,15 @@ impl Builder {
 
     /// TLS with a fresh self-signed certificate for 127.0.0.1, offering h2 and http/1.1.
     pub fn tls(self) -> Upstream {
+        self.tls_offering(&[b"h2", b"http/1.1"])
+    }
+
+    /// TLS that offers only http/1.1 by ALPN: an API that does not speak HTTP/2.
+    pub fn tls_http1_only(self) -> Upstream {
+        self.tls_offering(&[b"http/1.1"])
+    }
+
+    fn tls_offering(self, alpn: &[&[u8]]) -> Upstream {
         let ck = rcgen::generate_simple_self_signed(vec![
             "127.0.0.1".to_owned(),
             "localhost".to_owned(),
@@ -346,7 +355,7 @@ impl Builder {
         .with_no_client_auth()
         .with_single_cert(vec![ck.cert.der().clone()], key)
         .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let mut u = Upstream::start(Some(acceptor), Arc::new(self.routes));
         u.ca_file = Some(ca);

@@ -1,0 +1,289 @@
+//! gRPC and HTTP/2 through interception, with clients nobody here wrote: grpcio (the gRPC stack
+//! of Google Ads' and GA4's Python libraries) calling a grpcio server through `https_proxy`
+//! and trusting remedy's `ca.pem`, and httpx with `http2=True`. Every call is counted with the
+//! remediation its gRPC status stands for, while its `code` stays the 200 the client received.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::support::tools::root;
+use crate::support::{Config, Remedy, Scrape, Upstream, source};
+
+const HOST: &str = "api.example.test";
+
+/// A grpcio server on TLS, with a certificate for 127.0.0.1.
+struct GrpcServer {
+    child: Child,
+    port: u16,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl GrpcServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let mut child = Command::new("python3")
+            .arg(peers())
+            .arg("server")
+            .args([&cert, &key])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with grpcio: run the tests through scripts/test, which installs it");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = serde_json::from_str::<Value>(&line).expect("the server's port")["port"]
+            .as_u64()
+            .unwrap() as u16;
+        GrpcServer {
+            child,
+            port,
+            ca_file: cert,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn peers() -> PathBuf {
+    root().join("tests/integration/grpc_peers.py")
+}
+
+/// remedy intercepting `HOST` for `upstream` (a URL), trusting `ca_file`.
+fn intercepting(upstream: &str, ca_file: Option<&Path>, ca_dir: &Path) -> Remedy {
+    let mut api = source("ads", upstream).hosts(&[HOST]);
+    if let Some(ca) = ca_file {
+        api = api.ca_file(ca);
+    }
+    Remedy::start(
+        Config::new()
+            .proxy(
+                "intercept",
+                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.display()),
+            )
+            .source(api),
+    )
+}
+
+/// Runs `calls` through a grpcio client that reaches `HOST` through `remedy` as its proxy;
+/// what it got for each.
+fn grpc_calls(remedy: &Remedy, ca_dir: &Path, calls: &[Value]) -> Vec<Value> {
+    let mut child = Command::new("python3")
+        .arg(peers())
+        .args(["client", &format!("{HOST}:443")])
+        .arg(ca_dir.join("ca.pem"))
+        .env("https_proxy", format!("http://{}", remedy.proxy))
+        .env_remove("grpc_proxy")
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for c in calls {
+            writeln!(stdin, "{c}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), calls.len(), "the client stopped early: {got:?}");
+    got
+}
+
+fn responses(s: &Scrape, remediation: &str, origin: &str) -> f64 {
+    s.sum(
+        "remedy_upstream_responses_total",
+        &[
+            ("source", "ads"),
+            ("code", "200"),
+            ("remediation", remediation),
+            ("origin", origin),
+        ],
+    )
+}
+
+fn api_errors(s: &Scrape, api_code: &str, code: &str) -> f64 {
+    s.sum(
+        "remedy_upstream_api_errors_total",
+        &[("source", "ads"), ("api_code", api_code), ("code", code)],
+    )
+}
+
+#[test]
+fn grpc_calls_are_counted_with_the_remediation_their_status_stands_for() {
+    let server = GrpcServer::start();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(
+        &format!("https://127.0.0.1:{}", server.port),
+        Some(&server.ca_file),
+        ca_dir.path(),
+    );
+    let unary = |arg: &str| json!({ "call": "Unary", "arg": arg });
+    let calls = [
+        unary("ok"),
+        unary("ok"),
+        // Google Ads' quota error, twice, before any message: trailers-only answers.
+        unary("fail:8"),
+        unary("fail:8"),
+        unary("fail:16"),
+        unary("fail:5"),
+        // A server stream that ends OK, and one that ends RESOURCE_EXHAUSTED after its messages.
+        json!({ "call": "Stream", "arg": "150:100:0" }),
+        json!({ "call": "Stream", "arg": "120:10:8" }),
+        // Streams from the client, and both ways in ping-pong (a held message would stall it).
+        json!({ "call": "Upload", "count": 8, "size": 1 << 20 }),
+        json!({ "call": "Chat", "count": 50 }),
+    ];
+    let got = grpc_calls(&remedy, ca_dir.path(), &calls);
+    let outcome: Vec<(&str, u64)> = got
+        .iter()
+        .map(|g| {
+            (
+                g["status"].as_str().unwrap(),
+                g["messages"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("OK", 1),
+            ("OK", 1),
+            ("RESOURCE_EXHAUSTED", 0),
+            ("RESOURCE_EXHAUSTED", 0),
+            ("UNAUTHENTICATED", 0),
+            ("NOT_FOUND", 0),
+            ("OK", 150),
+            ("RESOURCE_EXHAUSTED", 120),
+            ("OK", 1),
+            ("OK", 50),
+        ],
+        "{got:#?}"
+    );
+    assert_eq!(got[8]["first"], (8 << 20).to_string());
+    let s = remedy.scrape();
+    assert_eq!(responses(&s, "none", "upstream"), 5.0, "{}", s.text);
+    assert_eq!(responses(&s, "reduce_concurrency", "upstream"), 3.0);
+    assert_eq!(responses(&s, "check_credentials", "upstream"), 1.0);
+    assert_eq!(
+        responses(&s, "check_resource_availability", "upstream"),
+        1.0
+    );
+    assert_eq!(
+        s.sum("remedy_upstream_responses_total", &[("source", "ads")]),
+        10.0
+    );
+    assert_eq!(api_errors(&s, "RESOURCE_EXHAUSTED", "429"), 3.0);
+    assert_eq!(api_errors(&s, "UNAUTHENTICATED", "401"), 1.0);
+    assert_eq!(api_errors(&s, "NOT_FOUND", "404"), 1.0);
+    assert_eq!(s.sum("remedy_upstream_api_errors_total", &[]), 5.0);
+    assert_eq!(
+        s.get(
+            "remedy_intercept_connections_total",
+            &[("outcome", "intercepted")]
+        ),
+        Some(1.0),
+        "one channel, one tunnel"
+    );
+    assert_eq!(s.in_flight("ads"), 0.0);
+}
+
+/// A server stream of 100 MiB passes through at the pace the client reads it, with remedy's
+/// memory flat: HTTP/2's flow control on both sides bounds what remedy holds.
+#[test]
+fn a_hundred_mib_server_stream_flows_with_flat_memory() {
+    let server = GrpcServer::start();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(
+        &format!("https://127.0.0.1:{}", server.port),
+        Some(&server.ca_file),
+        ca_dir.path(),
+    );
+    let before = remedy.rss_kib();
+    let got = grpc_calls(
+        &remedy,
+        ca_dir.path(),
+        &[json!({ "call": "Stream", "arg": format!("100:{}:0", 1 << 20) })],
+    );
+    assert_eq!(got[0]["status"], "OK");
+    assert_eq!(got[0]["bytes"], 100 << 20);
+    let grew = remedy.peak_rss_kib().saturating_sub(before);
+    eprintln!("peak memory grew by {grew} KiB");
+    assert!(grew < 48 * 1024, "peak memory grew by {grew} KiB");
+    assert_eq!(responses(&remedy.scrape(), "none", "upstream"), 1.0);
+}
+
+/// An API that does not speak HTTP/2 cannot take a gRPC call: remedy answers it as gRPC does,
+/// a trailers-only UNAVAILABLE that says why, counted as its own answer (`origin="proxy"`,
+/// remedy's own remediation, `kind="protocol"`), never as the API's.
+#[test]
+fn a_grpc_call_to_an_upstream_without_http2_is_answered_unavailable_and_says_why() {
+    let http1 = Upstream::builder().tls_http1_only();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(&http1.url(), http1.ca_file.as_deref(), ca_dir.path());
+    let got = grpc_calls(
+        &remedy,
+        ca_dir.path(),
+        &[json!({ "call": "Unary", "arg": "ok" })],
+    );
+    assert_eq!(got[0]["status"], "UNAVAILABLE", "{got:?}");
+    let details = got[0]["details"].as_str().unwrap_or_default();
+    assert!(details.contains("does not speak HTTP/2"), "{details}");
+    assert_eq!(http1.hits(), 0);
+    let s = remedy.scrape();
+    assert_eq!(responses(&s, "check_upstream_reachability", "proxy"), 1.0);
+    assert_eq!(s.errors("ads", "protocol"), 1.0);
+    assert_eq!(s.sum("remedy_upstream_api_errors_total", &[]), 0.0);
+}
+
+/// httpx offering h2 gets it from remedy, and remedy forwards its call to an API that speaks
+/// only HTTP/1.1.
+#[test]
+fn httpx_over_http2_reaches_an_http1_api_through_remedy() {
+    let api = Upstream::http();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(&api.url(), None, ca_dir.path());
+    let program = format!(
+        "import httpx\n\
+         with httpx.Client(http2=True, verify='{bundle}', proxy='http://{proxy}') as c:\n\
+         \x20   r = c.get('https://{HOST}/reports/1?page=2')\n\
+         \x20   print(r.status_code, r.http_version, r.json()['target'])\n",
+        bundle = ca_dir.path().join("bundle.pem").display(),
+        proxy = remedy.proxy,
+    );
+    let out = Command::new("python3")
+        .args(["-c", &program])
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "200 HTTP/2 /reports/1?page=2");
+    assert_eq!(responses(&remedy.scrape(), "none", "upstream"), 1.0);
+    assert_eq!(api.hits(), 1);
+}

@@ -1,0 +1,273 @@
+//! HTTP/2 inside an intercepted tunnel, against clients that abuse it: rapid reset (HEADERS
+//! then RST_STREAM, thousands of times), a CONTINUATION flood, a header-list bomb (one HPACK
+//! table entry referenced thousands of times), and a SETTINGS flood. Each is written frame by
+//! frame over a real TLS tunnel that negotiated h2; remedy stays up with bounded memory, forwards
+//! none of it, and serves another connector meanwhile.
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::tunnel::{self, Tunnel};
+use crate::support::{Config, Remedy, Upstream, source};
+
+const HOST: &str = "api.example.test";
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+struct Setup {
+    remedy: Remedy,
+    upstream: Upstream,
+    ca_dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let upstream = Upstream::http();
+        let ca_dir = tempfile::tempdir().unwrap();
+        let remedy = Remedy::start(
+            Config::new()
+                .proxy(
+                    "intercept",
+                    format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
+                )
+                .source(source("api", upstream.url()).hosts(&[HOST])),
+        );
+        Setup {
+            remedy,
+            upstream,
+            ca_dir,
+        }
+    }
+
+    /// A tunnel that negotiated h2, past the client's preface and an empty SETTINGS.
+    fn h2(&self) -> Tunnel {
+        let mut t = tunnel::open(
+            self.remedy.proxy,
+            HOST,
+            &self.ca_dir.path().join("ca.pem"),
+            &[b"h2"],
+        );
+        assert_eq!(t.conn.alpn_protocol(), Some(&b"h2"[..]));
+        t.write_all(PREFACE).unwrap();
+        t.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+        t
+    }
+
+    /// Another connector's call, through curl over HTTP/2, while or after the abuse.
+    fn served(&self) -> bool {
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_code} %{http_version}"])
+            .arg("--cacert")
+            .arg(self.ca_dir.path().join("bundle.pem"))
+            .args(["--proxy", &format!("http://{}", self.remedy.proxy)])
+            .arg(format!("https://{HOST}/served"))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout) == "200 2"
+    }
+
+    /// Runs `abuse` on a fresh h2 tunnel; asserts that remedy lived through it with its peak
+    /// memory at most `mib` MiB above where it started, served another connector after it, and
+    /// forwarded nothing of it. Returns what remedy sent on the abused connection.
+    fn withstands(&mut self, mib: u64, abuse: impl FnOnce(&mut Tunnel)) -> Vec<u8> {
+        assert!(self.served(), "a connector is served before");
+        let (before, hits) = (self.remedy.rss_kib(), self.upstream.hits());
+        let mut t = self.h2();
+        abuse(&mut t);
+        let sink = read_until_closed(&mut t);
+        drop(t);
+        assert!(
+            self.remedy.is_running(),
+            "remedy died:\n{}",
+            self.remedy.logs()
+        );
+        assert!(self.served(), "a connector is served after");
+        let grew = self.remedy.peak_rss_kib().saturating_sub(before);
+        assert!(grew < mib * 1024, "peak memory grew by {grew} KiB");
+        assert_eq!(
+            self.upstream.hits(),
+            hits + 1,
+            "only the connector's call went upstream"
+        );
+        assert!(!self.remedy.logs().contains("panicked"));
+        sink
+    }
+}
+
+/// What remedy sends until it closes the connection (or 30 s pass), read without writing: a
+/// TLS stream's own read would first flush what remedy no longer takes.
+fn read_until_closed(t: &mut Tunnel) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Ok(n) = t.conn.read_tls(&mut t.sock) {
+        if n == 0 || t.conn.process_new_packets().is_err() {
+            break;
+        }
+        let _ = t.conn.reader().read_to_end(&mut got);
+    }
+    got
+}
+
+/// The error code of the GOAWAY among `frames`, if remedy sent one.
+fn goaway(frames: &[u8]) -> Option<u32> {
+    let mut at = 0;
+    while at + 9 <= frames.len() {
+        let len = u32::from_be_bytes([0, frames[at], frames[at + 1], frames[at + 2]]) as usize;
+        if frames[at + 3] == 0x7 && at + 17 <= frames.len() {
+            return Some(u32::from_be_bytes(
+                frames[at + 13..at + 17].try_into().unwrap(),
+            ));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK string literal, not Huffman-coded, for lengths under 127.
+fn literal(s: &[u8]) -> Vec<u8> {
+    assert!(s.len() < 127);
+    let mut out = vec![s.len() as u8];
+    out.extend_from_slice(s);
+    out
+}
+
+/// An HPACK integer with an `n`-bit prefix under `first`'s other bits.
+fn integer(first: u8, n: u32, mut v: usize) -> Vec<u8> {
+    let max = (1usize << n) - 1;
+    if v < max {
+        return vec![first | v as u8];
+    }
+    let mut out = vec![first | max as u8];
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// GET `/x` to `HOST`: `:method GET`, `:scheme https`, `:path` and `:authority` by static index.
+fn request_block() -> Vec<u8> {
+    let mut b = vec![0x82, 0x87, 0x04];
+    b.extend(literal(b"/x"));
+    b.push(0x01);
+    b.extend(literal(HOST.as_bytes()));
+    b
+}
+
+/// Writes as much of `bytes` as remedy takes; it may close the connection before the end.
+fn push(t: &mut Tunnel, bytes: &[u8]) {
+    for chunk in bytes.chunks(64 * 1024) {
+        if t.write_all(chunk).is_err() || t.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// HTTP/2's ENHANCE_YOUR_CALM and PROTOCOL_ERROR, which remedy closes an abusive connection
+/// with.
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+const PROTOCOL_ERROR: u32 = 0x1;
+
+#[test]
+fn rapid_reset_cannot_take_remedy_down() {
+    let mut s = Setup::start();
+    let sent = s.withstands(32, |t| {
+        let block = request_block();
+        let mut bytes = Vec::new();
+        for i in 0..5000u32 {
+            let stream = 2 * i + 1;
+            bytes.extend(frame(HEADERS, END_HEADERS | END_STREAM, stream, &block));
+            bytes.extend(frame(RST_STREAM, 0, stream, &0x8u32.to_be_bytes()));
+        }
+        push(t, &bytes);
+    });
+    assert_eq!(goaway(&sent), Some(ENHANCE_YOUR_CALM));
+}
+
+#[test]
+fn a_continuation_flood_cannot_take_remedy_down() {
+    let mut s = Setup::start();
+    let sent = s.withstands(32, |t| {
+        push(t, &frame(HEADERS, 0, 1, &request_block()));
+        // One header after another, never ending the block: 1,000 frames of 16 KiB.
+        let mut field = vec![0x00];
+        field.extend(literal(b"x-flood"));
+        field.extend(literal(&[b'v'; 100]));
+        let payload: Vec<u8> = field
+            .iter()
+            .copied()
+            .cycle()
+            .take(16 * 1024 - 100)
+            .collect();
+        let continuation = frame(CONTINUATION, 0, 1, &payload);
+        let bytes: Vec<u8> = continuation
+            .iter()
+            .copied()
+            .cycle()
+            .take(continuation.len() * 1000)
+            .collect();
+        push(t, &bytes);
+    });
+    assert_eq!(goaway(&sent), Some(PROTOCOL_ERROR));
+}
+
+#[test]
+fn a_header_list_bomb_cannot_take_remedy_down() {
+    let mut s = Setup::start();
+    let sent = s.withstands(32, |t| {
+        // One table entry of about 4 KB, then 16,000 one-byte references to it: a 16 KiB frame
+        // that decodes to 64 MB of headers.
+        let mut block = request_block();
+        block.push(0x40);
+        block.extend(literal(b"x-bomb"));
+        let value = vec![b'b'; 4000];
+        block.extend(integer(0x00, 7, value.len()));
+        block.extend(&value);
+        block.extend(std::iter::repeat_n(0xbe, 12_000));
+        push(t, &frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+    });
+    assert_eq!(goaway(&sent), Some(ENHANCE_YOUR_CALM));
+}
+
+#[test]
+fn a_settings_flood_cannot_take_remedy_down() {
+    let mut s = Setup::start();
+    let sent = s.withstands(32, |t| {
+        // SETTINGS_INITIAL_WINDOW_SIZE over and over, never reading the acknowledgements.
+        let one = frame(SETTINGS, 0, 0, &[0x0, 0x4, 0x0, 0x1, 0x0, 0x0]);
+        let bytes: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * 100_000)
+            .collect();
+        t.sock
+            .set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        push(t, &bytes);
+    });
+    // Each was acknowledged, in turn, as the client read: nothing piled up.
+    let acks = sent
+        .windows(9)
+        .filter(|f| f == &[0, 0, 0, 4, 1, 0, 0, 0, 0])
+        .count();
+    assert!(acks >= 100_000, "{acks} acknowledgements");
+}
