@@ -312,6 +312,35 @@ pub fn explain(catalog: &Catalog, code: u16) -> Option<String> {
     })
 }
 
+/// `remedy explain WHAT`: an HTTP status code, or a gRPC status name, which is explained as the
+/// HTTP status it stands for.
+pub fn explain_any(catalog: &Catalog, what: &str) -> Option<String> {
+    if let Ok(code) = what.trim().parse::<u16>() {
+        return explain(catalog, code);
+    }
+    let status = crate::observe::grpc::Status::named(what.trim())?;
+    if status.is_ok() {
+        return Some(
+            "OK is gRPC status 0: the call succeeded, and remedy counts it as the HTTP 200 the \
+             connector received (remediation=\"none\").\n"
+                .to_owned(),
+        );
+    }
+    let http = status.http_status();
+    let mut s = format!(
+        "{name} is gRPC status {n}: a call that ends with it is HTTP 200 to the connector, with \
+         the status in its trailers. remedy counts it as the HTTP status {http} that Google's \
+         API design guide gives it: remedy_upstream_responses_total{{code=\"200\", \
+         remediation=\"{key}\"}} and remedy_upstream_api_errors_total{{api_code=\"{name}\", \
+         code=\"{http}\"}}.\n\n",
+        name = status.name(),
+        n = status.0,
+        key = catalog.remediation_label(http),
+    );
+    s.push_str(&explain(catalog, http)?);
+    Some(s)
+}
+
 /// `class` label value for a status code: its first digit, as for the five classes HTTP
 /// defines, so that a status beyond them (LinkedIn's 999, say) is a class of its own.
 pub fn class_label(code: u16) -> &'static str {

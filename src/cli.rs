@@ -59,10 +59,10 @@ pub enum Command {
         #[arg(long, visible_alias = "config.file")]
         config: Option<PathBuf>,
     },
-    /// Print the meaning and advised action for a status code.
+    /// Print the meaning and advised action for a status code, or for a gRPC status.
     Explain {
-        /// A three-digit HTTP status code.
-        code: u16,
+        /// A three-digit HTTP status code, or a gRPC status name (RESOURCE_EXHAUSTED).
+        code: String,
         #[arg(long, visible_alias = "config.file")]
         config: Option<PathBuf>,
     },

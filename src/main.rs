@@ -98,10 +98,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Explain { code, config } => {
             let c = load_or_default(config.as_deref())?;
-            match remedy::catalog::explain(&c.catalog, code) {
+            match remedy::catalog::explain_any(&c.catalog, &code) {
                 Some(text) => print(&text),
                 None => {
-                    eprintln!("remedy: {code} is not a status code (100-999)");
+                    eprintln!(
+                        "remedy: {code} is neither a status code (100-999) nor a gRPC status \
+                         name (RESOURCE_EXHAUSTED, UNAUTHENTICATED, ...)"
+                    );
                     Ok(ExitCode::FAILURE)
                 }
             }

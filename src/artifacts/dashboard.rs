@@ -50,16 +50,39 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
         Panel {
             title: "Error share by remediation",
             kind: "timeseries",
-            description: "Share of each source's responses per FAQ remediation key; the alerts fire on this share.".into(),
+            description: "Share of each source's responses per FAQ remediation key (errors in the status \
+                          line, and those the API reported inside a response); the alerts fire on this share."
+                .into(),
             unit: "percentunit",
             instant: false,
             targets: vec![(
                 format!(
-                    "sum by (source, remediation) (rate({r}{{{sel},class=~\"4xx|5xx\"}}[$__rate_interval]))\n\
+                    "sum by (source, remediation) (rate({r}{{{sel},remediation!=\"none\"}}[$__rate_interval]))\n\
                      / ignoring (remediation) group_left\n\
                      sum by (source) (rate({r}{{{sel}}}[$__rate_interval]))"
                 ),
                 "{{source}} {{remediation}}",
+            )],
+            width: 12,
+            height: 8,
+            threshold: None,
+        },
+        Panel {
+            title: "Errors reported inside responses, by API code",
+            kind: "timeseries",
+            description: "Errors an API reported inside responses whose status line said otherwise: gRPC \
+                          statuses (RESOURCE_EXHAUSTED, UNAUTHENTICATED, ...) and what a source's body_errors \
+                          found (TikTok's 40100, Shopify's THROTTLED, ...), per source, the API's code and \
+                          the HTTP status it stands for, whose remediation the response is counted with."
+                .into(),
+            unit: "reqps",
+            instant: false,
+            targets: vec![(
+                format!(
+                    "sum by (source, api_code, code) (rate({a}{{{sel}}}[$__rate_interval]))",
+                    a = names::API_ERRORS
+                ),
+                "{{source}} {{api_code}} ({{code}})",
             )],
             width: 12,
             height: 8,

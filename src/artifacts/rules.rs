@@ -428,7 +428,8 @@ const OWN: [OwnAlert; 5] = [
     },
     OwnAlert {
         name: UNREACHABLE_ALERT,
-        expr: |_, shape, s| shape.share("origin=\"proxy\",code=~\"502|504\"", s),
+        // 200 from remedy itself is its gRPC UNAVAILABLE for an upstream without HTTP/2.
+        expr: |_, shape, s| shape.share("origin=\"proxy\",code=~\"200|502|504\"", s),
         summary: "{{ $labels.source }}: remedy could not reach the upstream for {{ $value | humanizePercentage }} of requests over {window}.",
     },
     OwnAlert {

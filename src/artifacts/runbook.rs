@@ -99,6 +99,15 @@ fn signals(key: &str, codes: &[u16], window: &str, near_threshold: f64) -> Strin
          (see `remedy_upstream_request_errors_total` for the cause); `origin=\"upstream\"` means \
          the API itself answered with the code.",
     );
+    let _ = write!(
+        out,
+        "\n- Some of these may have come inside responses whose status line said otherwise: a \
+         gRPC call's status (HTTP 200, `grpc-status` in its trailers) or an error a source's \
+         `body_errors` found in a JSON body. Such a response keeps its `code` (200) and takes \
+         this remediation; `{a}` says which, by the API's own code:\n\n```promql\n\
+         sum by (api_code, code) (increase({a}{{source=\"SOURCE\"}}[1h]))\n```",
+        a = names::API_ERRORS
+    );
     if codes.contains(&400) {
         out.push_str(
             "\n- `origin=\"proxy\"` on a 400 means remedy could not forward the connector's \

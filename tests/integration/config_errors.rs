@@ -145,6 +145,25 @@ fn explain_prints_meaning_and_advice() {
     let out = remedy(&["explain", "409", "--config", "config/remedy.yaml"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("resolve_conflict"));
     assert_eq!(remedy(&["explain", "1000"]).status.code(), Some(1));
+    // A gRPC status is explained as the HTTP status it stands for, with the same advice.
+    let out = remedy(&["explain", "RESOURCE_EXHAUSTED"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("RESOURCE_EXHAUSTED is gRPC status 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("api_code=\"RESOURCE_EXHAUSTED\", code=\"429\""),
+        "{text}"
+    );
+    assert!(text.contains("\n429 Too Many Requests\n"), "{text}");
+    assert!(
+        text.contains("Reduce the number of concurrent extract runs"),
+        "{text}"
+    );
+    let out = remedy(&["explain", "unauthenticated"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("401 Unauthorized"));
+    assert_eq!(remedy(&["explain", "NOT_A_STATUS"]).status.code(), Some(1));
     let out = remedy(&["explain", "999"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("class=\"9xx\", remediation=\"unlisted\""),

@@ -367,6 +367,13 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
                 .header("retry-after", 30)
                 .header("ratelimit-remaining", 0),
         )
+        // Google Ads' quota error as gRPC answers it: HTTP 200, the status in the head.
+        .route(
+            "/grpc-quota",
+            Answer::status(200)
+                .header("content-type", "application/grpc")
+                .header("grpc-status", 8),
+        )
         .http();
     let mut analytics = Upstream::builder()
         .route("/503", Answer::status(503).header("retry-after", 5))
@@ -409,6 +416,7 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     }
     round.push(format!("{p}/crm/deals/401"));
     round.push("http://ads.example.test/campaigns/429".into());
+    round.push("http://ads.example.test/campaigns/grpc-quota".into());
     round.push(format!("{p}/analytics/report/503"));
     round.push(format!("{p}/analytics/report/404"));
     round.push(format!("{p}/analytics/report/200"));

@@ -124,9 +124,16 @@ fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
                 .header("retry-after", 5)
                 .header("ratelimit-remaining", 1),
         )
+        .route(
+            "/grpc-quota",
+            Answer::status(200)
+                .header("content-type", "application/grpc")
+                .header("grpc-status", 8),
+        )
         .http();
     let r = Remedy::start(Config::new().source(source("api", u.url()).prefix("/api")));
     send(r.proxy, "/api/429");
+    send(r.proxy, "/api/grpc-quota");
     let scrape = r.scrape().text;
     let names: BTreeSet<&str> = queries
         .iter()
