@@ -9,7 +9,7 @@
 //! `--connect`), keeps STREAMS GETs of URL in flight on each for SECONDS, reads every body, and
 //! prints `requests N seconds S p99_us P non_200 M` on one line.
 
-use std::io::{Error, ErrorKind};
+use std::io::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -64,14 +64,16 @@ async fn tcp(a: &Args, host: &str, port: u16) -> std::io::Result<TcpStream> {
     };
     let mut s = TcpStream::connect(proxy).await?;
     s.set_nodelay(true)?;
-    s.write_all(format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(s.read_u8().await?);
     }
     if !head.starts_with(b"HTTP/1.1 200") {
-        return Err(Error::new(ErrorKind::Other, String::from_utf8_lossy(&head).into_owned()));
+        return Err(Error::other(String::from_utf8_lossy(&head).into_owned()));
     }
     Ok(s)
 }
@@ -106,20 +108,30 @@ async fn main() -> std::io::Result<()> {
         s.set_nodelay(true)?;
         let name = ServerName::try_from(host.clone()).expect("a server name");
         let s = connector.connect(name, s).await?;
-        assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "h2 negotiated");
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Other, e))?;
+        assert_eq!(
+            s.get_ref().1.alpn_protocol(),
+            Some(&b"h2"[..]),
+            "h2 negotiated"
+        );
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                .await
+                .map_err(Error::other)?;
         tokio::spawn(conn);
         for _ in 0..a.streams {
             let (mut sender, url) = (sender.clone(), a.url.clone());
-            let (requests, non_200, latencies) = (requests.clone(), non_200.clone(), latencies.clone());
+            let (requests, non_200, latencies) =
+                (requests.clone(), non_200.clone(), latencies.clone());
             calls.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 while Instant::now() < until {
                     let t = Instant::now();
-                    let req = http::Request::get(url.clone()).body(Empty::<bytes::Bytes>::new()).unwrap();
-                    let Ok(resp) = sender.send_request(req).await else { break };
+                    let req = http::Request::get(url.clone())
+                        .body(Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    let Ok(resp) = sender.send_request(req).await else {
+                        break;
+                    };
                     if resp.status() != 200 {
                         non_200.fetch_add(1, Ordering::Relaxed);
                     }
@@ -139,7 +151,10 @@ async fn main() -> std::io::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let mut l = latencies.lock().unwrap().clone();
     l.sort_unstable();
-    let p99 = l.get(l.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0);
+    let p99 = l
+        .get(l.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or(0);
     println!(
         "requests {} seconds {seconds:.3} p99_us {p99} non_200 {}",
         requests.load(Ordering::Relaxed),
