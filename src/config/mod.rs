@@ -7,6 +7,7 @@
 //! the file, the line and the key path, so a user reading
 //! `remedy.yaml:14: sources[1].match.path_prefix: ...` knows exactly what to fix.
 
+mod body_errors;
 pub mod locate;
 mod summary;
 mod validate;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::catalog::{self, Catalog, EntryOverride};
+pub use body_errors::{BodyErrorsConfig, RuleConfig, RuleErrors};
 use locate::Locator;
 pub use summary::summary;
 pub use validate::{Invalid, prefixes_overlap, tunnel_target};
@@ -209,6 +211,12 @@ pub struct SourceConfig {
     /// (HTTP/2); past it, a 502 counted `kind="protocol"`. APIs send a few kilobytes.
     #[serde(default = "default_max_response_header_bytes")]
     pub max_response_header_bytes: usize,
+    /// Where this API reports errors inside a JSON body: a built-in pack or rules of the user's.
+    #[serde(default)]
+    pub body_errors: Option<BodyErrorsConfig>,
+    /// Most bytes of a body read for `body_errors`, after decompression.
+    #[serde(default = "body_errors::default_max_bytes")]
+    pub body_errors_max_bytes: usize,
 }
 
 fn default_max_response_headers() -> usize {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::Config;
+use super::{BodyErrorsConfig, Config};
 use crate::catalog::Catalog;
 
 /// The listeners, each source with its matchers and timeouts, interception, the catalog (codes
@@ -32,6 +32,17 @@ pub fn summary(c: &Config, file: &str) -> String {
             t.response_header,
             t.idle
         );
+        if let Some(b) = &src.body_errors {
+            let what = match b {
+                BodyErrorsConfig::Pack(name) => format!("pack {name}"),
+                BodyErrorsConfig::Rules(r) => format!("{} rules of its own", r.len()),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<16}    errors in JSON bodies: {what}, reading at most {} bytes of each",
+                "", src.body_errors_max_bytes
+            );
+        }
     }
     interception(&mut s, c);
     let builtin = Catalog::builtin();

@@ -122,6 +122,17 @@ fn validate_source_settings(s: &SourceConfig, at: &dyn Fn(&str) -> String) -> Re
             "must be from 8192 to 16777216 (16 MiB)".into(),
         ));
     }
+    if !(1024..=16 << 20).contains(&s.body_errors_max_bytes) {
+        return Err(invalid(
+            at(".body_errors_max_bytes"),
+            "must be from 1024 to 16777216 (16 MiB)".into(),
+        ));
+    }
+    // Compiled as `run` compiles it: rules accepted here are rules `run` uses.
+    if let Some(b) = &s.body_errors {
+        crate::observe::body_errors::Rules::compile(b, s.body_errors_max_bytes)
+            .map_err(|(key, reason)| invalid(at(&format!(".body_errors{key}")), reason))?;
+    }
     // The same reader the upstream's TLS client uses: a file accepted here is one
     // `run` accepts.
     if let Some(ca) = &s.ca_file {

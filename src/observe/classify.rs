@@ -27,18 +27,28 @@ pub struct ApiErrors(Vec<ApiError>);
 impl ApiErrors {
     /// One error reported as `code`, standing for HTTP `status`.
     pub fn add(&mut self, code: impl Into<Cow<'static, str>>, status: u16) {
-        let code = code.into();
+        self.add_count(code.into(), status, 1);
+    }
+
+    fn add_count(&mut self, code: Cow<'static, str>, status: u16, count: u32) {
         match self
             .0
             .iter_mut()
             .find(|e| e.code == code && e.status == status)
         {
-            Some(e) => e.count += 1,
+            Some(e) => e.count = e.count.saturating_add(count),
             None => self.0.push(ApiError {
                 code,
                 status,
-                count: 1,
+                count,
             }),
+        }
+    }
+
+    /// Adds every error of `other`.
+    pub fn merge(&mut self, other: ApiErrors) {
+        for e in other.0 {
+            self.add_count(e.code, e.status, e.count);
         }
     }
 
@@ -50,16 +60,25 @@ impl ApiErrors {
         self.0.iter()
     }
 
-    /// The HTTP status whose remediation the response takes: the most frequent error's, the
-    /// first reported of those equally frequent.
+    /// The HTTP status whose remediation the response takes: the one most errors stand for,
+    /// whatever their codes; the first reported of those equally frequent.
     pub fn status(&self) -> Option<u16> {
-        let mut best: Option<&ApiError> = None;
+        let mut best: Option<(u16, u32)> = None;
         for e in &self.0 {
-            if best.is_none_or(|b| e.count > b.count) {
-                best = Some(e);
+            if best.is_some_and(|(s, _)| s == e.status) {
+                continue;
+            }
+            let total: u32 = self
+                .0
+                .iter()
+                .filter(|x| x.status == e.status)
+                .map(|x| x.count)
+                .fold(0, u32::saturating_add);
+            if best.is_none_or(|(_, n)| total > n) {
+                best = Some((e.status, total));
             }
         }
-        best.map(|e| e.status)
+        best.map(|(s, _)| s)
     }
 }
 
@@ -83,5 +102,25 @@ mod tests {
         tie.add("A", 401);
         tie.add("B", 403);
         assert_eq!(tie.status(), Some(401));
+        // Two codes standing for one status outnumber a third code.
+        let mut items = ApiErrors::default();
+        items.add("VALIDATION_ERROR", 400);
+        items.add("VALIDATION_ERROR", 400);
+        items.add("RATE_LIMITS", 429);
+        items.add("THROTTLED", 429);
+        items.add("RATE_LIMITS", 429);
+        assert_eq!(items.status(), Some(429));
+        let mut merged = ApiErrors::default();
+        merged.add("RATE_LIMITS", 429);
+        merged.merge(items);
+        let counts: Vec<(&str, u32)> = merged.iter().map(|x| (&*x.code, x.count)).collect();
+        assert_eq!(
+            counts,
+            [
+                ("RATE_LIMITS", 3),
+                ("VALIDATION_ERROR", 2),
+                ("THROTTLED", 1)
+            ]
+        );
     }
 }

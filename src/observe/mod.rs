@@ -3,6 +3,7 @@
 //! status; [`classify`] is the one value that hands the errors an API reported inside a
 //! response to the recorder.
 
+pub mod body_errors;
 pub mod classify;
 pub mod grpc;
 pub mod ratelimit;
