@@ -48,11 +48,11 @@ pub mod upstream;
 pub use exchange::{Exchange, Via};
 pub use headers::client_ip;
 pub use respond::{Answer, count_parser_refusal, parser_refusal};
-pub use response_body::{IdleTimeout, ResponseBody};
+pub use response_body::{IdleTimeout, Observe, ResponseBody};
 pub use routes::Routes;
 
 use crate::metrics::Origin;
-use crate::observe::grpc;
+use crate::observe::{body_errors, grpc};
 use crate::proxy::outcome::Pending;
 use crate::proxy::route::NoRoute;
 use crate::proxy::routes::Target;
@@ -223,7 +223,15 @@ async fn stream_back(
         Poll::Ready(None) | Poll::Pending => None,
     };
     let pending = ex.outcome.take().expect("admitted requests are counted");
-    let body = ResponseBody::streaming(body, held, target.idle, pending, grpc_trailers);
+    let reader = target
+        .body_errors
+        .as_ref()
+        .and_then(|rules| body_errors::Reader::for_response(rules, parts.status, &parts.headers));
+    let observe = Observe {
+        grpc_trailers,
+        reader,
+    };
+    let body = ResponseBody::streaming(body, held, target.idle, pending, observe);
     Ok(Response::from_parts(parts, body))
 }
 

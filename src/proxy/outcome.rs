@@ -51,6 +51,13 @@ impl Pending {
         self.api_errors.get_or_insert_default().add(code, status);
     }
 
+    /// What a `body_errors` reader found in the body.
+    pub fn api_errors_found(&mut self, found: ApiErrors) {
+        if !found.is_empty() {
+            self.api_errors.get_or_insert_default().merge(found);
+        }
+    }
+
     /// A gRPC call's status, from the head of a trailers-only answer or from the trailers: one
     /// that is not OK is an error the API reported, standing for the HTTP status Google's API
     /// design guide gives it.

@@ -15,7 +15,7 @@ use super::causes::causes;
 use super::deadline::LazyDeadline;
 use super::outcome::Pending;
 use super::upstream::UpstreamBody;
-use crate::observe::grpc;
+use crate::observe::{body_errors, grpc};
 
 pin_project! {
     /// The body sent to the connector: the upstream's, streamed, or one remedy wrote.
@@ -37,10 +37,47 @@ pin_project! {
             // When the last chunk came, from the first wait on.
             last_progress: Option<Instant>,
             pending: Option<Pending>,
-            // A gRPC answer whose status comes in its trailers.
-            grpc_trailers: bool,
+            observe: Observe,
         },
         Full { data: Option<Bytes> },
+    }
+}
+
+/// What the body is read for on its way, besides its end.
+pub struct Observe {
+    /// A gRPC answer whose status comes in its trailers.
+    pub grpc_trailers: bool,
+    /// The source's `body_errors` reader, until it has its answer.
+    pub reader: Option<Box<body_errors::Reader>>,
+}
+
+impl Observe {
+    /// Shows `frame` to the readers; what they conclude goes to `pending`.
+    fn frame(&mut self, frame: &Frame<Bytes>, pending: &mut Option<Pending>) {
+        if let Some(reader) = &mut self.reader
+            && let Some(data) = frame.data_ref()
+            && let body_errors::Read::Done(errors) = reader.read(data)
+        {
+            self.reader = None;
+            if let Some(p) = pending {
+                p.api_errors_found(errors);
+            }
+        }
+        if self.grpc_trailers
+            && let (Some(trailers), Some(p)) = (frame.trailers_ref(), pending)
+            && let Some(status) = grpc::Status::of(trailers)
+        {
+            p.grpc_status(status);
+        }
+    }
+
+    /// The body ended whole.
+    fn end(&mut self, pending: &mut Option<Pending>) {
+        if let Some(reader) = self.reader.take()
+            && let Some(p) = pending
+        {
+            p.api_errors_found(reader.finish());
+        }
     }
 }
 
@@ -56,7 +93,7 @@ impl ResponseBody {
         held: Option<Frame<Bytes>>,
         idle_after: Duration,
         pending: Pending,
-        grpc_trailers: bool,
+        observe: Observe,
     ) -> Self {
         ResponseBody::Stream {
             body,
@@ -67,7 +104,7 @@ impl ResponseBody {
             idle_after,
             last_progress: None,
             pending: Some(pending),
-            grpc_trailers,
+            observe,
         }
     }
 }
@@ -91,10 +128,11 @@ impl Body for ResponseBody {
                 idle_after,
                 last_progress,
                 pending,
-                grpc_trailers,
+                observe,
             } => {
                 if let Some(frame) = held.take() {
                     *sent = true;
+                    observe.frame(&frame, pending);
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 let polled = match deferred.take() {
@@ -107,12 +145,7 @@ impl Body for ResponseBody {
                         if last_progress.is_some() {
                             *last_progress = Some(Instant::now());
                         }
-                        if *grpc_trailers
-                            && let (Some(trailers), Some(p)) = (frame.trailers_ref(), pending)
-                            && let Some(status) = grpc::Status::of(trailers)
-                        {
-                            p.grpc_status(status);
-                        }
+                        observe.frame(&frame, pending);
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) if !*sent => {
@@ -136,6 +169,7 @@ impl Body for ResponseBody {
                         Poll::Ready(Some(Err(e.into())))
                     }
                     Poll::Ready(None) => {
+                        observe.end(pending);
                         pending.take();
                         Poll::Ready(None)
                     }

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use crate::config::{self, SourceConfig};
 use crate::intercept_ca::Authority;
 use crate::metrics::{Connects, Recorder, SourceMetrics};
-use crate::observe::ratelimit;
+use crate::observe::{body_errors, ratelimit};
 use crate::proxy::redact::Redactor;
 use crate::proxy::route::Router;
 use crate::proxy::upstream::{self, UpstreamClient};
@@ -45,6 +45,8 @@ pub struct Target {
     pub(super) client: UpstreamClient,
     pub(super) metrics: Arc<SourceMetrics>,
     pub(super) limit: Option<Arc<Semaphore>>,
+    /// Where the API reports errors inside a JSON body, when the source says.
+    pub(super) body_errors: Option<Arc<body_errors::Rules>>,
     /// How the API states a reset, when its vendor is known.
     reset_style: ratelimit::ResetStyle,
     /// The IETF rate-limit policy the API last announced.
@@ -98,6 +100,10 @@ impl Target {
             client: UpstreamClient::new(s)?,
             metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
             limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
+            body_errors: s.body_errors.as_ref().map(|b| {
+                let rules = body_errors::Rules::compile(b, s.body_errors_max_bytes);
+                Arc::new(rules.expect("validated with the config"))
+            }),
             reset_style: ratelimit::ResetStyle::for_host(s.upstream.authority.host()),
             policies: ratelimit::Policies::default(),
         })

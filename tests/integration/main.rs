@@ -7,6 +7,7 @@ mod support;
 
 mod admin_security;
 mod bad_requests;
+mod body_errors;
 mod config_errors;
 mod config_props;
 mod counting;

@@ -236,6 +236,8 @@ enum Shape {
     BreakMidBody,
     /// The upload's length as `{"body_len":N}`, without keeping the body.
     CountUpload,
+    /// The parts in order, each repeated its count of times, in frames of at most 64 KiB.
+    Parts(Arc<[Part]>),
     /// A quota of N calls counted down in `X-RateLimit-*` headers (reset in 60 s); once it
     /// is used up, 429 with `Retry-After: 60`.
     Quota(usize, Arc<AtomicUsize>),
@@ -298,6 +300,37 @@ impl Answer {
 
     pub fn quota(calls: usize) -> Self {
         Answer::new(Shape::Quota(calls, Arc::default()))
+    }
+
+    /// A body of `parts` in order, each `(bytes, times)` repeated; every part starts a frame,
+    /// and repeats are grouped into frames of up to 64 KiB. The bytes are sent as given (a
+    /// compressed body with its `content-encoding` header, set by the test).
+    pub fn body(parts: &[(&[u8], u64)]) -> Self {
+        Answer::new(Shape::Parts(
+            parts.iter().map(|(b, n)| Part::new(b, *n)).collect(),
+        ))
+    }
+}
+
+/// One part of a [`Shape::Parts`] body.
+#[derive(Clone)]
+pub struct Part {
+    one: Bytes,
+    /// As many copies as fit in 64 KiB (at least one), sent as one frame.
+    frame: Bytes,
+    per_frame: u64,
+    times: u64,
+}
+
+impl Part {
+    fn new(bytes: &[u8], times: u64) -> Self {
+        let per_frame = (CHUNK / bytes.len().max(1)).max(1) as u64;
+        Part {
+            one: Bytes::copy_from_slice(bytes),
+            frame: Bytes::from(bytes.repeat(per_frame as usize)),
+            per_frame,
+            times,
+        }
     }
 }
 
@@ -422,6 +455,11 @@ async fn respond(
             }
             FixtureBody::full(format!("{{\"body_len\":{n}}}"))
         }
+        Shape::Parts(parts) => FixtureBody::Parts {
+            parts,
+            index: 0,
+            left: None,
+        },
         Shape::Quota(limit, used) => {
             let used = used.fetch_add(1, Ordering::SeqCst) + 1;
             head = head
@@ -491,6 +529,12 @@ pub enum FixtureBody {
         every: std::time::Duration,
         next: Pin<Box<tokio::time::Sleep>>,
     },
+    /// [`Shape::Parts`]: the part being sent and how many of its copies are left.
+    Parts {
+        parts: Arc<[Part]>,
+        index: usize,
+        left: Option<u64>,
+    },
     /// 100 bytes, a pause so they leave the server, then an error.
     Broken {
         sent: bool,
@@ -538,6 +582,25 @@ impl Body for FixtureBody {
                 *remaining -= 1;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"d")))))
             }
+            FixtureBody::Parts { parts, index, left } => loop {
+                let Some(part) = parts.get(*index) else {
+                    return Poll::Ready(None);
+                };
+                let n = *left.get_or_insert(part.times);
+                if n == 0 {
+                    *index += 1;
+                    *left = None;
+                    continue;
+                }
+                let frame = if n >= part.per_frame {
+                    *left = Some(n - part.per_frame);
+                    part.frame.clone()
+                } else {
+                    *left = Some(0);
+                    Bytes::from(part.one.repeat(n as usize))
+                };
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            },
             FixtureBody::Stalled { sent } => {
                 if *sent {
                     Poll::Pending
