@@ -372,6 +372,10 @@ fn annotations(
     ])
 }
 
+/// Said of a catalog alert's responses: an API may report the error in the status line, or
+/// inside a response whose status is 200 (a gRPC status, a `body_errors` match).
+const INSIDE: &str = " by status or by an error inside";
+
 fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rule {
     let s = settings(config, r.key);
     let window = &shape.window;
@@ -379,13 +383,13 @@ fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rul
     let summary = if r.key == "reduce_concurrency" {
         // The FAQ's advice for 429 asks to reduce concurrent runs: say how many there were.
         format!(
-            "{} called {{{{ $labels.source }}}} in the last {window}; {{{{ $value | humanizePercentage }}}} of responses were {codes} ({}).",
+            "{} called {{{{ $labels.source }}}} in the last {window}; {{{{ $value | humanizePercentage }}}} of responses were {codes}{INSIDE} ({}).",
             shape.runs_phrase(&config.alerts.group_by),
             r.key
         )
     } else {
         format!(
-            "{{{{ $labels.source }}}}: {{{{ $value | humanizePercentage }}}} of responses over {window} were {codes} ({}).",
+            "{{{{ $labels.source }}}}: {{{{ $value | humanizePercentage }}}} of responses over {window} were {codes}{INSIDE} ({}).",
             r.key
         )
     };

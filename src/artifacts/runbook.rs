@@ -103,8 +103,11 @@ fn signals(key: &str, codes: &[u16], window: &str, near_threshold: f64) -> Strin
         out,
         "\n- Some of these may have come inside responses whose status line said otherwise: a \
          gRPC call's status (HTTP 200, `grpc-status` in its trailers) or an error a source's \
-         `body_errors` found in a JSON body. Such a response keeps its `code` (200) and takes \
-         this remediation; `{a}` says which, by the API's own code:\n\n```promql\n\
+         `body_errors` found in a JSON body (at the pack's pointer, such as TikTok's `code` or \
+         GraphQL's `errors[].extensions.code`; docs/errors-in-responses.md lists each pack). \
+         Such a response keeps its `code` (200, or the 207 of a batch) and takes this \
+         remediation; `{a}` says which, by the API's own code, and remedy's debug log line \
+         \"API reported errors inside the response\" lists them as they come:\n\n```promql\n\
          sum by (api_code, code) (increase({a}{{source=\"SOURCE\"}}[1h]))\n```",
         a = names::API_ERRORS
     );

@@ -53,9 +53,22 @@ impl Pending {
 
     /// What a `body_errors` reader found in the body.
     pub fn api_errors_found(&mut self, found: ApiErrors) {
-        if !found.is_empty() {
-            self.api_errors.get_or_insert_default().merge(found);
+        if found.is_empty() {
+            return;
         }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let errors: Vec<String> = found
+                .iter()
+                .map(|e| format!("{}={}x{}", e.code, e.status, e.count))
+                .collect();
+            tracing::debug!(
+                source = self.source(),
+                status = self.status,
+                errors = errors.join(" "),
+                "API reported errors inside the response"
+            );
+        }
+        self.api_errors.get_or_insert_default().merge(found);
     }
 
     /// A gRPC call's status, from the head of a trailers-only answer or from the trailers: one
