@@ -379,6 +379,22 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
         .route("/503", Answer::status(503).header("retry-after", 5))
         .statuses(&[404])
         .http();
+    // TikTok's Business API: HTTP 200 whatever happened, the rate limit in the body's code.
+    let tiktok = Upstream::builder()
+        .route(
+            "/limited",
+            Answer::body(&[(
+                br#"{"code": 40100, "message": "Too many requests", "data": {}}"#,
+                1,
+            )])
+            .header("content-type", "application/json"),
+        )
+        .route(
+            "/fine",
+            Answer::body(&[(br#"{"code": 0, "message": "OK", "data": {"list": []}}"#, 1)])
+                .header("content-type", "application/json"),
+        )
+        .http();
     let quiet = Upstream::http();
     let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
     let config = on_port_zero()
@@ -390,6 +406,11 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
                 .set("timeouts", "{ connect: 1s }"),
         )
         .source(source("quiet", quiet.url()).prefix("/quiet"))
+        .source(
+            source("tiktok", tiktok.url())
+                .prefix("/tiktok")
+                .set("body_errors", "tiktok"),
+        )
         .section(
             "alerts",
             format!(
@@ -417,6 +438,8 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     round.push(format!("{p}/crm/deals/401"));
     round.push("http://ads.example.test/campaigns/429".into());
     round.push("http://ads.example.test/campaigns/grpc-quota".into());
+    round.push(format!("{p}/tiktok/report/limited"));
+    round.push(format!("{p}/tiktok/report/fine"));
     round.push(format!("{p}/analytics/report/503"));
     round.push(format!("{p}/analytics/report/404"));
     round.push(format!("{p}/analytics/report/200"));
@@ -433,6 +456,7 @@ fn expected_firing() -> BTreeSet<(&'static str, &'static str)> {
     [
         ("ConnectorCredentialsRejected", "crm"),
         ("ConnectorRateLimited", "ads"),
+        ("ConnectorRateLimited", "tiktok"),
         ("UpstreamServerErrors", "analytics"),
         ("RemedyUpstreamUnreachable", "analytics"),
     ]
@@ -561,6 +585,7 @@ fn step_the_alerts_resolve_when_errors_stop(run: &Stack, p: &str) {
         format!("{p}/crm/deals/200"),
         "http://ads.example.test/campaigns/200".into(),
         format!("{p}/quiet/ok"),
+        format!("{p}/tiktok/report/fine"),
     ];
     let resolving = Instant::now();
     loop {
