@@ -12,7 +12,6 @@ pub mod packs;
 mod rules;
 mod scan;
 
-use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 
@@ -68,8 +67,8 @@ impl Reader {
         }))
     }
 
-    /// Reads one frame's bytes (a cheap clone of the frame's buffer is all it keeps).
-    pub fn read(&mut self, data: &Bytes) -> Read {
+    /// Reads one frame's bytes; it keeps none of them.
+    pub fn read(&mut self, data: &[u8]) -> Read {
         let take = data.len().min(self.room);
         self.room -= take;
         let window_ends = self.room == 0;
@@ -78,7 +77,7 @@ impl Reader {
                 let rules = &*self.rules;
                 let found = &mut self.found;
                 self.scan
-                    .feed(data.slice(..take), rules, &mut |c, s| found.add(c, s))
+                    .feed(&data[..take], rules, &mut |c, s| found.add(c, s))
             }
             Some(d) => Self::decode(
                 &mut self.scan,
@@ -96,7 +95,7 @@ impl Reader {
     }
 
     /// The body ended.
-    pub fn finish(mut self: Box<Self>) -> ApiErrors {
+    pub fn finish(mut self) -> ApiErrors {
         let rules = &*self.rules;
         let found = &mut self.found;
         let p = self.scan.finish(rules, &mut |c, s| found.add(c, s));
@@ -130,10 +129,10 @@ impl Reader {
             if let Some(w) = d.window() {
                 full |= w.full();
                 if !w.out.is_empty() {
-                    let chunk = Bytes::from(std::mem::take(&mut w.out));
-                    match scan.feed(chunk, rules, &mut add) {
-                        Progress::More => {}
-                        p => return p,
+                    let progress = scan.feed(&w.out, rules, &mut add);
+                    w.out.clear();
+                    if progress != Progress::More {
+                        return progress;
                     }
                 }
             }
@@ -168,11 +167,13 @@ fn is_json(headers: &HeaderMap) -> bool {
     let Some((kind, sub)) = essence.split_once('/') else {
         return false;
     };
-    let sub = sub.to_ascii_lowercase();
+    let json = sub.eq_ignore_ascii_case("json");
     if kind.eq_ignore_ascii_case("application") {
-        sub == "json" || sub.ends_with("+json")
+        json || sub
+            .get(sub.len().saturating_sub(5)..)
+            .is_some_and(|end| end.eq_ignore_ascii_case("+json"))
     } else if kind.eq_ignore_ascii_case("text") {
-        sub == "json" || sub == "javascript"
+        json || sub.eq_ignore_ascii_case("javascript")
     } else {
         false
     }

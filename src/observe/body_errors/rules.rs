@@ -9,8 +9,10 @@ use crate::config::{BodyErrorsConfig, RuleErrors};
 
 /// Most rules one source may have: each is one bit of the scanner's masks.
 pub const MAX_RULES: usize = 32;
+/// One bit per rule.
+pub(super) type Mask = u32;
 /// Deepest pointer a rule may name.
-const MAX_DEPTH: usize = 32;
+pub(super) const MAX_DEPTH: usize = 32;
 
 /// One segment of a pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +24,8 @@ pub(super) enum Seg {
 }
 
 impl Seg {
-    pub(super) fn matches_name(&self, name: &str) -> bool {
-        matches!(self, Seg::Key(k, _) if **k == *name)
+    pub(super) fn matches_name(&self, name: &[u8]) -> bool {
+        matches!(self, Seg::Key(k, _) if k.as_bytes() == name)
     }
 
     pub(super) fn matches_index(&self, index: u32) -> bool {
@@ -59,19 +61,19 @@ impl Rule {
     }
 
     /// The error a value found at the pointer reports, as `(api_code, HTTP status)`.
-    pub(super) fn judge(&self, value: &str) -> Option<(Cow<'static, str>, u16)> {
+    pub(super) fn judge(&self, value: &[u8]) -> Option<(Cow<'static, str>, u16)> {
         match &self.verdict {
             Verdict::HttpStatus => {
-                let status: u16 = value.parse().ok()?;
+                let status: u16 = std::str::from_utf8(value).ok()?.parse().ok()?;
                 (400..=999)
                     .contains(&status)
                     .then(|| (Cow::Owned(status.to_string()), status))
             }
             Verdict::Table { ok, errors, other } => {
-                if ok.iter().any(|v| v == value) {
+                if ok.iter().any(|v| v.as_bytes() == value) {
                     return None;
                 }
-                match errors.iter().find(|(v, _)| v == value) {
+                match errors.iter().find(|(v, _)| v.as_bytes() == value) {
                     Some((code, status)) => Some((code.clone(), *status)),
                     None => other.map(|s| (Cow::Borrowed("other"), s)),
                 }
@@ -88,6 +90,11 @@ pub struct Rules {
     pub(super) max_bytes: usize,
     /// Whether every rule names one value, so that reading may stop once all were read.
     pub(super) all_single: bool,
+    /// The rules naming one value, one bit each.
+    pub(super) singles: Mask,
+    /// By depth: the rules whose pointer has exactly that many segments, and more.
+    pub(super) at_depth: [Mask; MAX_DEPTH + 1],
+    pub(super) deeper: [Mask; MAX_DEPTH + 1],
     /// The pack's name, or `own rules`.
     name: Cow<'static, str>,
 }
@@ -186,8 +193,23 @@ impl Rules {
                 (rules, Cow::Borrowed("own rules"))
             }
         };
+        let mut at_depth = [0; MAX_DEPTH + 1];
+        let mut deeper = [0; MAX_DEPTH + 1];
+        let mut singles = 0;
+        for (i, r) in rules.iter().enumerate() {
+            at_depth[r.pointer.len()] |= 1 << i;
+            for d in deeper.iter_mut().take(r.pointer.len()) {
+                *d |= 1 << i;
+            }
+            if r.single() {
+                singles |= 1 << i;
+            }
+        }
         Ok(Rules {
             all_single: rules.iter().all(Rule::single),
+            singles,
+            at_depth,
+            deeper,
             rules,
             max_bytes,
             name,
@@ -308,18 +330,18 @@ mod tests {
     fn values_are_judged_by_the_table_or_as_statuses() {
         let tiktok = Rules::compile(&BodyErrorsConfig::Pack("tiktok".into()), 65536).unwrap();
         let r = &tiktok.rules[0];
-        assert_eq!(r.judge("0"), None);
-        assert_eq!(r.judge("40100"), Some(("40100".into(), 429)));
-        assert_eq!(r.judge("40999"), Some(("other".into(), 400)));
+        assert_eq!(r.judge(b"0"), None);
+        assert_eq!(r.judge(b"40100"), Some(("40100".into(), 429)));
+        assert_eq!(r.judge(b"40999"), Some(("other".into(), 400)));
         let sf = Rules::compile(
             &BodyErrorsConfig::Pack("salesforce_composite".into()),
             65536,
         )
         .unwrap();
         let r = &sf.rules[0];
-        assert_eq!(r.judge("201"), None);
-        assert_eq!(r.judge("404"), Some(("404".into(), 404)));
-        assert_eq!(r.judge("not a number"), None);
-        assert_eq!(r.judge("70000"), None);
+        assert_eq!(r.judge(b"201"), None);
+        assert_eq!(r.judge(b"404"), Some(("404".into(), 404)));
+        assert_eq!(r.judge(b"not a number"), None);
+        assert_eq!(r.judge(b"70000"), None);
     }
 }

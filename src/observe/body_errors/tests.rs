@@ -1,10 +1,12 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use proptest::prelude::*;
 
 use super::*;
+use super::{rules, scan};
 use crate::config::BodyErrorsConfig;
 
 fn rules(pack: &str, max_bytes: usize) -> Arc<Rules> {
@@ -397,4 +399,162 @@ fn errors_found_match_a_full_parse() {
             ("BAD_USER_INPUT".into(), 400, 1)
         ]
     );
+}
+
+/// The values at `pointer` in `v`, found the slow way: a whole-document walk.
+fn values_at<'v>(
+    v: &'v serde_json::Value,
+    pointer: &[rules::Seg],
+    out: &mut Vec<&'v serde_json::Value>,
+) {
+    let Some((seg, rest)) = pointer.split_first() else {
+        out.push(v);
+        return;
+    };
+    match (seg, v) {
+        (rules::Seg::Each, serde_json::Value::Array(items)) => {
+            items.iter().for_each(|i| values_at(i, rest, out));
+        }
+        (rules::Seg::Key(_, Some(index)), serde_json::Value::Array(items)) => {
+            if let Some(i) = items.get(*index as usize) {
+                values_at(i, rest, out);
+            }
+        }
+        (rules::Seg::Key(name, _), serde_json::Value::Object(m)) => {
+            if let Some(i) = m.get(&**name) {
+                values_at(i, rest, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The errors a whole-document parse finds under `rules`, sorted.
+fn reference(rules: &Rules, doc: &serde_json::Value) -> Vec<(String, u16)> {
+    let mut found = Vec::new();
+    for r in &rules.rules {
+        let mut at = Vec::new();
+        values_at(doc, &r.pointer, &mut at);
+        for v in at {
+            let text = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Object(_) | serde_json::Value::Array(_) => continue,
+                other => other.to_string(),
+            };
+            if let Some((code, status)) = r.judge(text.as_bytes()) {
+                found.push((code.into_owned(), status));
+            }
+            if r.single() {
+                break;
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The errors the streaming scan finds in `frames`, sorted, and how it ended.
+fn streamed(rules: &Rules, frames: &[Bytes]) -> (Vec<(String, u16)>, scan::Progress) {
+    let mut s = scan::Scan::new();
+    let mut found = Vec::new();
+    let mut add = |c: std::borrow::Cow<'static, str>, st: u16| found.push((c.into_owned(), st));
+    let mut end = scan::Progress::More;
+    for f in frames {
+        end = s.feed(f, rules, &mut add);
+        if end != scan::Progress::More {
+            break;
+        }
+    }
+    if end == scan::Progress::More {
+        end = s.finish(rules, &mut add);
+    }
+    found.sort();
+    (found, end)
+}
+
+fn own_rules() -> Rules {
+    use crate::config::{RuleConfig, RuleErrors};
+    let rule = |pointer: &str, errors: RuleErrors, other| RuleConfig {
+        pointer: pointer.into(),
+        ok: match errors {
+            RuleErrors::HttpStatus => vec![],
+            RuleErrors::Table(_) => vec!["0".into()],
+        },
+        errors,
+        other,
+    };
+    Rules::compile(
+        &BodyErrorsConfig::Rules(vec![
+            rule(
+                "/code",
+                RuleErrors::Table(vec![("40100".into(), 429)]),
+                Some(400),
+            ),
+            rule("/errors/1/code", RuleErrors::Table(vec![]), Some(503)),
+            rule("/*/*/code", RuleErrors::HttpStatus, None),
+            rule(
+                "/a~1b/errors/*",
+                RuleErrors::Table(vec![("true".into(), 403)]),
+                None,
+            ),
+        ]),
+        1 << 20,
+    )
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Whatever the document and wherever the frames are cut, the streaming scan finds what a
+    /// whole-document parse finds, compact or pretty-printed.
+    #[test]
+    fn the_scan_finds_what_a_whole_parse_finds(
+        doc in arbitrary_json(),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+        pretty in any::<bool>(),
+    ) {
+        let body = if pretty {
+            serde_json::to_vec_pretty(&doc).unwrap()
+        } else {
+            serde_json::to_vec(&doc).unwrap()
+        };
+        let frames = cut(&body, &cuts);
+        let mut all: Vec<Rules> = packs::PACKS
+            .iter()
+            .map(|p| Rules::compile(&BodyErrorsConfig::Pack(p.name.into()), 1 << 20).unwrap())
+            .collect();
+        all.push(own_rules());
+        for rules in &all {
+            let (found, end) = streamed(rules, &frames);
+            prop_assert!(
+                matches!(end, scan::Progress::Complete | scan::Progress::Settled),
+                "{end:?} for {}", String::from_utf8_lossy(&body)
+            );
+            prop_assert_eq!(found, reference(rules, &doc), "{}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    /// Bytes serde_json accepts as a document are accepted, with the same findings; bytes it
+    /// rejects as cut short are never taken for a complete document.
+    #[test]
+    fn arbitrary_bytes_are_judged_as_serde_json_judges_them(
+        body in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..64),
+            prop::collection::vec(prop::sample::select(b"{}[]:,\" 0123456789-+.eEtrufalsn\\ucode".to_vec()), 0..64),
+        ],
+    ) {
+        let rules = own_rules();
+        let (found, end) = streamed(&rules, &[Bytes::from(body.clone())]);
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(doc) => {
+                prop_assert!(matches!(end, scan::Progress::Complete | scan::Progress::Settled), "{end:?}");
+                prop_assert_eq!(found, reference(&rules, &doc));
+            }
+            Err(e) if e.is_eof() => {
+                prop_assert_ne!(end, scan::Progress::Complete);
+            }
+            Err(_) => {}
+        }
+    }
 }
