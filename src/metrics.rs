@@ -87,6 +87,22 @@ pub struct Outcome {
 
 pub const SOURCE_UNMATCHED: &str = "unmatched";
 
+/// Which series remedy exports before they count anything (`metrics.series`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Series {
+    /// What the run counted, and the in-flight gauge of each source: a series appears with
+    /// its first count. The rules count a run from zero, so nothing is lost; the FAQ's info
+    /// series come from the rules, once, rather than from every pod; the duration histogram
+    /// is by source.
+    #[default]
+    Lean,
+    /// As remedy exported before `lean`: every source's catalog codes and error kinds at 0,
+    /// the `CONNECT` outcomes at 0, the duration histogram by source and class, and
+    /// `remedy_faq_info` from every pod.
+    Full,
+}
+
 /// All of remedy's metrics, in a registry of their own.
 pub struct Recorder {
     registry: Registry,
@@ -100,7 +116,8 @@ pub struct Recorder {
     faq_info: IntGaugeVec,
     reload_successful: IntGauge,
     reload_timestamp: Gauge,
-    intercept: [IntCounter; 4],
+    intercept: Connects,
+    series: Series,
 }
 
 /// What became of a `CONNECT`, as `remedy_intercept_connections_total` counts it.
@@ -117,13 +134,18 @@ pub enum ConnectOutcome {
     HandshakeFailed = 3,
 }
 
-/// `remedy_intercept_connections_total`, one handle per outcome.
+/// `remedy_intercept_connections_total`, one handle per outcome, each made at its first count.
 #[derive(Debug, Clone)]
-pub struct Connects([IntCounter; 4]);
+pub struct Connects(std::sync::Arc<(IntCounterVec, [OnceLock<IntCounter>; 4])>);
 
 impl Connects {
     pub fn count(&self, outcome: ConnectOutcome) {
-        self.0[outcome as usize].inc();
+        self.handle(outcome).inc();
+    }
+
+    fn handle(&self, outcome: ConnectOutcome) -> &IntCounter {
+        let (vec, handles) = &*self.0;
+        handles[outcome as usize].get_or_init(|| vec.with_label_values(&[outcome.as_str()]))
     }
 }
 
@@ -212,8 +234,14 @@ impl Registering<'_> {
 }
 
 impl Recorder {
-    /// A recorder whose duration histogram has `buckets`; fixed for the process's life.
+    /// A recorder whose duration histogram has `buckets`, exporting the `lean` series.
     pub fn new(buckets: &[f64]) -> Self {
+        Self::with_series(buckets, Series::Lean)
+    }
+
+    /// A recorder whose duration histogram has `buckets` and which exports `series`; both
+    /// fixed for the process's life.
+    pub fn with_series(buckets: &[f64], series: Series) -> Self {
         let registry = Registry::new();
         let reg = Registering(&registry);
         let responses = reg.counters(
@@ -238,7 +266,10 @@ impl Recorder {
                     "Time from a request's arrival to the end of its response body.",
                 )
                 .buckets(buckets.to_vec()),
-                &["source", "class"],
+                match series {
+                    Series::Lean => &["source"][..],
+                    Series::Full => &["source", "class"][..],
+                },
             )
             .expect("valid metric"),
         );
@@ -302,36 +333,55 @@ impl Recorder {
             faq_info,
             reload_successful,
             reload_timestamp,
-            intercept: ConnectOutcome::ALL.map(|o| intercept.with_label_values(&[o.as_str()])),
+            intercept: {
+                let c = Connects(std::sync::Arc::new((intercept, Default::default())));
+                if series == Series::Full {
+                    for o in ConnectOutcome::ALL {
+                        c.handle(o);
+                    }
+                }
+                c
+            },
+            series,
         }
     }
 
     /// The `CONNECT` counters, for the proxy to count with.
     pub fn connects(&self) -> Connects {
-        Connects(self.intercept.clone())
+        self.intercept.clone()
     }
 
-    /// Handles for one source, with the catalog's codes (and 200, 502/504 made by remedy)
-    /// exported at 0 so `rate()` works from the first error.
+    /// Handles for one source, its in-flight gauge exported at once; with `series: full`, the
+    /// catalog's codes (and 200, 502/504 made by remedy), the error kinds and the duration
+    /// classes at 0 too.
     pub fn source(&self, name: &str, catalog: &Catalog) -> SourceMetrics {
         let m = self.handles(name, catalog);
-        m.counter(200, Origin::Upstream);
-        for e in catalog.entries() {
-            m.counter(e.code, Origin::Upstream);
-        }
-        for code in [502, 504] {
-            m.counter(code, Origin::Proxy);
-        }
-        for class in ["2xx", "4xx", "5xx"] {
-            m.histogram(class);
+        m.in_flight();
+        if self.series == Series::Full {
+            m.counter(200, Origin::Upstream);
+            for e in catalog.entries() {
+                m.counter(e.code, Origin::Upstream);
+            }
+            for code in [502, 504] {
+                m.counter(code, Origin::Proxy);
+            }
+            for class in ["2xx", "4xx", "5xx"] {
+                m.histogram(class);
+            }
+            m.all_error_kinds();
         }
         m
     }
 
-    /// Handles for requests no source matched: 404, 405 and 400 made by remedy.
+    /// Handles for requests no source matched (404, 405 and 400 made by remedy); with
+    /// `series: full`, exported at 0 from the start.
     pub fn unmatched(&self, catalog: &Catalog) -> SourceMetrics {
         let m = self.handles(SOURCE_UNMATCHED, catalog);
-        m.counter(404, Origin::Proxy);
+        if self.series == Series::Full {
+            m.counter(404, Origin::Proxy);
+            m.in_flight();
+            m.all_error_kinds();
+        }
         m
     }
 
@@ -339,13 +389,16 @@ impl Recorder {
         SourceMetrics {
             name: name.to_owned(),
             catalog: catalog.clone(),
+            by_class: self.series == Series::Full,
             responses_vec: self.responses.clone(),
             responses: (0..CODE_SLOTS).map(|_| OnceLock::new()).collect(),
             api_errors_vec: self.api_errors.clone(),
             duration_vec: self.duration.clone(),
             duration: Default::default(),
-            errors: ErrorKind::ALL.map(|k| self.errors.with_label_values(&[name, k.as_str()])),
-            in_flight: self.in_flight.with_label_values(&[name]),
+            errors_vec: self.errors.clone(),
+            errors: Default::default(),
+            in_flight_vec: self.in_flight.clone(),
+            in_flight: OnceLock::new(),
             retry_after_vec: self.retry_after.clone(),
             retry_after: OnceLock::new(),
             quota_vec: self.quota.clone(),
@@ -353,9 +406,13 @@ impl Recorder {
         }
     }
 
-    /// Replaces `remedy_faq_info` with `catalog`.
+    /// Replaces `remedy_faq_info` with `catalog` (with `series: full`; otherwise the rules
+    /// serve it).
     pub fn set_catalog(&self, catalog: &Catalog) {
         self.faq_info.reset();
+        if self.series == Series::Lean {
+            return;
+        }
         for e in catalog.entries() {
             self.faq_info
                 .with_label_values(&[
@@ -431,10 +488,14 @@ pub struct SourceMetrics {
     responses_vec: IntCounterVec,
     responses: Box<[OnceLock<IntCounter>]>,
     api_errors_vec: IntCounterVec,
+    /// Whether the duration histogram has a `class` label (`series: full`).
+    by_class: bool,
     duration_vec: HistogramVec,
     duration: [OnceLock<Histogram>; 9],
-    errors: [IntCounter; 6],
-    in_flight: IntGauge,
+    errors_vec: IntCounterVec,
+    errors: [OnceLock<IntCounter>; 6],
+    in_flight_vec: IntGaugeVec,
+    in_flight: OnceLock<IntGauge>,
     retry_after_vec: GaugeVec,
     retry_after: OnceLock<Gauge>,
     quota_vec: [GaugeVec; 4],
@@ -448,12 +509,30 @@ impl SourceMetrics {
 
     /// A request arrived.
     pub fn start(&self) {
-        self.in_flight.inc();
+        self.in_flight().inc();
+    }
+
+    fn in_flight(&self) -> &IntGauge {
+        self.in_flight
+            .get_or_init(|| self.in_flight_vec.with_label_values(&[&self.name]))
+    }
+
+    fn error_kind(&self, kind: ErrorKind) -> &IntCounter {
+        self.errors[kind as usize].get_or_init(|| {
+            self.errors_vec
+                .with_label_values(&[self.name.as_str(), kind.as_str()])
+        })
+    }
+
+    fn all_error_kinds(&self) {
+        for kind in ErrorKind::ALL {
+            self.error_kind(kind);
+        }
     }
 
     /// The request's response ended (or was abandoned): counts it once.
     pub fn record(&self, o: &Outcome) {
-        self.in_flight.dec();
+        self.in_flight().dec();
         // What the connector received, as received: hyper passes on any status 100–999.
         let status = o.status.clamp(100, 999);
         match o.api_errors.as_deref().and_then(|e| Some((e, e.status()?))) {
@@ -463,7 +542,7 @@ impl SourceMetrics {
         self.histogram(class_label(status))
             .observe(o.elapsed.as_secs_f64());
         if let Some(kind) = o.error {
-            self.errors[kind as usize].inc();
+            self.error_kind(kind).inc();
         }
     }
 
@@ -525,7 +604,12 @@ impl SourceMetrics {
         })
     }
 
+    /// The histogram of `class` (`series: full`), or the source's one.
     fn histogram(&self, class: &'static str) -> &Histogram {
+        if !self.by_class {
+            return self.duration[0]
+                .get_or_init(|| self.duration_vec.with_label_values(&[self.name.as_str()]));
+        }
         let slot = usize::from(class.as_bytes()[0] - b'1');
         self.duration[slot].get_or_init(|| {
             self.duration_vec
@@ -549,8 +633,55 @@ mod tests {
     }
 
     #[test]
-    fn catalog_codes_start_at_zero() {
+    fn lean_exports_what_was_counted_and_the_in_flight_gauge() {
         let r = Recorder::new(&[0.1, 1.0]);
+        let m = r.source("github", &Catalog::builtin());
+        let _u = r.unmatched(&Catalog::builtin());
+        r.set_catalog(&Catalog::builtin());
+        let series = |r: &Recorder| {
+            let text = String::from_utf8(r.render()).unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("remedy_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let before = series(&r);
+        assert!(
+            before.iter().all(|l| l
+                .starts_with("remedy_upstream_requests_in_flight{source=\"github\"}")
+                || l.starts_with("remedy_build_info")
+                || l.starts_with("remedy_config_")),
+            "{before:#?}"
+        );
+        m.start();
+        m.record(&Outcome {
+            error: Some(ErrorKind::Tls),
+            ..outcome(502, Origin::Proxy)
+        });
+        r.connects().count(ConnectOutcome::Refused);
+        let after = series(&r);
+        for line in [
+            "remedy_upstream_responses_total{class=\"5xx\",code=\"502\",origin=\"proxy\",remediation=\"retry_later\",source=\"github\"} 1",
+            "remedy_upstream_request_errors_total{kind=\"tls\",source=\"github\"} 1",
+            "remedy_upstream_request_duration_seconds_count{source=\"github\"} 1",
+            "remedy_intercept_connections_total{outcome=\"refused\"} 1",
+        ] {
+            assert!(
+                after.iter().any(|l| l == line),
+                "missing {line}\n{after:#?}"
+            );
+        }
+        assert!(
+            !after
+                .iter()
+                .any(|l| l.contains("kind=\"dns\"") || l.starts_with("remedy_faq_info"))
+        );
+    }
+
+    #[test]
+    fn full_exports_the_catalog_codes_at_zero() {
+        let r = Recorder::with_series(&[0.1, 1.0], Series::Full);
+        r.set_catalog(&Catalog::builtin());
         let _m = r.source("github", &Catalog::builtin());
         let text = String::from_utf8(r.render()).unwrap();
         assert!(text.contains(
@@ -565,11 +696,18 @@ mod tests {
                 "remedy_upstream_request_errors_total{kind=\"tls\",source=\"github\"} 0\n"
             )
         );
+        assert!(text.contains(
+            "remedy_upstream_request_duration_seconds_count{class=\"4xx\",source=\"github\"} 0\n"
+        ));
+        assert!(
+            text.contains("remedy_intercept_connections_total{outcome=\"handshake_failed\"} 0\n")
+        );
+        assert!(text.contains("remedy_faq_info{advice=\"Check that the credentials are correct and valid.\",code=\"401\""));
     }
 
     #[test]
     fn record_counts_once_with_the_catalog_labels() {
-        let r = Recorder::new(&[0.1, 1.0]);
+        let r = Recorder::with_series(&[0.1, 1.0], Series::Full);
         let m = r.source("hub", &Catalog::builtin());
         for (status, origin) in [
             (200, Origin::Upstream),

@@ -54,7 +54,8 @@ pub enum StartError {
 impl Sidecar {
     /// Builds routes and metrics for a validated config.
     pub fn new(config_path: PathBuf, config: Config) -> Result<Arc<Self>, StartError> {
-        let recorder = Recorder::new(&config.metrics.duration_buckets);
+        let recorder =
+            Recorder::with_series(&config.metrics.duration_buckets, config.metrics.series);
         let authority =
             intercept_authority(&config, None).map_err(|error| StartError::Intercept { error })?;
         let routes = Routes::new(&config, &recorder, authority.clone())
@@ -143,6 +144,9 @@ impl Sidecar {
         }
         if new.metrics.duration_buckets != old.metrics.duration_buckets {
             tracing::warn!("metrics.duration_buckets change only on restart");
+        }
+        if new.metrics.series != old.metrics.series {
+            tracing::warn!("metrics.series changes only on restart");
         }
         for gone in old
             .sources

@@ -27,7 +27,6 @@ struct Panel {
 }
 
 fn panels(catalog: &Catalog) -> Vec<Panel> {
-    let r = names::RESPONSES;
     let sel = "source=~\"$source\"";
     let alerts = rules::alert_names(catalog).join("|");
     let near = rules::default_settings(catalog::NEAR_RATE_LIMIT_ALERT).threshold;
@@ -36,11 +35,12 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
         Panel {
             title: "Requests per second by class",
             kind: "timeseries",
-            description: "Responses the connector received, per source and status class.".into(),
+            description: "Responses the connector received, per source and status class, over the last 5 \
+                          minutes, each run counted from zero (a run shorter than a scrape interval too).".into(),
             unit: "reqps",
             instant: false,
             targets: vec![(
-                format!("sum by (source, class) (rate({r}{{{sel}}}[$__rate_interval]))"),
+                format!("sum by (source, class) {} / 300", rules::responses_from_zero(sel, "5m")),
                 "{{source}} {{class}}",
             )],
             width: 12,
@@ -57,9 +57,11 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             instant: false,
             targets: vec![(
                 format!(
-                    "sum by (source, remediation) (rate({r}{{{sel},remediation!=\"none\"}}[$__rate_interval]))\n\
+                    "sum by (source, remediation) {}\n\
                      / ignoring (remediation) group_left\n\
-                     sum by (source) (rate({r}{{{sel}}}[$__rate_interval]))"
+                     sum by (source) {}",
+                    rules::responses_from_zero(&format!("{sel},remediation!=\"none\""), "5m"),
+                    rules::responses_from_zero(sel, "5m")
                 ),
                 "{{source}} {{remediation}}",
             )],
@@ -79,8 +81,8 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             instant: false,
             targets: vec![(
                 format!(
-                    "sum by (source, api_code, code) (rate({a}{{{sel}}}[$__rate_interval]))",
-                    a = names::API_ERRORS
+                    "sum by (source, api_code, code) {} / 300",
+                    rules::counted_from_zero(names::API_ERRORS, sel, "5m")
                 ),
                 "{{source}} {{api_code}} ({{code}})",
             )],
@@ -175,9 +177,10 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             instant: true,
             targets: vec![(
                 format!(
-                    "(sum by (source, code, remediation) (increase({r}{{{sel},class=~\"4xx|5xx\"}}[$__range])) > 0)\n\
+                    "(sum by (source, code, remediation) {} > 0)\n\
                      * on (code) group_left (name, advice)\n\
                      max by (code, name, advice) ({faq})",
+                    rules::responses_from_zero(&format!("{sel},class=~\"4xx|5xx\""), "$__range"),
                     faq = names::FAQ_INFO
                 ),
                 "",
@@ -189,7 +192,8 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
         Panel {
             title: "Latency p50 / p95 / p99",
             kind: "timeseries",
-            description: "From the request's arrival at remedy to the end of the response body.".into(),
+            description: "From the request's arrival at remedy to the end of the response body, over \
+                          the last 5 minutes, each run counted from zero.".into(),
             unit: "s",
             instant: false,
             targets: [("0.5", "{{source}} p50"), ("0.95", "{{source}} p95"), ("0.99", "{{source}} p99")]
@@ -197,7 +201,8 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                 .map(|(q, legend)| {
                     (
                         format!(
-                            "histogram_quantile({q}, sum by (source, le) (rate({d}_bucket{{{sel}}}[$__rate_interval])))", d = names::DURATION
+                            "histogram_quantile({q}, sum by (source, le) {})",
+                            rules::counted_from_zero(&format!("{}_bucket", names::DURATION), sel, "5m")
                         ),
                         legend,
                     )
@@ -228,7 +233,10 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             unit: "reqps",
             instant: false,
             targets: vec![(
-                format!("sum by (source, kind) (rate({}{{{sel}}}[$__rate_interval]))", names::ERRORS),
+                format!(
+                    "sum by (source, kind) {} / 300",
+                    rules::counted_from_zero(names::ERRORS, sel, "5m")
+                ),
                 "{{source}} {{kind}}",
             )],
             width: 12,

@@ -114,6 +114,9 @@ pub enum Rule {
     Record {
         record: String,
         expr: String,
+        /// Static labels of the recorded series (the catalog's, for `remedy_faq_info`).
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        labels: BTreeMap<String, String>,
     },
     Alert {
         alert: String,
@@ -293,12 +296,17 @@ pub fn build(config: &Config) -> RulesFile {
                 name: "remedy.alerts".into(),
                 rules: alerts,
             },
+            Group {
+                name: "remedy.catalog".into(),
+                rules: catalog_rules(&config.catalog),
+            },
         ],
     }
 }
 
 /// `level:metric:operations` names shared by the dashboard and users' own alerts; every run
-/// counted from zero, as in the alerts.
+/// counted from zero, as in the alerts, and the pod aggregated away, so that a dashboard over
+/// thousands of short runs reads a few series per source.
 pub fn recording_rules(shape: &Shape) -> Vec<Rule> {
     let Shape {
         by,
@@ -307,44 +315,91 @@ pub fn recording_rules(shape: &Shape) -> Vec<Rule> {
         window_seconds,
         ..
     } = shape;
-    let per = |extra: &str| format!("sum by ({by}{extra}) {}", shape.responses(MATCHED),);
+    let per = |extra: &str| format!("sum by ({by}{extra}) {}", shape.responses(MATCHED));
+    let per_second = |metric: &str, extra: &str| {
+        format!(
+            "sum by ({by}{extra}) {} / {window_seconds}",
+            counted_from_zero(metric, MATCHED, window)
+        )
+    };
+    let responses = recorded(RESPONSES);
+    let bucket = format!("{}_bucket", names::DURATION);
     vec![
-        Rule::Record {
-            record: format!("{level}:{}:increase{window}", recorded(RESPONSES)),
-            expr: per(""),
-        },
-        Rule::Record {
-            record: format!("{level}:{}:rate{window}", recorded(RESPONSES)),
-            expr: format!("{} / {window_seconds}", per("")),
-        },
-        Rule::Record {
-            record: format!("{level}_class:{}:rate{window}", recorded(RESPONSES)),
-            expr: format!("{} / {window_seconds}", per(", class")),
-        },
-        Rule::Record {
-            record: format!("{level}_remediation:{}:rate{window}", recorded(RESPONSES)),
-            expr: format!("{} / {window_seconds}", per(", remediation")),
-        },
-        Rule::Record {
-            record: format!(
-                "{level}_remediation:{}:ratio_rate{window}",
-                recorded(RESPONSES)
-            ),
-            expr: format!(
+        record(format!("{level}:{responses}:increase{window}"), per("")),
+        record(
+            format!("{level}:{responses}:rate{window}"),
+            format!("{} / {window_seconds}", per("")),
+        ),
+        record(
+            format!("{level}_class:{responses}:rate{window}"),
+            format!("{} / {window_seconds}", per(", class")),
+        ),
+        record(
+            format!("{level}_remediation:{responses}:rate{window}"),
+            format!("{} / {window_seconds}", per(", remediation")),
+        ),
+        record(
+            format!("{level}_remediation:{responses}:ratio_rate{window}"),
+            format!(
                 "{}\n/ ignoring (remediation) group_left\n{}",
                 per(", remediation"),
                 per("")
             ),
-        },
-        Rule::Record {
-            record: format!("{level}:remedy_runs:count{window}"),
-            expr: shape.runs(MATCHED),
-        },
-        Rule::Record {
-            record: format!("{level}:{}:max{window}", names::USED_RATIO),
-            expr: shape.used_ratio(),
-        },
+        ),
+        record(
+            format!("{level}_code_remediation:{responses}:increase{window}"),
+            per(", code, remediation"),
+        ),
+        record(
+            format!(
+                "{level}_api_code:{}:rate{window}",
+                recorded(names::API_ERRORS)
+            ),
+            per_second(names::API_ERRORS, ", api_code, code"),
+        ),
+        record(
+            format!("{level}_kind:{}:rate{window}", recorded(names::ERRORS)),
+            per_second(names::ERRORS, ", kind"),
+        ),
+        record(
+            format!("{level}_le:{bucket}:rate{window}"),
+            per_second(&bucket, ", le"),
+        ),
+        record(
+            format!("{level}:remedy_runs:count{window}"),
+            shape.runs(MATCHED),
+        ),
+        record(
+            format!("{level}:{}:max{window}", names::USED_RATIO),
+            shape.used_ratio(),
+        ),
     ]
+}
+
+fn record(record: String, expr: String) -> Rule {
+    Rule::Record {
+        record,
+        expr,
+        labels: BTreeMap::new(),
+    }
+}
+
+/// `remedy_faq_info`, one series per catalog code, made by the rules once for all pods: the
+/// catalog of the config the rules were generated from.
+pub fn catalog_rules(catalog: &crate::catalog::Catalog) -> Vec<Rule> {
+    catalog
+        .entries()
+        .map(|e| Rule::Record {
+            record: names::FAQ_INFO.into(),
+            expr: "vector(1)".into(),
+            labels: BTreeMap::from([
+                ("code".to_owned(), e.code.to_string()),
+                ("name".to_owned(), e.name.clone()),
+                ("remediation".to_owned(), e.remediation.clone()),
+                ("advice".to_owned(), e.advice_text()),
+            ]),
+        })
+        .collect()
 }
 
 fn labels(severity: Severity, remediation: &str) -> BTreeMap<String, String> {

@@ -336,6 +336,9 @@ impl Severity {
 pub struct MetricsConfig {
     /// Buckets of `remedy_upstream_request_duration_seconds`, in seconds, increasing.
     pub duration_buckets: Vec<f64>,
+    /// `lean` (what a run counted) or `full` (zeros, per-class latency and the FAQ's info
+    /// series from every pod, as before `lean`).
+    pub series: crate::metrics::Series,
 }
 
 /// OpenTelemetry's HTTP buckets, extended to five minutes for slow report APIs.
@@ -347,6 +350,7 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             duration_buckets: DEFAULT_BUCKETS.to_vec(),
+            series: crate::metrics::Series::default(),
         }
     }
 }

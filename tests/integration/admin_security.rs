@@ -60,7 +60,7 @@ fn metrics_need_tls_and_the_right_password() {
     let ca = s.ca.to_str().unwrap();
     let (body, code) = curl(&["--cacert", ca, "-u", "prometheus:s3cret", &url]);
     assert_eq!(code, "200");
-    assert!(body.contains("remedy_upstream_responses_total"));
+    assert!(body.contains("remedy_upstream_requests_in_flight"));
     assert_eq!(
         curl(&["--cacert", ca, "-u", "prometheus:wrong", &url]).1,
         "401"

@@ -636,10 +636,15 @@ fn the_quota_warning_arrives_before_the_first_429() {
             .find(|(n, s, st, _)| n == alert && s == "ads" && st == "firing")
             .map(|(_, _, _, ann)| ann)
     };
+    // 429s Prometheus holds: 0 while no series of one exists (a series appears with its
+    // first count).
     let counted_429 = || {
-        query(&prom, "sum(remedy_upstream_responses_total{code=\"429\"})")
-            .first()
-            .and_then(|v| v["value"][1].as_str()?.parse::<f64>().ok())
+        query(
+            &prom,
+            "sum(remedy_upstream_responses_total{code=\"429\"}) or vector(0)",
+        )
+        .first()
+        .and_then(|v| v["value"][1].as_str()?.parse::<f64>().ok())
     };
 
     // Phase 1: 92 of the quota's 100 calls; then calls that state no quota keep the source busy.

@@ -45,7 +45,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
         &["check", "rules", "config/prometheus/remedy-rules.yaml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 21 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 35 rules found"), "{out}");
 
     let text = remedy(&["rules", "--config", "tests/data/rules-overrides.yaml"]);
     assert!(text.contains("alert: ConnectorResolveConflict"));
@@ -64,7 +64,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
     let (_dir, path) = temp_file("rules.yaml", &text);
     let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 22 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 37 rules found"), "{out}");
 
     let wrapped = remedy(&["rules", "--format", "prometheusrule"]);
     let doc: serde_yaml::Value = serde_yaml::from_str(&wrapped).unwrap();
@@ -83,6 +83,9 @@ fn promtool_unit_tests_of_every_alert_pass() {
     assert!(ok, "{out}");
     // Short Jobs, overlapping and consecutive runs, long-running connectors.
     let (ok, out) = tool("promtool", &["test", "rules", "tests/rules/runs.test.yml"]);
+    assert!(ok, "{out}");
+    // The recording rules a fleet's dashboards read, and the catalog from the rules.
+    let (ok, out) = tool("promtool", &["test", "rules", "tests/rules/fleet.test.yml"]);
     assert!(ok, "{out}");
     let tested: BTreeSet<String> =
         std::fs::read_to_string(root().join("tests/rules/alerts.test.yml"))
@@ -131,10 +134,21 @@ fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
                 .header("grpc-status", 8),
         )
         .http();
-    let r = Remedy::start(Config::new().source(source("api", u.url()).prefix("/api")));
+    let r = Remedy::start(
+        Config::new()
+            .source(source("api", u.url()).prefix("/api"))
+            .source(source("down", "http://127.0.0.1:9").prefix("/down")),
+    );
     send(r.proxy, "/api/429");
     send(r.proxy, "/api/grpc-quota");
-    let scrape = r.scrape().text;
+    send(r.proxy, "/down/x");
+    // What a run exports, and what the rules record (the catalog's remedy_faq_info).
+    let recorded: String = remedy(&["rules"])
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .map(|name| format!("\n{name}{{"))
+        .collect();
+    let scrape = r.scrape().text + &recorded;
     let names: BTreeSet<&str> = queries
         .iter()
         .flat_map(|q| q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
@@ -195,4 +209,39 @@ fn the_runbook_queries_use_the_configured_window() {
     let text = remedy(&["runbook", "--config", "tests/data/rules-overrides.yaml"]);
     assert!(text.contains("[10m]"), "{text}");
     assert!(!text.contains("[5m]"), "{text}");
+}
+
+/// The rules in a second engine: Debian's vmalert (VictoriaMetrics 1.79) parses every
+/// expression as MetricsQL and every annotation template. It predates `keep_firing_for`
+/// (vmalert 1.92): it refuses the default rules by naming that field, and loads the rules
+/// made with it off, as docs/fleet.md tells users of such engines to make them.
+#[test]
+fn the_rules_load_in_vmalert_with_keep_firing_for_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |rules: &str| {
+        let path = dir.path().join("rules.yaml");
+        std::fs::write(&path, rules).unwrap();
+        let rule = format!("-rule={}", path.display());
+        tool(
+            "vmalert",
+            &[
+                "-dryRun",
+                &rule,
+                "-rule.validateExpressions",
+                "-rule.validateTemplates",
+            ],
+        )
+    };
+    let (ok, out) = check(&remedy(&["rules"]));
+    assert!(
+        !ok && out.contains("unknown fields in rule: keep_firing_for"),
+        "{out}"
+    );
+    let off = remedy(&["rules", "--config", "tests/data/rules-vmalert-1.79.yaml"]);
+    assert!(!off.contains("keep_firing_for"));
+    let (ok, out) = check(&off);
+    assert!(ok, "{out}");
+    // It does check: a broken expression is refused.
+    let (ok, _) = check(&off.replacen("offset 5m", "offset 5x", 1));
+    assert!(!ok, "vmalert accepted a broken expression");
 }

@@ -25,4 +25,5 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod pooling;
+mod series;
 mod streaming;

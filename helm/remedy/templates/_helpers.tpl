@@ -68,6 +68,8 @@ catalog:
 {{- end }}
 alerts:
   {{- toYaml .Values.alerts | nindent 2 }}
+metrics:
+  {{- toYaml .Values.metrics | nindent 2 }}
 {{- if .Values.runtime.worker_threads }}
 runtime:
   worker_threads: {{ .Values.runtime.worker_threads }}

@@ -43,7 +43,9 @@ impl Scrape {
             .sum()
     }
 
-    /// `remedy_upstream_responses_total` for one full label set.
+    /// `remedy_upstream_responses_total` for one full label set; 0 when remedy has not
+    /// counted it (with the default `metrics.series: lean`, a series appears with its first
+    /// count).
     pub fn responses(&self, source: &str, code: u16, remediation: &str, origin: &str) -> f64 {
         let code_s = code.to_string();
         let class = format!("{}xx", code / 100);
@@ -57,12 +59,7 @@ impl Scrape {
                 ("origin", origin),
             ],
         )
-        .unwrap_or_else(|| {
-            panic!(
-                "no series for {source} {code} {remediation} {origin}:\n{}",
-                self.text
-            )
-        })
+        .unwrap_or(0.0)
     }
 
     pub fn in_flight(&self, source: &str) -> f64 {
@@ -70,11 +67,12 @@ impl Scrape {
             .expect("in-flight gauge")
     }
 
+    /// `remedy_upstream_request_errors_total`; 0 when remedy has not counted it.
     pub fn errors(&self, source: &str, kind: &str) -> f64 {
         self.get(
             "remedy_upstream_request_errors_total",
             &[("source", source), ("kind", kind)],
         )
-        .expect("errors counter")
+        .unwrap_or(0.0)
     }
 }
