@@ -12,10 +12,8 @@ then passed on unread).
 import os
 import re
 import statistics
-import subprocess
 import signal
 import sys
-import time
 
 from instructions import count
 from proxies import PINNED, REMEDY, cpu_ticks, pids_of, start, stop_all, wait_port, workdir, write_file
