@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::artifacts::rules;
+use crate::artifacts::{promql, rules};
 use crate::catalog::{self, Catalog};
 use crate::metrics::names;
 
@@ -40,7 +40,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             unit: "reqps",
             instant: false,
             targets: vec![(
-                format!("sum by (source, class) {} / 300", rules::responses_from_zero(sel, "5m")),
+                format!("sum by (source, class) {} / 300", promql::responses_from_zero(sel, "5m")),
                 "{{source}} {{class}}",
             )],
             width: 12,
@@ -60,8 +60,8 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                     "sum by (source, remediation) {}\n\
                      / ignoring (remediation) group_left\n\
                      sum by (source) {}",
-                    rules::responses_from_zero(&format!("{sel},remediation!=\"none\""), "5m"),
-                    rules::responses_from_zero(sel, "5m")
+                    promql::responses_from_zero(&format!("{sel},remediation!=\"none\""), "5m"),
+                    promql::responses_from_zero(sel, "5m")
                 ),
                 "{{source}} {{remediation}}",
             )],
@@ -82,7 +82,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             targets: vec![(
                 format!(
                     "sum by (source, api_code, code) {} / 300",
-                    rules::counted_from_zero(names::API_ERRORS, sel, "5m")
+                    promql::counted_from_zero(names::API_ERRORS, sel, "5m")
                 ),
                 "{{source}} {{api_code}} ({{code}})",
             )],
@@ -100,8 +100,8 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             targets: vec![(
                 format!(
                     "sum by (source) {}\n/\nsum by (source) {}",
-                    rules::responses_from_zero(&format!("{sel},code=\"429\""), "5m"),
-                    rules::responses_from_zero(sel, "5m")
+                    promql::responses_from_zero(&format!("{sel},code=\"429\""), "5m"),
+                    promql::responses_from_zero(sel, "5m")
                 ),
                 "{{source}} 429",
             )],
@@ -140,7 +140,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             targets: vec![(
                 format!(
                     "count by (source) (sum by (source, pod, instance) {} > 0)",
-                    rules::responses_from_zero(sel, "5m")
+                    promql::responses_from_zero(sel, "5m")
                 ),
                 "{{source}} runs",
             )],
@@ -180,7 +180,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                     "(sum by (source, code, remediation) {} > 0)\n\
                      * on (code) group_left (name, advice)\n\
                      max by (code, name, advice) ({faq})",
-                    rules::responses_from_zero(&format!("{sel},class=~\"4xx|5xx\""), "$__range"),
+                    promql::responses_from_zero(&format!("{sel},class=~\"4xx|5xx\""), "$__range"),
                     faq = names::FAQ_INFO
                 ),
                 "",
@@ -202,7 +202,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
                     (
                         format!(
                             "histogram_quantile({q}, sum by (source, le) {})",
-                            rules::counted_from_zero(&format!("{}_bucket", names::DURATION), sel, "5m")
+                            promql::counted_from_zero(&format!("{}_bucket", names::DURATION), sel, "5m")
                         ),
                         legend,
                     )
@@ -235,7 +235,7 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             targets: vec![(
                 format!(
                     "sum by (source, kind) {} / 300",
-                    rules::counted_from_zero(names::ERRORS, sel, "5m")
+                    promql::counted_from_zero(names::ERRORS, sel, "5m")
                 ),
                 "{{source}} {{kind}}",
             )],

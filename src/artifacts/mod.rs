@@ -2,5 +2,6 @@
 //! rules, the Grafana dashboard and the runbook.
 
 pub mod dashboard;
+pub mod promql;
 pub mod rules;
 pub mod runbook;

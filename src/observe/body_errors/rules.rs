@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::packs::{self, PackVerdict};
-use crate::config::{BodyErrorsConfig, RuleErrors};
+use crate::config::{BodyErrorsConfig, RuleConfig, RuleErrors};
 
 /// Most rules one source may have: each is one bit of the scanner's masks.
 pub const MAX_RULES: usize = 32;
@@ -105,93 +105,10 @@ impl Rules {
     pub fn compile(config: &BodyErrorsConfig, max_bytes: usize) -> Result<Self, (String, String)> {
         let (rules, name) = match config {
             BodyErrorsConfig::Pack(name) => {
-                let pack = packs::pack(name).ok_or_else(|| {
-                    (
-                        String::new(),
-                        format!(
-                            "unknown pack {name:?}: the built-in packs are {}; or write your own as {{ rules: [...] }}",
-                            packs::names()
-                        ),
-                    )
-                })?;
-                let rules = pack
-                    .rules
-                    .iter()
-                    .map(|r| Rule {
-                        pointer: parse_pointer(r.pointer).expect("built-in pointers parse"),
-                        verdict: match r.verdict {
-                            PackVerdict::HttpStatus => Verdict::HttpStatus,
-                            PackVerdict::Table { ok, errors, other } => Verdict::Table {
-                                ok: ok.iter().map(|v| Cow::Borrowed(*v)).collect(),
-                                errors: errors
-                                    .iter()
-                                    .map(|(v, s)| (Cow::Borrowed(*v), *s))
-                                    .collect(),
-                                other,
-                            },
-                        },
-                    })
-                    .collect();
-                (rules, Cow::Borrowed(pack.name))
+                let pack = find_pack(name)?;
+                (pack_rules(pack), Cow::Borrowed(pack.name))
             }
-            BodyErrorsConfig::Rules(own) => {
-                if own.is_empty() {
-                    return Err((".rules".into(), "at least one rule is needed".into()));
-                }
-                if own.len() > MAX_RULES {
-                    return Err((
-                        ".rules".into(),
-                        format!("{} rules: at most {MAX_RULES}", own.len()),
-                    ));
-                }
-                let mut rules = Vec::with_capacity(own.len());
-                for (i, r) in own.iter().enumerate() {
-                    let at = |key: &str| format!(".rules[{i}].{key}");
-                    let pointer = parse_pointer(&r.pointer).map_err(|m| (at("pointer"), m))?;
-                    let verdict = match &r.errors {
-                        RuleErrors::HttpStatus => {
-                            if !r.ok.is_empty() || r.other.is_some() {
-                                return Err((
-                                    at("errors"),
-                                    "errors: http_status reads the value as a status; ok and other do not apply".into(),
-                                ));
-                            }
-                            Verdict::HttpStatus
-                        }
-                        RuleErrors::Table(table) => {
-                            if table.is_empty() && r.other.is_none() {
-                                return Err((
-                                    at("errors"),
-                                    "name at least one value and the HTTP status it stands for, or set other".into(),
-                                ));
-                            }
-                            for (value, status) in table {
-                                check_status(*status)
-                                    .map_err(|m| (at(&format!("errors.{value}")), m))?;
-                                if r.ok.contains(value) {
-                                    return Err((
-                                        at("ok"),
-                                        format!("{value:?} is listed in both ok and errors"),
-                                    ));
-                                }
-                            }
-                            if let Some(s) = r.other {
-                                check_status(s).map_err(|m| (at("other"), m))?;
-                            }
-                            Verdict::Table {
-                                ok: r.ok.iter().map(|v| Cow::Owned(v.clone())).collect(),
-                                errors: table
-                                    .iter()
-                                    .map(|(v, s)| (Cow::Owned(v.clone()), *s))
-                                    .collect(),
-                                other: r.other,
-                            }
-                        }
-                    };
-                    rules.push(Rule { pointer, verdict });
-                }
-                (rules, Cow::Borrowed("own rules"))
-            }
+            BodyErrorsConfig::Rules(own) => (own_rules(own)?, Cow::Borrowed("own rules")),
         };
         let mut at_depth = [0; MAX_DEPTH + 1];
         let mut deeper = [0; MAX_DEPTH + 1];
@@ -220,6 +137,102 @@ impl Rules {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The built-in pack `name`, or why there is none.
+fn find_pack(name: &str) -> Result<&'static packs::Pack, (String, String)> {
+    packs::pack(name).ok_or_else(|| {
+        (
+            String::new(),
+            format!(
+                "unknown pack {name:?}: the built-in packs are {}; or write your own as {{ rules: [...] }}",
+                packs::names()
+            ),
+        )
+    })
+}
+
+/// The rules of a built-in pack.
+fn pack_rules(pack: &'static packs::Pack) -> Vec<Rule> {
+    pack.rules
+        .iter()
+        .map(|r| Rule {
+            pointer: parse_pointer(r.pointer).expect("built-in pointers parse"),
+            verdict: match r.verdict {
+                PackVerdict::HttpStatus => Verdict::HttpStatus,
+                PackVerdict::Table { ok, errors, other } => Verdict::Table {
+                    ok: ok.iter().map(|v| Cow::Borrowed(*v)).collect(),
+                    errors: errors
+                        .iter()
+                        .map(|(v, s)| (Cow::Borrowed(*v), *s))
+                        .collect(),
+                    other,
+                },
+            },
+        })
+        .collect()
+}
+
+/// The user's own rules, each checked: a mistake names its key below `body_errors`.
+fn own_rules(own: &[RuleConfig]) -> Result<Vec<Rule>, (String, String)> {
+    if own.is_empty() {
+        return Err((".rules".into(), "at least one rule is needed".into()));
+    }
+    if own.len() > MAX_RULES {
+        return Err((
+            ".rules".into(),
+            format!("{} rules: at most {MAX_RULES}", own.len()),
+        ));
+    }
+    own.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = |key: &str| format!(".rules[{i}].{key}");
+            let pointer = parse_pointer(&r.pointer).map_err(|m| (at("pointer"), m))?;
+            let verdict = own_verdict(r).map_err(|(key, m)| (at(&key), m))?;
+            Ok(Rule { pointer, verdict })
+        })
+        .collect()
+}
+
+/// What one rule of the user's makes of the value it reads; a mistake names its key.
+fn own_verdict(r: &RuleConfig) -> Result<Verdict, (String, String)> {
+    let table = match &r.errors {
+        RuleErrors::HttpStatus if !r.ok.is_empty() || r.other.is_some() => {
+            return Err((
+                "errors".into(),
+                "errors: http_status reads the value as a status; ok and other do not apply".into(),
+            ));
+        }
+        RuleErrors::HttpStatus => return Ok(Verdict::HttpStatus),
+        RuleErrors::Table(table) => table,
+    };
+    if table.is_empty() && r.other.is_none() {
+        return Err((
+            "errors".into(),
+            "name at least one value and the HTTP status it stands for, or set other".into(),
+        ));
+    }
+    for (value, status) in table {
+        check_status(*status).map_err(|m| (format!("errors.{value}"), m))?;
+        if r.ok.contains(value) {
+            return Err((
+                "ok".into(),
+                format!("{value:?} is listed in both ok and errors"),
+            ));
+        }
+    }
+    if let Some(s) = r.other {
+        check_status(s).map_err(|m| ("other".into(), m))?;
+    }
+    Ok(Verdict::Table {
+        ok: r.ok.iter().map(|v| Cow::Owned(v.clone())).collect(),
+        errors: table
+            .iter()
+            .map(|(v, s)| (Cow::Owned(v.clone()), *s))
+            .collect(),
+        other: r.other,
+    })
 }
 
 fn check_status(s: u16) -> Result<(), String> {

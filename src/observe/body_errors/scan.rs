@@ -188,50 +188,9 @@ impl Scan {
                         }
                     }
                 }
-                Lex::Str { key, escape: true } => {
-                    let decoded = match chunk[i] {
-                        b'"' => Some(b'"'),
-                        b'\\' => Some(b'\\'),
-                        b'/' => Some(b'/'),
-                        b'b' => Some(8),
-                        b'f' => Some(12),
-                        b'n' => Some(b'\n'),
-                        b'r' => Some(b'\r'),
-                        b't' => Some(b'\t'),
-                        b'u' => None,
-                        _ => return Progress::Malformed,
-                    };
-                    self.lex = match decoded {
-                        Some(d) => {
-                            self.keep_text(&[d]);
-                            Lex::Str { key, escape: false }
-                        }
-                        None => Lex::Hex {
-                            key,
-                            left: 4,
-                            code: 0,
-                        },
-                    };
-                    Ok(i + 1)
-                }
+                Lex::Str { key, escape: true } => self.escaped(chunk[i], key).map(|()| i + 1),
                 Lex::Hex { key, left, code } => {
-                    let Some(d) = (chunk[i] as char).to_digit(16) else {
-                        return Progress::Malformed;
-                    };
-                    let code = code << 4 | d as u16;
-                    self.lex = if left > 1 {
-                        Lex::Hex {
-                            key,
-                            left: left - 1,
-                            code,
-                        }
-                    } else {
-                        // A surrogate half is kept as U+FFFD: no rule lists one.
-                        let c = char::from_u32(code.into()).unwrap_or('\u{fffd}');
-                        self.keep_text(c.encode_utf8(&mut [0; 4]).as_bytes());
-                        Lex::Str { key, escape: false }
-                    };
-                    Ok(i + 1)
+                    self.hex_digit(chunk[i], key, left, code).map(|()| i + 1)
                 }
                 Lex::Number(mut n) => {
                     let mut j = i;
@@ -270,6 +229,51 @@ impl Scan {
             }
         }
         Progress::More
+    }
+
+    /// The byte after a backslash in a string.
+    fn escaped(&mut self, b: u8, key: bool) -> Result<(), Progress> {
+        let decoded = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                self.lex = Lex::Hex {
+                    key,
+                    left: 4,
+                    code: 0,
+                };
+                return Ok(());
+            }
+            _ => return Err(Progress::Malformed),
+        };
+        self.keep_text(&[decoded]);
+        self.lex = Lex::Str { key, escape: false };
+        Ok(())
+    }
+
+    /// One hex digit of a `\u` escape, `left` of them still to come before it.
+    fn hex_digit(&mut self, b: u8, key: bool, left: u8, code: u16) -> Result<(), Progress> {
+        let d = (b as char).to_digit(16).ok_or(Progress::Malformed)?;
+        let code = code << 4 | d as u16;
+        self.lex = if left > 1 {
+            Lex::Hex {
+                key,
+                left: left - 1,
+                code,
+            }
+        } else {
+            // A surrogate half is kept as U+FFFD: no rule lists one.
+            let c = char::from_u32(code.into()).unwrap_or('\u{fffd}');
+            self.keep_text(c.encode_utf8(&mut [0; 4]).as_bytes());
+            Lex::Str { key, escape: false }
+        };
+        Ok(())
     }
 
     /// The body ended: a number at the root ends with it; anything else still open is cut
