@@ -219,14 +219,14 @@ impl Tunnels {
             let requests = requests.clone();
             service_fn(move |req| {
                 let (refuse, request) = requests.serve();
-                let answered = super::handle(
-                    routes.load_full(),
-                    client_ip.clone(),
-                    refuse,
-                    req,
-                    Via::Tunnel(tunnel_host.clone()),
-                );
-                async move { Ok::<_, Infallible>(answered.await.map(|b| Answering::new(b, request))) }
+                let (routes, client_ip) = (routes.load_full(), client_ip.clone());
+                let via = Via::Tunnel(tunnel_host.clone());
+                // The request's future is made inside this one, as the listener's is: made
+                // outside, its whole state would be copied in for every request.
+                async move {
+                    let answered = super::handle(routes, client_ip, refuse, req, via).await;
+                    Ok::<_, Infallible>(answered.map(|b| Answering::new(b, request)))
+                }
             })
         };
         let (limits, slots) = (self.limits, self.slots.clone());
