@@ -23,7 +23,9 @@ if BASELINE:
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NGINX = "/usr/sbin/nginx"
 HAPROXY = "/usr/sbin/haproxy"
-REMEDY = os.path.join(ROOT, "target/release/remedy")
+# The remedy measured: this checkout's release build, or BENCH_REMEDY (a build without the
+# profile, say, beside BENCH_BASELINE built the same way).
+REMEDY = os.environ.get("BENCH_REMEDY", os.path.join(ROOT, "target/release/remedy"))
 
 
 def write_file(path, text):

@@ -10,12 +10,14 @@ ClientHello; each one remedy closes is opened again at once), while the probe ma
 intercepted HTTPS request through HTTPS_PROXY every 100 ms."""
 
 import csv
+import multiprocessing
 import os
 import signal
 import socket
 import ssl
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -141,17 +143,17 @@ def open_tunnel(bundle, handshake):
     return sock
 
 
-def idle_tunnels(tmp, pid, bundle):
-    """150 idle tunnels at max_connections 100 for ATTACK_SECONDS, the probe going through
-    HTTPS_PROXY meanwhile."""
-    stop = threading.Event()
-    opened = [0]
+def hold_tunnels(bundle, stop, opened):
+    """150 idle tunnels until `stop` is set, each one remedy closes opened again at once; run in
+    a process of its own, so that its threads do not starve the probe of Python's GIL (a probe
+    kept from sending its request for a second would be cut like an idle tunnel)."""
 
     def keep_one_idle(handshake):
         while not stop.is_set():
             try:
                 sock = open_tunnel(bundle, handshake)
-                opened[0] += 1
+                with opened.get_lock():
+                    opened.value += 1
                 sock.settimeout(1)
                 while not stop.is_set():
                     try:
@@ -166,6 +168,17 @@ def idle_tunnels(tmp, pid, bundle):
     idlers = [threading.Thread(target=keep_one_idle, args=(i < 100,)) for i in range(150)]
     for t in idlers:
         t.start()
+    for t in idlers:
+        t.join()
+
+
+def idle_tunnels(tmp, pid, bundle):
+    """150 idle tunnels at max_connections 100 for ATTACK_SECONDS, the probe going through
+    HTTPS_PROXY meanwhile."""
+    stop = multiprocessing.Event()
+    opened = multiprocessing.Value("i", 0)
+    holder = multiprocessing.Process(target=hold_tunnels, args=(bundle, stop, opened))
+    holder.start()
     time.sleep(2)
     latencies, failed = [], 0
     tls = ssl.create_default_context(cafile=bundle)
@@ -181,15 +194,15 @@ def idle_tunnels(tmp, pid, bundle):
             with through.open(f"https://{HOST}/ok", timeout=15) as r:
                 r.read()
             latencies.append((time.perf_counter() - t) * 1e3)
-        except OSError:
+        except OSError as e:
             failed += 1
+            print(f"probe failed after {time.perf_counter() - t:.2f} s: {e!r}", file=sys.stderr)
         peak = max(peak, rss_kib(pid))
         time.sleep(0.1)
     stop.set()
-    for t in idlers:
-        t.join()
+    holder.join(timeout=30)
     return Result(
-        attack=f"150 idle tunnels at max_connections 100 ({opened[0]} opened)",
+        attack=f"150 idle tunnels at max_connections 100 ({opened.value} opened)",
         probes=len(latencies) + failed,
         failed=failed,
         p50_ms=statistics.median(latencies) if latencies else float("nan"),
