@@ -171,8 +171,7 @@ fn forward(
 /// the head holds it (a trailers-only answer), is the call's outcome. Whether the trailers
 /// must be read for it is what this returns.
 fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<UpstreamBody>) -> bool {
-    // Only a gRPC call gets a gRPC answer: other requests spare the header lookup.
-    let grpc = ex.seen.grpc && grpc::is_grpc(resp.headers());
+    let grpc = grpc::is_grpc(resp.headers());
     let mut in_trailers = false;
     if let Some(pending) = &mut ex.outcome {
         pending.status = resp.status().as_u16();
