@@ -8,7 +8,6 @@
 //! the file, the line and the key path, so a user reading
 //! `remedy.yaml:14: sources[1].match.path_prefix: ...` knows exactly what to fix.
 
-mod body_errors;
 pub mod locate;
 mod summary;
 mod validate;
@@ -23,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::catalog::{Catalog, EntryOverride};
-pub use body_errors::{BodyErrorsConfig, RuleConfig, RuleErrors};
+pub use crate::observe::body_errors::{BodyErrorsConfig, RuleConfig, RuleErrors};
 use locate::Locator;
 pub use summary::summary;
 pub use validate::{Invalid, prefixes_overlap, tunnel_target};
@@ -218,7 +217,7 @@ pub struct SourceConfig {
     #[serde(default)]
     pub body_errors: Option<BodyErrorsConfig>,
     /// Most bytes of a body read for `body_errors`, after decompression.
-    #[serde(default = "body_errors::default_max_bytes")]
+    #[serde(default = "crate::observe::body_errors::default_max_bytes")]
     pub body_errors_max_bytes: usize,
 }
 

@@ -1,6 +1,7 @@
 //! `sources[].body_errors` as written: the name of a built-in pack, or `{ rules: [...] }` of the
-//! user's own. What the names and pointers mean is checked where they are compiled
-//! (`observe::body_errors::Rules`), which validation calls.
+//! user's own. The config's schema takes these types from here, beside [`super::Rules`], which
+//! checks what the names and pointers mean as it compiles them (config validation calls it), so
+//! that the readers of a response import nothing of the config.
 
 use std::fmt;
 
@@ -134,6 +135,6 @@ fn scalars<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 }
 
 /// `sources[].body_errors_max_bytes`: 64 KiB.
-pub(super) fn default_max_bytes() -> usize {
+pub fn default_max_bytes() -> usize {
     64 * 1024
 }

@@ -7,6 +7,7 @@
 //! and stops as soon as it has its answer. What it found counts only when the JSON it read was
 //! well formed: a body that is not JSON, is cut short or is malformed is counted by its status.
 
+mod config;
 mod decode;
 pub mod packs;
 mod rules;
@@ -15,6 +16,7 @@ mod scan;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 
+pub use config::{BodyErrorsConfig, RuleConfig, RuleErrors, default_max_bytes};
 pub use rules::{MAX_RULES, Rules};
 
 use super::classify::ApiErrors;

@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
+use super::config::{BodyErrorsConfig, RuleConfig, RuleErrors};
 use super::packs::{self, PackVerdict};
-use crate::config::{BodyErrorsConfig, RuleConfig, RuleErrors};
 
 /// Most rules one source may have: each is one bit of the scanner's masks.
 pub const MAX_RULES: usize = 32;

@@ -521,7 +521,7 @@ fn select(rules: &Rules, among: Mask, keep: impl Fn(&Rule) -> bool) -> Mask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BodyErrorsConfig, RuleConfig, RuleErrors};
+    use crate::observe::body_errors::{BodyErrorsConfig, RuleConfig, RuleErrors};
 
     fn pack(name: &str) -> Rules {
         Rules::compile(&BodyErrorsConfig::Pack(name.into()), 1 << 20).unwrap()

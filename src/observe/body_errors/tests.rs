@@ -5,9 +5,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use proptest::prelude::*;
 
+use super::BodyErrorsConfig;
 use super::*;
 use super::{rules, scan};
-use crate::config::BodyErrorsConfig;
 
 fn rules(pack: &str, max_bytes: usize) -> Arc<Rules> {
     Arc::new(Rules::compile(&BodyErrorsConfig::Pack(pack.into()), max_bytes).unwrap())
@@ -473,7 +473,7 @@ fn streamed(rules: &Rules, frames: &[Bytes]) -> (Vec<(String, u16)>, scan::Progr
 }
 
 fn own_rules() -> Rules {
-    use crate::config::{RuleConfig, RuleErrors};
+    use super::{RuleConfig, RuleErrors};
     let rule = |pointer: &str, errors: RuleErrors, other| RuleConfig {
         pointer: pointer.into(),
         ok: match errors {
