@@ -4,7 +4,6 @@
 //! [`Tunnels`]. At shutdown the loop stops accepting and in-flight requests get
 //! `shutdown.drain_timeout`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::config::ProxyConfig;
 use crate::proxy::drain::Drain;
 use crate::proxy::intercept::Tunnels;
-use crate::proxy::listener::{Answering, Guarded, Limits, Requests, Slots};
+use crate::proxy::listener::{Answering, Guarded, Limits, Requests, Served, Slots};
 use crate::proxy::trim::{self, Burst};
 use crate::proxy::{self, Routes, Via};
 
@@ -167,15 +166,17 @@ impl Shared {
             let routes = routes.load_full();
             let (refuse, request) = requests.serve();
             let client_ip = client_ip.clone();
-            let tunnels = tunnels.clone();
-            async move {
-                let resp = if req.method() == hyper::Method::CONNECT && !refuse {
-                    // Boxed: the rare `CONNECT` adds a pointer, not its state, to every request.
-                    Box::pin(tunnels.connect(routes, &request, req, client_ip)).await
-                } else {
-                    proxy::handle(routes, client_ip, refuse, req, Via::Listener).await
-                };
-                Ok::<_, Infallible>(resp.map(|b| Answering::new(b, request)))
+            if req.method() == hyper::Method::CONNECT && !refuse {
+                let tunnels = tunnels.clone();
+                Served::Boxed {
+                    answer: Box::pin(async move {
+                        let resp = tunnels.connect(routes, &request, req, client_ip).await;
+                        resp.map(|b| Answering::new(b, request))
+                    }),
+                }
+            } else {
+                let phases = proxy::handle(routes, client_ip, refuse, req, Via::Listener);
+                Served::phases(phases, request)
             }
         });
         let conn = self

@@ -9,7 +9,6 @@
 //! refused 405. Each is counted in `remedy_intercept_connections_total`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -34,7 +33,7 @@ use crate::intercept_ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
 use crate::proxy::listener::limits::within;
-use crate::proxy::listener::{Answering, Guarded, InService, Limits, Requests, Slots};
+use crate::proxy::listener::{Guarded, InService, Limits, Requests, Served, Slots};
 use crate::proxy::route::NoRoute;
 
 /// How long a tunnelled host has to accept the TCP connection.
@@ -215,26 +214,28 @@ impl Tunnels {
         let requests = Arc::new(Requests::default());
         let routes = self.routes.clone();
         let tunnel_host: Arc<str> = host.into();
-        let service = {
-            let requests = requests.clone();
-            service_fn(move |req| {
-                let (refuse, request) = requests.serve();
-                let (routes, client_ip) = (routes.load_full(), client_ip.clone());
-                let via = Via::Tunnel(tunnel_host.clone());
-                // The request's future is made inside this one, as the listener's is: made
-                // outside, its whole state would be copied in for every request.
-                async move {
-                    let answered = super::handle(routes, client_ip, refuse, req, via).await;
-                    Ok::<_, Infallible>(answered.map(|b| Answering::new(b, request)))
-                }
-            })
-        };
+        // Each request through the phases. Written out once for each kind of connection, so
+        // that each dispatcher has a service of its own type: it is then the service's only
+        // caller, inlines it, and makes each request's future in place rather than copy it in.
+        macro_rules! service {
+            ($requests:expr) => {{
+                let requests = $requests.clone();
+                service_fn(move |req| {
+                    let (refuse, request) = requests.serve();
+                    let (routes, client_ip) = (routes.load_full(), client_ip.clone());
+                    let via = Via::Tunnel(tunnel_host.clone());
+                    Served::phases(super::handle(routes, client_ip, refuse, req, via), request)
+                })
+            }};
+        }
         let (limits, slots) = (self.limits, self.slots.clone());
         let ended = if http2 {
+            let service = service!(requests);
             let io = TokioIo::new(Guarded::http2(tls, requests, limits, slots));
             let conn = self.h2.serve_connection(io, service);
             watcher.watch(conn, |c| c.graceful_shutdown()).await
         } else {
+            let service = service!(requests);
             let io = TokioIo::new(Guarded::new(tls, requests, limits, slots));
             let conn = self.http.serve_connection(io, service);
             watcher.watch(conn, |c| c.graceful_shutdown()).await

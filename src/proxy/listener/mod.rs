@@ -13,6 +13,8 @@ pub mod framing;
 pub mod h2;
 pub mod limits;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
@@ -121,6 +124,51 @@ pin_project_lite::pin_project! {
 impl<B> Answering<B> {
     pub fn new(body: B, request: InService) -> Self {
         Answering { body, request }
+    }
+}
+
+/// A `CONNECT`'s answer on its way to hyper, boxed: [`Served::Boxed`].
+pub type BoxedAnswer<B> = Pin<Box<dyn Future<Output = Response<Answering<B>>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// What hyper awaits for one request: the request's `phases`, whose response body then
+    /// goes out in [`Answering`] with its request. Written out rather than as an `async` block
+    /// around the phases, which would keep the request's arguments a second time beside the
+    /// phases' state and copy the whole of it once more on its first poll.
+    #[project = ServedProj]
+    pub enum Served<F, B> {
+        Phases {
+            #[pin]
+            phases: F,
+            request: Option<InService>,
+        },
+        /// A `CONNECT`: boxed, so that the rare case adds a pointer, not its state, to
+        /// every request.
+        Boxed { answer: BoxedAnswer<B> },
+    }
+}
+
+impl<F, B> Served<F, B> {
+    pub fn phases(phases: F, request: InService) -> Self {
+        Served::Phases {
+            phases,
+            request: Some(request),
+        }
+    }
+}
+
+impl<F: Future<Output = Response<B>>, B> Future for Served<F, B> {
+    type Output = Result<Response<Answering<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ServedProj::Phases { phases, request } => {
+                let resp = std::task::ready!(phases.poll(cx));
+                let request = request.take().expect("a request is answered once");
+                Poll::Ready(Ok(resp.map(|body| Answering::new(body, request))))
+            }
+            ServedProj::Boxed { answer } => answer.as_mut().poll(cx).map(Ok),
+        }
     }
 }
 
