@@ -22,7 +22,8 @@ pub enum Via {
 /// upstream by then.
 pub struct Seen {
     pub method: http::Method,
-    /// A gRPC call (`content-type: application/grpc`): it goes upstream over HTTP/2.
+    /// A gRPC call (`content-type: application/grpc` over HTTP/2, which gRPC needs): it goes
+    /// upstream over HTTP/2. Over HTTP/1.1 the header is not looked up at all.
     pub grpc: bool,
     /// For log lines (a reference-counted clone, not a copy).
     pub uri: http::Uri,
@@ -48,7 +49,8 @@ impl<'r> Exchange<'r> {
     pub fn new<B>(routes: &'r Routes, start: Instant, req: &Request<B>) -> Self {
         let mut seen = Seen {
             method: req.method().clone(),
-            grpc: crate::observe::grpc::is_grpc(req.headers()),
+            grpc: req.version() == http::Version::HTTP_2
+                && crate::observe::grpc::is_grpc(req.headers()),
             uri: req.uri().clone(),
             logged_path: None,
             logged_host: None,

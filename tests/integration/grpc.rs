@@ -287,3 +287,30 @@ fn httpx_over_http2_reaches_an_http1_api_through_remedy() {
     assert_eq!(responses(&remedy.scrape(), "none", "upstream"), 1.0);
     assert_eq!(api.hits(), 1);
 }
+
+/// gRPC needs HTTP/2: a request over HTTP/1.1 that says `application/grpc` is no gRPC call,
+/// and goes upstream over HTTP/1.1 like any other, rather than being turned into HTTP/2.
+#[test]
+fn an_http1_request_that_says_grpc_goes_upstream_over_http1() {
+    let api = Upstream::http();
+    let remedy = Remedy::start(Config::new().source(source("api", api.url()).prefix("/api")));
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--http1.1"])
+        .args(["-H", "content-type: application/grpc"])
+        .arg(format!("http://{}/api/call", remedy.proxy))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let echo: Value = serde_json::from_str(&text).expect("the API's echo");
+    assert_eq!(echo["version"], "HTTP/1.1", "{echo}");
+    assert_eq!(api.hits(), 1);
+    assert_eq!(
+        remedy.scrape().responses("api", 200, "none", "upstream"),
+        1.0
+    );
+}
