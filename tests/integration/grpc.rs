@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::support::tools::root;
+use crate::support::tools::{must, root};
 use crate::support::{Config, Remedy, Scrape, Upstream, source};
 
 const HOST: &str = "api.example.test";
@@ -294,17 +294,11 @@ fn httpx_over_http2_reaches_an_http1_api_through_remedy() {
 fn an_http1_request_that_says_grpc_goes_upstream_over_http1() {
     let api = Upstream::http();
     let remedy = Remedy::start(Config::new().source(source("api", api.url()).prefix("/api")));
-    let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--http1.1"])
-        .args(["-H", "content-type: application/grpc"])
-        .arg(format!("http://{}/api/call", remedy.proxy))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!("http://{}/api/call", remedy.proxy);
+    let header = "content-type: application/grpc";
+    let text = must(
+        "curl",
+        &["-sS", "--fail-with-body", "--http1.1", "-H", header, &url],
     );
     let echo: Value = serde_json::from_str(&text).expect("the API's echo");
     assert_eq!(echo["version"], "HTTP/1.1", "{echo}");
