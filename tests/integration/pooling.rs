@@ -56,7 +56,15 @@ fn uploads_and_tls_upstreams_reuse_connections_too() {
             assert_eq!(r.status, 200);
             assert_eq!(r.json()["body_len"], 10);
         }
-        assert_eq!(u.accepted(), 1, "{}", u.url());
+        // hyper-util's client puts a connection back in its pool from a task of its own, once
+        // the connection is ready again; on a loaded machine the next request can come first
+        // and open a second one. Ten requests on at most two connections is reuse.
+        let accepted = u.accepted();
+        assert!(
+            (1..=2).contains(&accepted),
+            "{accepted} connections: {}",
+            u.url()
+        );
     }
 }
 
