@@ -57,7 +57,7 @@ use crate::proxy::outcome::Pending;
 use crate::proxy::route::NoRoute;
 use crate::proxy::routes::Target;
 use headers::{rewrite_request, strip_hop_by_hop};
-use upstream::{SendError, UpstreamBody};
+use upstream::{SendError, Sent, UpstreamBody};
 
 /// Serves one request from the connector: never fails, every problem is an HTTP answer.
 /// `ambiguous_framing` is the smuggling guard's verdict: such a request is refused.
@@ -154,9 +154,7 @@ fn admit(ex: &mut Exchange<'_>, target: &Target) -> Result<(), Early> {
 /// Phase 4: what sending the request upstream gave (the driver awaits the send itself, so
 /// the request is not moved once more): the response head, or for a request the connector
 /// could not send whole a 400, for an upstream that cannot be reached a 502 or 504.
-fn forward(
-    sent: Result<Response<UpstreamBody>, SendError>,
-) -> Result<Response<UpstreamBody>, Early> {
+fn forward(sent: Sent) -> Result<Response<UpstreamBody>, Early> {
     sent.map_err(|e| {
         Box::new(match e {
             SendError::Connector(bad) => Answer::BadRequest(bad),

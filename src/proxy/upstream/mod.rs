@@ -10,7 +10,10 @@
 pub mod failure;
 pub mod pool;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -43,6 +46,13 @@ impl From<Failure> for SendError {
         SendError::Upstream(f)
     }
 }
+
+/// What [`UpstreamClient::send`] gives: the response head, or why there is none.
+pub type Sent = Result<Response<UpstreamBody>, SendError>;
+
+/// What the pool's send gives: the response head and its connection's lease, or the failure
+/// (`None`: no head by the deadline).
+type PoolSent = Result<(Response<Incoming>, Lease), Option<Failure>>;
 
 /// The connection pools for one source.
 pub struct UpstreamClient {
@@ -134,13 +144,17 @@ impl UpstreamClient {
     /// `response_header` timeout counted from `start` (when the request arrived). The body
     /// that comes back drives the connection it arrives on, and hands it back to the pool
     /// once read whole. A gRPC call (`grpc`) goes over HTTP/2, which gRPC needs.
-    pub async fn send(
+    ///
+    /// Not an `async fn`: the future it gives is the pool's or the client's own, so the
+    /// request's phases await it directly instead of through one more state machine that
+    /// would hold and copy the request once more.
+    pub fn send(
         &self,
         path: PathAndQuery,
         mut req: Request<Incoming>,
         start: Instant,
         grpc: bool,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    ) -> Sending<'_, impl Future<Output = PoolSent> + '_, impl Future<Output = Sent> + '_> {
         let deadline = start + self.response_header;
         // The upstream hop is remedy's own: HTTP/1.1 or HTTP/2 as the upstream's ALPN says,
         // whatever the connector spoke; HTTP/2 only for gRPC.
@@ -152,47 +166,57 @@ impl UpstreamClient {
         match &self.direct {
             Some(pool) if !grpc && req.body().is_end_stream() => {
                 *req.uri_mut() = Uri::from(path);
-                let (resp, lease) = pool
-                    .send(req, deadline)
-                    .await
-                    .map_err(|e| e.unwrap_or_else(|| self.timed_out()))?;
-                Ok(resp.map(|body| UpstreamBody::new(body, Some(lease))))
+                Sending::Pooled {
+                    sent: pool.send(req, deadline),
+                    client: self,
+                }
             }
-            _ => {
-                *req.uri_mut() = Uri::from_parts({
-                    let mut uri = http::uri::Parts::default();
-                    uri.scheme = Some(self.scheme.clone());
-                    uri.authority = Some(self.authority.clone());
-                    uri.path_and_query = Some(path);
-                    uri
-                })
-                .expect("a scheme, an authority and a path make a URI");
-                let (parts, body) = req.into_parts();
-                let (body, watch) = ConnectorBody::new(body);
-                let req = Request::from_parts(parts, body);
-                let sent = match &self.h2c {
-                    Some(h2c) if grpc => h2c.request(req),
-                    _ => self.client.request(req),
-                };
-                let failure = match tokio::time::timeout_at(deadline, sent).await {
-                    Ok(Ok(resp)) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
-                    // hyper-util's error kinds are private: its text is all that tells (a test
-                    // with an HTTP/1.1-only upstream keeps this honest across upgrades).
-                    Ok(Err(e)) if grpc && e.to_string().contains("UserUnsupportedVersion") => {
-                        return Err(SendError::NoHttp2);
-                    }
-                    Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
-                    Err(_) => self.timed_out(),
-                };
-                // A body that broke, or that the upstream was still waiting for, is the
-                // connector's failure whatever the upstream connection then did.
-                let timed_out = failure.kind == ErrorKind::Timeout;
-                Err(match watch.and_then(|w| w.blame(timed_out)) {
-                    Some(bad) => SendError::Connector(bad),
-                    None => SendError::Upstream(failure),
-                })
-            }
+            _ => Sending::Client {
+                sent: self.send_by_client(path, req, deadline, grpc),
+            },
         }
+    }
+
+    /// [`Self::send`] through hyper-util's client: a TLS upstream, an upload, or a gRPC call.
+    async fn send_by_client(
+        &self,
+        path: PathAndQuery,
+        mut req: Request<Incoming>,
+        deadline: Instant,
+        grpc: bool,
+    ) -> Sent {
+        *req.uri_mut() = Uri::from_parts({
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(self.scheme.clone());
+            uri.authority = Some(self.authority.clone());
+            uri.path_and_query = Some(path);
+            uri
+        })
+        .expect("a scheme, an authority and a path make a URI");
+        let (parts, body) = req.into_parts();
+        let (body, watch) = ConnectorBody::new(body);
+        let req = Request::from_parts(parts, body);
+        let sent = match &self.h2c {
+            Some(h2c) if grpc => h2c.request(req),
+            _ => self.client.request(req),
+        };
+        let failure = match tokio::time::timeout_at(deadline, sent).await {
+            Ok(Ok(resp)) => return Ok(resp.map(|body| UpstreamBody::new(body, None))),
+            // hyper-util's error kinds are private: its text is all that tells (a test
+            // with an HTTP/1.1-only upstream keeps this honest across upgrades).
+            Ok(Err(e)) if grpc && e.to_string().contains("UserUnsupportedVersion") => {
+                return Err(SendError::NoHttp2);
+            }
+            Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
+            Err(_) => self.timed_out(),
+        };
+        // A body that broke, or that the upstream was still waiting for, is the
+        // connector's failure whatever the upstream connection then did.
+        let timed_out = failure.kind == ErrorKind::Timeout;
+        Err(match watch.and_then(|w| w.blame(timed_out)) {
+            Some(bad) => SendError::Connector(bad),
+            None => SendError::Upstream(failure),
+        })
     }
 
     fn timed_out(&self) -> Failure {
@@ -202,6 +226,41 @@ impl UpstreamClient {
                 "no response head within the response_header timeout of {:?}",
                 self.response_header
             ),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`UpstreamClient::send`]'s future: the pool's send, its answer made an
+    /// [`UpstreamBody`] that holds the connection's lease, or the client's.
+    #[project = SendingProj]
+    pub enum Sending<'a, P, C> {
+        Pooled {
+            #[pin]
+            sent: P,
+            client: &'a UpstreamClient,
+        },
+        Client {
+            #[pin]
+            sent: C,
+        },
+    }
+}
+
+impl<P, C> Future for Sending<'_, P, C>
+where
+    P: Future<Output = PoolSent>,
+    C: Future<Output = Sent>,
+{
+    type Output = Sent;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SendingProj::Pooled { sent, client } => sent.poll(cx).map(|sent| match sent {
+                Ok((resp, lease)) => Ok(resp.map(|body| UpstreamBody::new(body, Some(lease)))),
+                Err(failure) => Err(failure.unwrap_or_else(|| client.timed_out()).into()),
+            }),
+            SendingProj::Client { sent } => sent.poll(cx),
         }
     }
 }
