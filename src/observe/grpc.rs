@@ -3,6 +3,8 @@
 //! "trailers-only" answer (an error before any message). Each status stands for the HTTP
 //! status Google's API design guide gives it (`google.rpc.Code`).
 
+use std::time::Duration;
+
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 
@@ -50,15 +52,49 @@ pub const UNAVAILABLE: u32 = 14;
 pub struct Status(pub u32);
 
 impl Status {
-    /// The status `headers` (a trailers-only head, or the trailers) carry, if any.
+    pub const CANCELLED: Status = Status(1);
+    pub const UNKNOWN: Status = Status(2);
+    pub const DEADLINE_EXCEEDED: Status = Status(4);
+    pub const PERMISSION_DENIED: Status = Status(7);
+    pub const RESOURCE_EXHAUSTED: Status = Status(8);
+    pub const INTERNAL: Status = Status(13);
+    pub const UNAVAILABLE: Status = Status(UNAVAILABLE);
+
+    /// The status `headers` (a trailers-only head, or the trailers) carry, as a gRPC client
+    /// reads it: the last `grpc-status` when there are several; INTERNAL for a value that is
+    /// no decimal number (`-1`, `abc`, `8.0`), as grpcio reports it, while ` 8 `, `08` and `+8`
+    /// read as 8; `None` without one.
     pub fn of(headers: &HeaderMap) -> Option<Status> {
-        let v = headers.get("grpc-status")?;
-        std::str::from_utf8(v.as_bytes())
-            .ok()?
-            .trim()
-            .parse()
+        let v = headers.get_all("grpc-status").iter().next_back()?;
+        let parsed = std::str::from_utf8(v.as_bytes())
             .ok()
-            .map(Status)
+            .and_then(|v| v.trim().parse().ok());
+        Some(parsed.map_or(Status::INTERNAL, Status))
+    }
+
+    /// What a gRPC client reads as the status of trailers: theirs, or UNKNOWN without one.
+    pub fn in_trailers(trailers: &HeaderMap) -> Status {
+        Status::of(trailers).unwrap_or(Status::UNKNOWN)
+    }
+
+    /// The status a gRPC client gives a call whose stream was reset with the HTTP/2 error
+    /// code `reason` (gRPC's "PROTOCOL-HTTP2", "Errors"), `past_deadline` telling a `CANCEL`
+    /// that came at or after the call's `grpc-timeout` (DEADLINE_EXCEEDED) from one before it
+    /// (CANCELLED).
+    pub fn of_reset(reason: u32, past_deadline: bool) -> Status {
+        match reason {
+            // REFUSED_STREAM: the server took nothing of the call.
+            0x7 => Status::UNAVAILABLE,
+            0x8 if past_deadline => Status::DEADLINE_EXCEEDED,
+            0x8 => Status::CANCELLED,
+            // ENHANCE_YOUR_CALM: the server asks the client to slow down.
+            0xb => Status::RESOURCE_EXHAUSTED,
+            // INADEQUATE_SECURITY.
+            0xc => Status::PERMISSION_DENIED,
+            // NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, SETTINGS_TIMEOUT,
+            // FRAME_SIZE_ERROR, COMPRESSION_ERROR, CONNECT_ERROR, and codes HTTP/2 does not have.
+            _ => Status::INTERNAL,
+        }
     }
 
     pub fn is_ok(self) -> bool {
@@ -88,6 +124,26 @@ impl Status {
             .position(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|i| Status(i as u32))
     }
+}
+
+/// A call's `grpc-timeout` (gRPC's "PROTOCOL-HTTP2": one to eight digits and a unit, `H`, `M`,
+/// `S`, `m`, `u` or `n`); `None` without one or for a value that is not of that form.
+pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -150,9 +206,73 @@ mod tests {
 
     #[test]
     fn the_status_is_read_from_a_head_or_trailers() {
-        assert_eq!(Status::of(&with("grpc-status", "8")), Some(Status(8)));
-        assert_eq!(Status::of(&with("grpc-status", " 0 ")), Some(Status(0)));
-        assert_eq!(Status::of(&with("grpc-status", "eight")), None);
+        for (value, read) in [
+            ("8", 8),
+            (" 0 ", 0),
+            // As grpcio reads them.
+            (" 8 ", 8),
+            ("08", 8),
+            ("+8", 8),
+            ("-1", 13),
+            ("abc", 13),
+            ("8.0", 13),
+            ("", 13),
+            ("99999999999", 13),
+        ] {
+            assert_eq!(
+                Status::of(&with("grpc-status", value)),
+                Some(Status(read)),
+                "{value:?}"
+            );
+        }
         assert_eq!(Status::of(&HeaderMap::new()), None);
+        assert_eq!(Status::in_trailers(&HeaderMap::new()), Status::UNKNOWN);
+        let mut twice = with("grpc-status", "0");
+        twice.append("grpc-status", HeaderValue::from_static("8"));
+        assert_eq!(Status::of(&twice), Some(Status(8)), "the last one wins");
+    }
+
+    /// gRPC's "PROTOCOL-HTTP2", "Errors": what a client reports for a stream reset with each
+    /// HTTP/2 error code.
+    #[test]
+    fn a_reset_stands_for_the_status_grpcs_http2_mapping_gives_it() {
+        for (reason, before, after) in [
+            (0x0, "INTERNAL", "INTERNAL"),
+            (0x1, "INTERNAL", "INTERNAL"),
+            (0x2, "INTERNAL", "INTERNAL"),
+            (0x3, "INTERNAL", "INTERNAL"),
+            (0x4, "INTERNAL", "INTERNAL"),
+            (0x6, "INTERNAL", "INTERNAL"),
+            (0x7, "UNAVAILABLE", "UNAVAILABLE"),
+            (0x8, "CANCELLED", "DEADLINE_EXCEEDED"),
+            (0x9, "INTERNAL", "INTERNAL"),
+            (0xa, "INTERNAL", "INTERNAL"),
+            (0xb, "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"),
+            (0xc, "PERMISSION_DENIED", "PERMISSION_DENIED"),
+            (0xff, "INTERNAL", "INTERNAL"),
+        ] {
+            assert_eq!(Status::of_reset(reason, false).name(), before, "{reason}");
+            assert_eq!(Status::of_reset(reason, true).name(), after, "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_is_read_in_every_unit_and_nothing_else() {
+        for (value, read) in [
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("3S", Some(Duration::from_secs(3))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("7n", Some(Duration::from_nanos(7))),
+            ("123456789S", None),
+            ("S", None),
+            ("1s", None),
+            ("-1S", None),
+            ("1.5S", None),
+        ] {
+            assert_eq!(timeout(&with("grpc-timeout", value)), read, "{value}");
+        }
+        assert_eq!(timeout(&HeaderMap::new()), None);
     }
 }

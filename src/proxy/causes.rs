@@ -1,4 +1,5 @@
-//! An error as one line for a log: each cause in its chain, outermost first.
+//! What an error's chain of causes says: all of it as one line for a log, outermost first, or
+//! the HTTP/2 reset it carries.
 
 use std::error::Error as StdError;
 
@@ -15,4 +16,32 @@ pub fn causes(e: &(dyn StdError + 'static)) -> String {
         cur = err.source();
     }
     out
+}
+
+/// The HTTP/2 error code of the `RST_STREAM` found in `e`'s causes (the h2 crate's error, which
+/// hyper wraps), if one is there. hyper's server resets a stream whose body fails with the code
+/// it finds the same way, `INTERNAL_ERROR` without one.
+pub fn reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason().map(u32::from);
+        }
+        cause = err.source();
+    }
+    None
+}
+
+/// The same, only for a reset the peer sent for one stream (not a `GOAWAY`, nor remedy's own).
+pub fn peer_reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return (h2.is_reset() && h2.is_remote())
+                .then(|| h2.reason().map(u32::from))
+                .flatten();
+        }
+        cause = err.source();
+    }
+    None
 }

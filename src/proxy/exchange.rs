@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::Request;
 use tokio::time::Instant;
 
-use super::outcome::Pending;
+use super::outcome::{GrpcCall, Pending};
 use super::routes::{Routes, Target};
 
 /// How a request reached the proxy.
@@ -24,7 +24,7 @@ pub struct Seen {
     pub method: http::Method,
     /// A gRPC call (`content-type: application/grpc` over HTTP/2, which gRPC needs): it goes
     /// upstream over HTTP/2. Over HTTP/1.1 the header is not looked up at all.
-    pub grpc: bool,
+    pub grpc: Option<GrpcCall>,
     /// For log lines (a reference-counted clone, not a copy).
     pub uri: http::Uri,
     /// The redacted path and query, made once when debug lines are logged.
@@ -49,8 +49,9 @@ impl<'r> Exchange<'r> {
     pub fn new<B>(routes: &'r Routes, start: Instant, req: &Request<B>) -> Self {
         let mut seen = Seen {
             method: req.method().clone(),
-            grpc: req.version() == http::Version::HTTP_2
-                && crate::observe::grpc::is_grpc(req.headers()),
+            grpc: (req.version() == http::Version::HTTP_2
+                && crate::observe::grpc::is_grpc(req.headers()))
+            .then(|| GrpcCall::new(start, req.headers())),
             uri: req.uri().clone(),
             logged_path: None,
             logged_host: None,

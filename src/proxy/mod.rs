@@ -89,10 +89,11 @@ pub async fn handle(
         ex.target = Some(target);
         or_answer!(admit(&mut ex, target));
         rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
-        let sent = target.client.send(path, req, ex.start, ex.seen.grpc).await;
+        let grpc = ex.seen.grpc.is_some();
+        let sent = target.client.send(path, req, ex.start, grpc).await;
         let resp = or_answer!(forward(sent));
-        let grpc_trailers = observe_head(&mut ex, target, &resp);
-        or_answer!(stream_back(&mut ex, target, resp, grpc_trailers).await)
+        observe_head(&mut ex, target, &resp);
+        or_answer!(stream_back(&mut ex, target, resp).await)
     }
 }
 
@@ -142,6 +143,7 @@ fn admit(ex: &mut Exchange<'_>, target: &Target) -> Result<(), Early> {
     let pending = ex
         .outcome
         .insert(Pending::new(target.metrics.clone(), ex.start));
+    pending.grpc = ex.seen.grpc;
     if let Some(limit) = &target.limit {
         match limit.clone().try_acquire_owned() {
             Ok(permit) => pending.permit = Some(permit),
@@ -160,24 +162,30 @@ fn forward(sent: Sent) -> Result<Response<UpstreamBody>, Early> {
             SendError::Connector(bad) => Answer::BadRequest(bad),
             SendError::Upstream(failure) => Answer::Unreachable(failure),
             SendError::NoHttp2 => Answer::GrpcUnavailable,
+            SendError::GrpcReset(reason) => Answer::GrpcReset(reason),
         })
     })
 }
 
 /// Phase 5: the response head as the connector will get it: its status is what the guard
 /// counts, its rate-limit headers go to the source's gauges, and a gRPC answer's status, when
-/// the head holds it (a trailers-only answer), is the call's outcome. Whether the trailers
-/// must be read for it is what this returns.
-fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<UpstreamBody>) -> bool {
+/// the head holds it and ends the stream (a trailers-only answer), is the call's outcome;
+/// otherwise the guard waits for the trailers. An answer that is not gRPC is counted by its HTTP status, which a
+/// gRPC client reads too.
+fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<UpstreamBody>) {
     let grpc = grpc::is_grpc(resp.headers());
-    let mut in_trailers = false;
     if let Some(pending) = &mut ex.outcome {
         pending.status = resp.status().as_u16();
         pending.origin = Origin::Upstream;
+        let call = pending.grpc.take();
         if grpc {
+            // Over HTTP/2 a client reads a status in the head only of a trailers-only
+            // answer, which the head ends; otherwise it waits for the trailers.
+            let trailers_only =
+                resp.version() != http::Version::HTTP_2 || resp.body().is_end_stream();
             match grpc::Status::of(resp.headers()) {
-                Some(status) => pending.grpc_status(status),
-                None => in_trailers = true,
+                Some(status) if trailers_only => pending.grpc_status(status),
+                _ => pending.grpc = Some(call.unwrap_or_default()),
             }
         }
     }
@@ -193,7 +201,6 @@ fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<Upstream
             "proxied"
         );
     }
-    in_trailers
 }
 
 /// Phase 6: the response, its body streamed back as it comes; the guard records the outcome
@@ -202,7 +209,6 @@ async fn stream_back(
     ex: &mut Exchange<'_>,
     target: &Target,
     resp: Response<UpstreamBody>,
-    grpc_trailers: bool,
 ) -> Result<Response<ResponseBody>, Early> {
     let (mut parts, mut body) = resp.into_parts();
     if strip_hop_by_hop(&mut parts.headers) {
@@ -210,25 +216,24 @@ async fn stream_back(
         // says to ignore it) would frame the re-sent body wrongly.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
+    let pending = ex.outcome.take().expect("admitted requests are counted");
     let held = match peek(&mut body).await {
         // The upstream broke before the body began: nothing of this answer has reached the
         // connector, so remedy answers for it, as for a connection that failed before its head.
-        Poll::Ready(Some(Err(e))) => {
+        // A gRPC call's stream reset is the API's answer, which its client reads: passed on.
+        Poll::Ready(Some(Err(e))) if pending.grpc.is_none() => {
+            ex.outcome = Some(pending);
             let cause = causes::causes(&e);
             return Err(Box::new(Answer::BrokeBeforeBody { cause }));
         }
-        Poll::Ready(Some(Ok(frame))) => Some(frame),
-        Poll::Ready(None) | Poll::Pending => None,
+        Poll::Ready(held) => held,
+        Poll::Pending => None,
     };
-    let pending = ex.outcome.take().expect("admitted requests are counted");
     let reader = target
         .body_errors
         .as_ref()
         .and_then(|rules| body_errors::Reader::for_response(rules, parts.status, &parts.headers));
-    let observe = Observe {
-        grpc_trailers,
-        reader,
-    };
+    let observe = Observe { reader };
     let body = ResponseBody::streaming(body, held, target.idle, pending, observe);
     Ok(Response::from_parts(parts, body))
 }

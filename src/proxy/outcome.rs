@@ -2,6 +2,7 @@
 //! body, a failure, or the connector going away first.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -13,6 +14,9 @@ use crate::observe::grpc;
 /// The status counted when the connector disconnects before the response head (nginx's
 /// "client closed request").
 pub const CLIENT_CLOSED: u16 = 499;
+
+/// HTTP/2's `CANCEL` error code.
+const CANCEL: u32 = 0x8;
 
 /// A request not yet counted. Dropped, it records its [`Outcome`] once: what the connector
 /// received by then, 499 if nothing.
@@ -29,6 +33,35 @@ pub struct Pending {
     pub permit: Option<OwnedSemaphorePermit>,
     /// What the API reported inside the response, once its head or its end has said.
     pub api_errors: Option<Box<ApiErrors>>,
+    /// A gRPC call whose client has not yet been given a status: what its end counts as
+    /// when no `grpc-status` settles it.
+    pub grpc: Option<GrpcCall>,
+}
+
+/// A gRPC call not yet settled by a `grpc-status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcCall {
+    /// When the call's `grpc-timeout` runs out, if it has one, as remedy can tell it.
+    pub deadline: Option<Instant>,
+}
+
+/// How much earlier than its `grpc-timeout` says, counted from its arrival, a call's client
+/// may reach its deadline: the client measured the timeout before the request reached remedy.
+/// A tenth of the timeout, at most this.
+const DEADLINE_SLACK: Duration = Duration::from_millis(100);
+
+impl GrpcCall {
+    /// A call that arrived at `start` with `headers`.
+    pub fn new(start: Instant, headers: &http::HeaderMap) -> Self {
+        GrpcCall {
+            deadline: grpc::timeout(headers)
+                .and_then(|t| start.checked_add(t - (t / 10).min(DEADLINE_SLACK))),
+        }
+    }
+
+    fn past_deadline(self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
 }
 
 impl Pending {
@@ -43,6 +76,7 @@ impl Pending {
             error: None,
             permit: None,
             api_errors: None,
+            grpc: None,
         }
     }
 
@@ -75,9 +109,26 @@ impl Pending {
     /// that is not OK is an error the API reported, standing for the HTTP status Google's API
     /// design guide gives it.
     pub fn grpc_status(&mut self, status: grpc::Status) {
+        self.grpc = None;
         if !status.is_ok() {
             self.api_error(status.name(), status.http_status());
         }
+    }
+
+    /// The stream ended without trailers: a gRPC client reads that as UNKNOWN.
+    pub fn grpc_ended(&mut self) {
+        if self.grpc.is_some() {
+            self.grpc_status(grpc::Status::UNKNOWN);
+        }
+    }
+
+    /// The answer's stream was reset towards the connector with the HTTP/2 error code
+    /// `reason`: counted as the status a gRPC client gives that, which this returns.
+    pub fn grpc_reset(&mut self, reason: u32) -> Option<grpc::Status> {
+        let call = self.grpc?;
+        let status = grpc::Status::of_reset(reason, call.past_deadline());
+        self.grpc_status(status);
+        Some(status)
     }
 
     /// The `source` label it is counted under.
@@ -88,6 +139,9 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        // A call whose connector went away before its status: it cancelled, or its deadline
+        // passed (the client resets the stream either way).
+        self.grpc_reset(CANCEL);
         self.metrics.record(&Outcome {
             status: self.status,
             origin: self.origin,

@@ -38,6 +38,10 @@ pub enum Answer {
     /// A gRPC call to an upstream that negotiated HTTP/1.1: a trailers-only gRPC UNAVAILABLE
     /// (HTTP 200), what a gRPC client understands, counted `origin="proxy"`, `kind="protocol"`.
     GrpcUnavailable,
+    /// A gRPC call whose stream the API reset before its head, with this HTTP/2 error code:
+    /// answered as the status a gRPC client reads that reset as (gRPC's mapping of HTTP/2
+    /// errors), trailers-only, and counted as the API's answer (`origin="upstream"`).
+    GrpcReset(u32),
     /// A host in `proxy.intercept.tunnel` did not take the connection.
     TunnelFailed {
         host: String,
@@ -62,7 +66,7 @@ impl Answer {
                 NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             },
             Answer::InFlightCap | Answer::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Answer::GrpcUnavailable => StatusCode::OK,
+            Answer::GrpcUnavailable | Answer::GrpcReset(_) => StatusCode::OK,
             Answer::Unreachable(f) if f.kind == ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::Unreachable(_) | Answer::BrokeBeforeBody { .. } => StatusCode::BAD_GATEWAY,
             Answer::TunnelFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -87,6 +91,14 @@ impl Answer {
             Answer::BrokeBeforeBody { .. } => Some(ErrorKind::Reset),
             Answer::GrpcUnavailable => Some(ErrorKind::Protocol),
             _ => None,
+        }
+    }
+
+    /// Who made the answer's status: remedy, except for an API's reset that remedy renders.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Answer::GrpcReset(_) => Origin::Upstream,
+            _ => Origin::Proxy,
         }
     }
 
@@ -141,6 +153,10 @@ impl Answer {
             Answer::TunnelFailed { host, port, cause } => {
                 format!("remedy: tunnelled host {host}:{port} unreachable: {cause}\n")
             }
+            Answer::GrpcReset(reason) => format!(
+                "the upstream {upstream} reset the call's stream (HTTP/2 error {:?})",
+                h2::Reason::from(*reason)
+            ),
         }
     }
 
@@ -211,6 +227,13 @@ impl Answer {
             Answer::TunnelFailed { host, port, cause } => {
                 tracing::warn!(%host, port, cause, "tunnelled host unreachable");
             }
+            Answer::GrpcReset(reason) => tracing::debug!(
+                source,
+                %method,
+                path = ex.path(),
+                reason = ?h2::Reason::from(*reason),
+                "the upstream reset a gRPC call's stream before its head"
+            ),
         }
     }
 }
@@ -222,14 +245,26 @@ pub(super) fn render(ex: &mut Exchange<'_>, answer: Answer) -> Response<Response
         ex.outcome = Some(Pending::new(ex.routes.unmatched.clone(), ex.start));
     }
     let upstream_status = ex.outcome.as_ref().map_or(0, |p| p.status);
+    let mut grpc_status = grpc::Status::UNAVAILABLE;
     if let Some(pending) = &mut ex.outcome {
         pending.status = answer.counted_status();
-        pending.origin = Origin::Proxy;
+        pending.origin = answer.origin();
         pending.error = answer.error_kind().or(pending.error);
+        match answer {
+            Answer::GrpcReset(reason) => {
+                grpc_status = pending
+                    .grpc_reset(reason)
+                    .unwrap_or_else(|| grpc::Status::of_reset(reason, false));
+            }
+            // remedy's own answer: counted as such, never as a gRPC status of the API's.
+            _ => pending.grpc = None,
+        }
     }
     answer.log(ex, upstream_status);
     let mut resp = match answer {
-        Answer::GrpcUnavailable => grpc_trailers_only(grpc::UNAVAILABLE, &answer.body(ex)),
+        Answer::GrpcUnavailable | Answer::GrpcReset(_) => {
+            grpc_trailers_only(grpc_status.0, &answer.body(ex))
+        }
         _ => text(answer.status(), answer.body(ex)),
     };
     if answer.closes_connection() {

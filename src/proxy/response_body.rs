@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::causes::causes;
+use super::causes::{causes, reset_reason};
 use super::deadline::LazyDeadline;
 use super::outcome::Pending;
 use super::upstream::UpstreamBody;
@@ -43,10 +43,9 @@ pin_project! {
     }
 }
 
-/// What the body is read for on its way, besides its end.
+/// What the body is read for on its way, besides its end and, for a gRPC answer whose status
+/// was not in its head, the trailers (the request's guard says whether it waits for them).
 pub struct Observe {
-    /// A gRPC answer whose status comes in its trailers.
-    pub grpc_trailers: bool,
     /// The source's `body_errors` reader, until it has its answer.
     pub reader: Option<Box<body_errors::Reader>>,
 }
@@ -63,23 +62,36 @@ impl Observe {
                 p.api_errors_found(errors);
             }
         }
-        if self.grpc_trailers
-            && let (Some(trailers), Some(p)) = (frame.trailers_ref(), pending)
-            && let Some(status) = grpc::Status::of(trailers)
+        if let (Some(trailers), Some(p)) = (frame.trailers_ref(), pending)
+            && p.grpc.is_some()
         {
-            p.grpc_status(status);
+            p.grpc_status(grpc::Status::in_trailers(trailers));
+        }
+    }
+
+    /// After a frame: `ended`, the body has no more. hyper ends an HTTP/2 stream with the
+    /// last frame and may not ask for the end, so what the end concludes is concluded here.
+    fn end_if(&mut self, ended: bool, pending: &mut Option<Pending>) {
+        let waiting = self.reader.is_some() || pending.as_ref().is_some_and(|p| p.grpc.is_some());
+        if waiting && ended {
+            self.end(pending);
         }
     }
 
     /// The body ended whole.
     fn end(&mut self, pending: &mut Option<Pending>) {
-        if let Some(reader) = self.reader.take()
-            && let Some(p) = pending
-        {
-            p.api_errors_found(reader.finish());
+        if let Some(p) = pending {
+            if let Some(reader) = self.reader.take() {
+                p.api_errors_found(reader.finish());
+            }
+            p.grpc_ended();
         }
     }
 }
+
+/// HTTP/2's `INTERNAL_ERROR`, which hyper's server resets a stream with when its body fails
+/// without a reason of its own (an upstream connection that broke, remedy's idle timeout).
+const INTERNAL_ERROR: u32 = 0x2;
 
 /// The upstream paused longer than the source's `idle` timeout inside a body.
 #[derive(Debug, thiserror::Error)]
@@ -87,19 +99,25 @@ impl Observe {
 pub struct IdleTimeout(Duration);
 
 impl ResponseBody {
-    /// The upstream's body on its way to the connector; `held` is a frame already read.
+    /// The upstream's body on its way to the connector; `held` is what was already read of
+    /// it: a frame, or the failure that is passed on once the head has gone.
     pub(super) fn streaming(
         body: UpstreamBody,
-        held: Option<Frame<Bytes>>,
+        held: Option<Result<Frame<Bytes>, hyper::Error>>,
         idle_after: Duration,
         pending: Pending,
         observe: Observe,
     ) -> Self {
+        let (held, deferred) = match held {
+            Some(Ok(frame)) => (Some(frame), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
         ResponseBody::Stream {
             body,
             held,
             sent: false,
-            deferred: None,
+            deferred,
             idle: LazyDeadline::default(),
             idle_after,
             last_progress: None,
@@ -133,6 +151,9 @@ impl Body for ResponseBody {
                 if let Some(frame) = held.take() {
                     *sent = true;
                     observe.frame(&frame, pending);
+                    if deferred.is_none() {
+                        observe.end_if(body.is_end_stream(), pending);
+                    }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 let polled = match deferred.take() {
@@ -146,6 +167,7 @@ impl Body for ResponseBody {
                             *last_progress = Some(Instant::now());
                         }
                         observe.frame(&frame, pending);
+                        observe.end_if(body.is_end_stream(), pending);
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) if !*sent => {
@@ -158,7 +180,8 @@ impl Body for ResponseBody {
                         Poll::Pending
                     }
                     Poll::Ready(Some(Err(e))) => {
-                        if let Some(p) = pending.take() {
+                        if let Some(mut p) = pending.take() {
+                            p.grpc_reset(reset_reason(&e).unwrap_or(INTERNAL_ERROR));
                             tracing::warn!(
                                 source = p.source(),
                                 status = p.status,
@@ -178,7 +201,8 @@ impl Body for ResponseBody {
                         if !idle.poll_passed(since + *idle_after, cx) {
                             return Poll::Pending;
                         }
-                        if let Some(p) = pending.take() {
+                        if let Some(mut p) = pending.take() {
+                            p.grpc_reset(INTERNAL_ERROR);
                             tracing::warn!(
                                 source = p.source(),
                                 status = p.status,

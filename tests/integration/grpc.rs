@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::support::tools::{must, root};
-use crate::support::{Config, Remedy, Scrape, Upstream, source};
+use crate::support::{Answer, Config, GrpcEnd, Remedy, Scrape, Upstream, source};
 
 const HOST: &str = "api.example.test";
 
@@ -80,9 +80,31 @@ fn intercepting(upstream: &str, ca_file: Option<&Path>, ca_dir: &Path) -> Remedy
     )
 }
 
-/// Runs `calls` through a grpcio client that reaches `HOST` through `remedy` as its proxy;
-/// what it got for each.
-fn grpc_calls(remedy: &Remedy, ca_dir: &Path, calls: &[Value]) -> Vec<Value> {
+/// A grpcio client that reaches `HOST` through remedy as its proxy, taking calls on its
+/// standard input and printing what each got.
+struct GrpcClient {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl GrpcClient {
+    /// The next line the client printed.
+    fn line(&mut self) -> Value {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+}
+
+impl Drop for GrpcClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn grpc_client(remedy: &Remedy, ca_dir: &Path) -> GrpcClient {
     let mut child = Command::new("python3")
         .arg(peers())
         .args(["client", &format!("{HOST}:443")])
@@ -95,19 +117,21 @@ fn grpc_calls(remedy: &Remedy, ca_dir: &Path, calls: &[Value]) -> Vec<Value> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        for c in calls {
-            writeln!(stdin, "{c}").unwrap();
-        }
+    GrpcClient {
+        stdin: child.stdin.take().unwrap(),
+        stdout: BufReader::new(child.stdout.take().unwrap()),
+        child,
     }
-    let out = child.wait_with_output().unwrap();
-    let got: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got.len(), calls.len(), "the client stopped early: {got:?}");
-    got
+}
+
+/// Runs `calls` through a grpcio client that reaches `HOST` through `remedy` as its proxy;
+/// what it got for each.
+fn grpc_calls(remedy: &Remedy, ca_dir: &Path, calls: &[Value]) -> Vec<Value> {
+    let mut client = grpc_client(remedy, ca_dir);
+    for c in calls {
+        writeln!(client.stdin, "{c}").unwrap();
+    }
+    calls.iter().map(|_| client.line()).collect()
 }
 
 fn responses(s: &Scrape, remediation: &str, origin: &str) -> f64 {
@@ -306,5 +330,181 @@ fn an_http1_request_that_says_grpc_goes_upstream_over_http1() {
     assert_eq!(
         remedy.scrape().responses("api", 200, "none", "upstream"),
         1.0
+    );
+}
+
+/// Every call to an API shares one HTTP/2 connection upstream. Three server streams whose
+/// client has stopped reading hold what remedy may buffer of each, and no more: a unary call on
+/// another channel to the same API is answered at once, as it would be calling the API directly.
+#[test]
+fn stalled_server_streams_do_not_stall_another_call_to_the_same_api() {
+    let api = Upstream::builder()
+        .route("/Stream", Answer::grpc_messages(400, 1 << 20, ok()))
+        .route("/Unary", Answer::grpc(1, ok()))
+        .tls();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(&api.url(), api.ca_file.as_deref(), ca_dir.path());
+    let mut client = grpc_client(&remedy, ca_dir.path());
+    let spec = json!({ "call": "StalledThenUnary", "streams": 3, "calls": 5, "timeout": 10 });
+    writeln!(client.stdin, "{spec}").unwrap();
+    assert_eq!(client.line()["stalled"], true);
+    api.wait_until_sending_stalls();
+    writeln!(client.stdin, "go").unwrap();
+    let got = client.line();
+    assert_eq!(got["status"], "OK", "{got}");
+    assert_eq!(got["messages"], 5);
+}
+
+fn ok() -> GrpcEnd {
+    GrpcEnd::Trailers(vec![("grpc-status", "0")])
+}
+
+/// A call the API ends without a status a client can read, or by resetting its stream, is
+/// counted as what grpcio reports for it, never as success: no status UNKNOWN, a malformed one
+/// INTERNAL, and each HTTP/2 reset, before the head or after it, as gRPC's mapping of HTTP/2
+/// errors has it (ENHANCE_YOUR_CALM is RESOURCE_EXHAUSTED, and pages for a rate limit).
+#[test]
+fn grpc_calls_the_api_ends_without_a_readable_status_count_what_the_client_saw() {
+    let trailers = |fields: &[(&'static str, &'static str)]| {
+        Answer::grpc(1, GrpcEnd::Trailers(fields.to_vec()))
+    };
+    let head_only = |status| Answer::grpc(0, GrpcEnd::NoTrailers).header("grpc-status", status);
+    let cases = [
+        ("NoStatus", trailers(&[("x-other", "1")]), "UNKNOWN"),
+        (
+            "NoTrailers",
+            Answer::grpc(1, GrpcEnd::NoTrailers),
+            "UNKNOWN",
+        ),
+        ("Minus", trailers(&[("grpc-status", "-1")]), "INTERNAL"),
+        ("Letters", trailers(&[("grpc-status", "abc")]), "INTERNAL"),
+        ("Decimal", trailers(&[("grpc-status", "8.0")]), "INTERNAL"),
+        (
+            "Plus",
+            trailers(&[("grpc-status", "+8")]),
+            "RESOURCE_EXHAUSTED",
+        ),
+        (
+            "Zero",
+            trailers(&[("grpc-status", "08")]),
+            "RESOURCE_EXHAUSTED",
+        ),
+        (
+            "Spaces",
+            trailers(&[("grpc-status", " 8 ")]),
+            "RESOURCE_EXHAUSTED",
+        ),
+        ("Beyond", trailers(&[("grpc-status", "99")]), "UNKNOWN"),
+        ("TrailersOnly", head_only("16"), "UNAUTHENTICATED"),
+        // A status in a head that does not end the stream is not read: the trailers are.
+        (
+            "HeadThenTrailers",
+            Answer::grpc(0, GrpcEnd::Trailers(vec![("x-other", "1")])).header("grpc-status", "16"),
+            "UNKNOWN",
+        ),
+        ("Internal", Answer::grpc(1, GrpcEnd::Reset(0x2)), "INTERNAL"),
+        ("Cancel", Answer::grpc(1, GrpcEnd::Reset(0x8)), "CANCELLED"),
+        (
+            "Refused",
+            Answer::grpc(1, GrpcEnd::Reset(0x7)),
+            "UNAVAILABLE",
+        ),
+        (
+            "Calm",
+            Answer::grpc(1, GrpcEnd::Reset(0xb)),
+            "RESOURCE_EXHAUSTED",
+        ),
+        (
+            "CalmAtOnce",
+            Answer::grpc(0, GrpcEnd::Reset(0xb)),
+            "RESOURCE_EXHAUSTED",
+        ),
+    ];
+    let mut api = Upstream::builder();
+    for (method, answer, _) in &cases {
+        api = api.route(&format!("/{method}"), answer.clone());
+    }
+    let api = api.tls();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(&api.url(), api.ca_file.as_deref(), ca_dir.path());
+    // A client of its own for each call: once grpcio has met a malformed status on a
+    // connection, it reports INTERNAL for every later call on it.
+    let got: Vec<Value> = cases
+        .iter()
+        .map(|(m, _, _)| {
+            let call = json!({ "call": "Unary", "method": format!("/test.Svc/{m}") });
+            grpc_calls(&remedy, ca_dir.path(), &[call]).remove(0)
+        })
+        .collect();
+    let seen: Vec<(&str, &str)> = cases
+        .iter()
+        .zip(&got)
+        .map(|((m, _, _), g)| (*m, g["status"].as_str().unwrap()))
+        .collect();
+    let expected: Vec<(&str, &str)> = cases.iter().map(|(m, _, s)| (*m, *s)).collect();
+    assert_eq!(seen, expected, "what grpcio reported");
+    remedy.wait_in_flight("ads", 0.0);
+    let s = remedy.scrape();
+    // A code beyond `google.rpc.Code`, which grpcio reports as UNKNOWN, is counted `other`.
+    let expected: Vec<(&str, &str)> = expected
+        .into_iter()
+        .map(|(m, s)| (m, if m == "Beyond" { "other" } else { s }))
+        .collect();
+    for (name, http) in [
+        ("UNKNOWN", "500"),
+        ("other", "500"),
+        ("INTERNAL", "500"),
+        ("RESOURCE_EXHAUSTED", "429"),
+        ("UNAUTHENTICATED", "401"),
+        ("CANCELLED", "499"),
+        ("UNAVAILABLE", "503"),
+    ] {
+        let reported = expected.iter().filter(|(_, s)| *s == name).count();
+        assert_eq!(
+            api_errors(&s, name, http),
+            reported as f64,
+            "{name}\n{}",
+            s.text
+        );
+    }
+    assert_eq!(responses(&s, "none", "upstream"), 0.0, "{}", s.text);
+    assert_eq!(responses(&s, "reduce_concurrency", "upstream"), 5.0);
+}
+
+/// A call whose deadline (`grpc-timeout`) passes is DEADLINE_EXCEEDED, as the client reports
+/// it, whether the API had sent its head or not: counted with the remediation of 504.
+#[test]
+fn grpc_calls_past_their_deadline_count_as_deadline_exceeded() {
+    let api = Upstream::builder()
+        .route("/MidStream", Answer::grpc(2, GrpcEnd::Stall))
+        .route("/NoHead", Answer::stall())
+        .tls();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(&api.url(), api.ca_file.as_deref(), ca_dir.path());
+    let got = grpc_calls(
+        &remedy,
+        ca_dir.path(),
+        &[
+            json!({ "call": "Stream", "method": "/test.Svc/MidStream", "timeout": 1 }),
+            json!({ "call": "Unary", "method": "/test.Svc/NoHead", "timeout": 1 }),
+        ],
+    );
+    let statuses: Vec<&str> = got.iter().map(|g| g["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED"]);
+    assert_eq!(got[0]["messages"], 2);
+    remedy.wait_in_flight("ads", 0.0);
+    let s = remedy.scrape();
+    assert_eq!(
+        api_errors(&s, "DEADLINE_EXCEEDED", "504"),
+        2.0,
+        "{}",
+        s.text
+    );
+    assert_eq!(responses(&s, "reduce_query_volume", "upstream"), 1.0);
+    assert_eq!(
+        s.responses("ads", 499, "reduce_query_volume", "proxy"),
+        1.0,
+        "{}",
+        s.text
     );
 }

@@ -63,15 +63,32 @@ def serve(cert, key):
     server.stop(0)
 
 
-def call(channel, spec):
-    """One call as `spec` says; its status, and what came back."""
+def call(channel, spec, other_channel):
+    """One call as `spec` says; its status, and what came back. `method` names another method
+    than the kind's own, `timeout` another deadline in seconds."""
     kind, arg = spec["call"], spec.get("arg", "").encode()
+    method = spec.get("method", f"/test.Svc/{kind}")
     got = []
     try:
         if kind == "Unary":
-            got.append(channel.unary_unary("/test.Svc/Unary")(arg, timeout=60))
+            got.append(channel.unary_unary(method)(arg, timeout=spec.get("timeout", 60)))
         elif kind == "Stream":
-            got.extend(channel.unary_stream("/test.Svc/Stream")(arg, timeout=120))
+            got.extend(channel.unary_stream(method)(arg, timeout=spec.get("timeout", 120)))
+        elif kind == "StalledThenUnary":
+            # `streams` server streams begun and then not read, and meanwhile `calls` unary
+            # calls on a channel of their own (another connection to the proxy).
+            streams = [channel.unary_stream("/test.Svc/Stream")(arg, timeout=120)
+                       for _ in range(spec["streams"])]
+            for s in streams:
+                next(s)
+            # Says so, and waits for a line: the caller looks at the server meanwhile.
+            print(json.dumps({"stalled": True}), flush=True)
+            sys.stdin.readline()
+            with other_channel() as other:
+                for _ in range(spec["calls"]):
+                    got.append(other.unary_unary("/test.Svc/Unary")(b"ok", timeout=spec["timeout"]))
+            for s in streams:
+                s.cancel()
         elif kind == "Upload":
             parts = (b"u" * spec["size"] for _ in range(spec["count"]))
             got.append(channel.stream_unary("/test.Svc/Upload")(parts, timeout=120))
@@ -97,10 +114,13 @@ def call(channel, spec):
 def client(target, ca):
     creds = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
     options = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
+    # grpcio shares connections between channels with the same options unless told not to.
+    other = lambda: grpc.secure_channel(  # noqa: E731
+        target, creds, options=options + [("grpc.use_local_subchannel_pool", 1)])
     with grpc.secure_channel(target, creds, options=options) as channel:
         for line in sys.stdin:
             if line.strip():
-                print(json.dumps(call(channel, json.loads(line))), flush=True)
+                print(json.dumps(call(channel, json.loads(line), other)), flush=True)
 
 
 if __name__ == "__main__":

@@ -271,3 +271,63 @@ fn a_settings_flood_cannot_take_remedy_down() {
         .count();
     assert!(acks >= 100_000, "{acks} acknowledgements");
 }
+
+/// An HTTP/1.1 connector in base-URL mode, against an API that offers h2: remedy's calls to it
+/// share one HTTP/2 connection. Three downloads whose connector has stopped reading hold their
+/// own streams' windows, not the connection's: the next small calls are answered at once.
+#[test]
+fn slow_downloads_do_not_stall_other_calls_over_a_shared_http2_upstream() {
+    use crate::support::Answer;
+    let api = Upstream::builder()
+        .route("/big", Answer::download(256 << 20))
+        .tls();
+    let ca = api.ca_file.as_deref().unwrap();
+    let remedy =
+        Remedy::start(Config::new().source(source("api", api.url()).prefix("/api").ca_file(ca)));
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(remedy.proxy).unwrap();
+        s.write_all(b"GET /api/big HTTP/1.1\r\nHost: api\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 64];
+        s.read_exact(&mut head).unwrap();
+        assert!(head.starts_with(b"HTTP/1.1 200"));
+        slow.push(s);
+    }
+    let held = api.wait_until_sending_stalls();
+    let url = format!("http://{}/api/small", remedy.proxy);
+    for _ in 0..5 {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg(&url)
+            .output()
+            .unwrap();
+        let answered = (out.status.success(), String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            answered,
+            (true, "200".into()),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let echoed = crate::support::request(remedy.proxy, "GET", "/api/v", &[], b"").json();
+    assert_eq!(echoed["version"], "HTTP/2.0", "the upstream hop is HTTP/2");
+    assert_eq!(
+        api.accepted(),
+        1,
+        "one HTTP/2 connection carried every call"
+    );
+    assert!(
+        held > 3 << 20,
+        "the slow downloads filled what they could ({held} bytes)"
+    );
+    drop(slow);
+}

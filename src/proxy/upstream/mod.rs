@@ -28,9 +28,21 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
+use crate::proxy::causes::peer_reset_reason;
 use crate::proxy::request_body::{BadRequest, ConnectorBody};
 pub use crate::proxy::upstream::failure::Failure;
 use crate::proxy::upstream::pool::{HeadLimits, Lease, Pool};
+
+/// What the upstream may send of one HTTP/2 stream before remedy has passed it on to the
+/// connector: the most a stalled call holds in remedy's memory.
+pub const UPSTREAM_STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// The same for all of an HTTP/2 connection's streams together. Every call to a source shares
+/// one connection, and h2 gives a connection's window back only as the connector reads, so a
+/// window near the sum of a few streams' (hyper's default is 5 MiB for 2 MiB streams) lets three
+/// calls whose connectors read slowly stall every other call to the API. A gigabyte, as Go's
+/// HTTP/2 transport has it, leaves each stream bounded by its own window alone.
+pub const UPSTREAM_CONNECTION_WINDOW: u32 = 1 << 30;
 
 /// Why a request got no response head: the upstream's failure, or the connector's.
 #[derive(Debug)]
@@ -39,6 +51,9 @@ pub enum SendError {
     Connector(BadRequest),
     /// A gRPC call, and the upstream negotiated HTTP/1.1: gRPC needs HTTP/2.
     NoHttp2,
+    /// A gRPC call whose stream the API reset before its head, with this HTTP/2 error code:
+    /// the API's answer, which a gRPC client reads as a status.
+    GrpcReset(u32),
 }
 
 impl From<Failure> for SendError {
@@ -122,6 +137,8 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(t.idle.0)
             .http1_max_buf_size(head.read_buffer())
+            .http2_initial_stream_window_size(UPSTREAM_STREAM_WINDOW)
+            .http2_initial_connection_window_size(UPSTREAM_CONNECTION_WINDOW)
             .http2_max_header_list_size(u32::try_from(head.bytes).unwrap_or(u32::MAX));
         if head.headers != 100 {
             client.http1_max_headers(head.headers);
@@ -206,6 +223,9 @@ impl UpstreamClient {
             // with an HTTP/1.1-only upstream keeps this honest across upgrades).
             Ok(Err(e)) if grpc && e.to_string().contains("UserUnsupportedVersion") => {
                 return Err(SendError::NoHttp2);
+            }
+            Ok(Err(e)) if grpc && let Some(reason) = peer_reset_reason(&e) => {
+                return Err(SendError::GrpcReset(reason));
             }
             Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
             Err(_) => self.timed_out(),

@@ -14,7 +14,7 @@ pub use client::{raw, read_one, request, send};
 pub use config::{Config, source};
 pub use launcher::Remedy;
 pub use scrape::Scrape;
-pub use upstream::{Answer, Upstream};
+pub use upstream::{Answer, GrpcEnd, Upstream};
 
 use std::time::{Duration, Instant};
 

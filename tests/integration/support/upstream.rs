@@ -145,6 +145,30 @@ impl Upstream {
         self.hits.count.load(Ordering::SeqCst)
     }
 
+    /// Bytes of downloads and gRPC messages sent so far.
+    pub fn sent(&self) -> usize {
+        self.hits.sent.load(Ordering::SeqCst)
+    }
+
+    /// Once what it sends has stopped moving (the readers' windows and buffers are full):
+    /// polled until two looks a tenth of a second apart agree, for at most 30 s.
+    pub fn wait_until_sending_stalls(&self) -> usize {
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        let mut last = usize::MAX;
+        loop {
+            let now = self.sent();
+            if now == last && now > 0 {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "still sending after 30 s"
+            );
+            last = now;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Every request target received so far, with its `x-fuzz-id` header when it had one.
     pub fn targets(&self) -> Vec<(String, Option<String>)> {
         self.hits.targets.lock().unwrap().clone()
@@ -207,6 +231,8 @@ impl Drop for OpenGuard {
 #[derive(Default)]
 struct Seen {
     count: AtomicUsize,
+    /// Bytes of downloads and gRPC messages handed to hyper.
+    sent: Arc<AtomicUsize>,
     targets: std::sync::Mutex<Vec<(String, Option<String>)>>,
 }
 
@@ -241,6 +267,21 @@ enum Shape {
     /// A quota of N calls counted down in `X-RateLimit-*` headers (reset in 60 s); once it
     /// is used up, 429 with `Retry-After: 60`.
     Quota(usize, Arc<AtomicUsize>),
+    /// A gRPC answer: N messages of SIZE bytes, then its end.
+    Grpc(u32, usize, GrpcEnd),
+}
+
+/// How the fixture's gRPC answer ends after its messages.
+#[derive(Clone, Debug)]
+pub enum GrpcEnd {
+    /// Trailers with these fields (none or others: trailers without `grpc-status`).
+    Trailers(Vec<(&'static str, &'static str)>),
+    /// The last message ends the stream: no trailers at all.
+    NoTrailers,
+    /// `RST_STREAM` with this HTTP/2 error code.
+    Reset(u32),
+    /// Nothing more, for ever.
+    Stall,
 }
 
 impl Answer {
@@ -272,6 +313,16 @@ impl Answer {
     pub fn delay(mut self, d: Duration) -> Self {
         self.delay = d;
         self
+    }
+
+    /// A gRPC answer (`content-type: application/grpc`): `messages` empty messages, then `end`.
+    pub fn grpc(messages: u32, end: GrpcEnd) -> Self {
+        Answer::grpc_messages(messages, 0, end)
+    }
+
+    /// A gRPC answer of `messages` messages of `size` bytes each, then `end`.
+    pub fn grpc_messages(messages: u32, size: usize, end: GrpcEnd) -> Self {
+        Answer::new(Shape::Grpc(messages, size, end)).header("content-type", "application/grpc")
     }
 
     pub fn download(bytes: u64) -> Self {
@@ -426,7 +477,10 @@ async fn respond(
             head = head.header("content-type", "application/json");
             FixtureBody::full(echo(req).await)
         }
-        Shape::Download(n) => FixtureBody::Repeat { remaining: n },
+        Shape::Download(n) => FixtureBody::Repeat {
+            remaining: n,
+            sent: hits.sent.clone(),
+        },
         Shape::Drip(n, every) => {
             head = head.header("content-length", n);
             FixtureBody::Drip {
@@ -470,6 +524,16 @@ async fn respond(
                 head = head.status(429).header("retry-after", 60);
             }
             FixtureBody::full("quota\n")
+        }
+        Shape::Grpc(messages, size, end) => {
+            let mut message = vec![0u8; 5 + size];
+            message[1..5].copy_from_slice(&(size as u32).to_be_bytes());
+            FixtureBody::Grpc {
+                messages,
+                message: Bytes::from(message),
+                end: Some(end),
+                sent: hits.sent.clone(),
+            }
         }
     };
     Ok(head.body(body).unwrap())
@@ -519,6 +583,7 @@ pub enum FixtureBody {
     Full(Option<Bytes>),
     Repeat {
         remaining: u64,
+        sent: Arc<AtomicUsize>,
     },
     Stalled {
         sent: bool,
@@ -540,6 +605,13 @@ pub enum FixtureBody {
         sent: bool,
         pause: Pin<Box<tokio::time::Sleep>>,
     },
+    /// [`Shape::Grpc`]: the messages left, one message framed, then the end.
+    Grpc {
+        messages: u32,
+        message: Bytes,
+        end: Option<GrpcEnd>,
+        sent: Arc<AtomicUsize>,
+    },
 }
 
 impl FixtureBody {
@@ -553,20 +625,21 @@ static ZEROS: [u8; CHUNK] = [b'x'; CHUNK];
 
 impl Body for FixtureBody {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut *self {
             FixtureBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            FixtureBody::Repeat { remaining } => {
+            FixtureBody::Repeat { remaining, sent } => {
                 if *remaining == 0 {
                     return Poll::Ready(None);
                 }
                 let n = (*remaining).min(CHUNK as u64) as usize;
                 *remaining -= n as u64;
+                sent.fetch_add(n, Ordering::SeqCst);
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..n])))))
             }
             FixtureBody::Drip {
@@ -609,10 +682,40 @@ impl Body for FixtureBody {
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"abc")))))
                 }
             }
+            FixtureBody::Grpc {
+                messages,
+                message,
+                end,
+                sent,
+            } => {
+                if *messages > 0 {
+                    *messages -= 1;
+                    sent.fetch_add(message.len(), Ordering::SeqCst);
+                    return Poll::Ready(Some(Ok(Frame::data(message.clone()))));
+                }
+                match end.take() {
+                    Some(GrpcEnd::Trailers(fields)) => {
+                        let mut trailers = http::HeaderMap::new();
+                        for (name, value) in fields {
+                            trailers.append(name, http::HeaderValue::from_static(value));
+                        }
+                        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                    }
+                    // hyper resets the stream with the reason it finds in the error.
+                    Some(GrpcEnd::Reset(code)) => {
+                        Poll::Ready(Some(Err(h2::Error::from(h2::Reason::from(code)).into())))
+                    }
+                    Some(GrpcEnd::Stall) => {
+                        *end = Some(GrpcEnd::Stall);
+                        Poll::Pending
+                    }
+                    Some(GrpcEnd::NoTrailers) | None => Poll::Ready(None),
+                }
+            }
             FixtureBody::Broken { sent, pause } => {
                 if *sent {
                     std::task::ready!(pause.as_mut().poll(cx));
-                    Poll::Ready(Some(Err(std::io::Error::other("fixture breaks the body"))))
+                    Poll::Ready(Some(Err("fixture breaks the body".into())))
                 } else {
                     *sent = true;
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&ZEROS[..100])))))
@@ -621,9 +724,20 @@ impl Body for FixtureBody {
         }
     }
 
+    /// A gRPC answer of no message and no trailers is trailers-only: its head ends the stream.
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FixtureBody::Full(b) => b.is_none(),
+            FixtureBody::Grpc { messages, end, .. } => {
+                *messages == 0 && matches!(end, Some(GrpcEnd::NoTrailers))
+            }
+            _ => false,
+        }
+    }
+
     fn size_hint(&self) -> SizeHint {
         match self {
-            FixtureBody::Repeat { remaining } => SizeHint::with_exact(*remaining),
+            FixtureBody::Repeat { remaining, .. } => SizeHint::with_exact(*remaining),
             _ => SizeHint::default(),
         }
     }
