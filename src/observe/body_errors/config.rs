@@ -37,7 +37,8 @@ pub struct RuleConfig {
 /// `rules[].errors`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleErrors {
-    /// The value is an HTTP status: 400 and above is an error standing for itself.
+    /// The value is an HTTP status: 400 to 599 is an error standing for itself; any other
+    /// number is none, so that a vendor's odd value cannot add series.
     HttpStatus,
     /// Each value that means an error, with the HTTP status it stands for.
     Table(Vec<(String, u16)>),

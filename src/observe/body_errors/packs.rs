@@ -9,7 +9,8 @@ pub struct PackRule {
 }
 
 pub enum PackVerdict {
-    /// The value is an HTTP status; 400 and above is an error standing for itself.
+    /// The value is an HTTP status; 400 to 599 is an error standing for itself, anything else
+    /// (a 2xx, or a number HTTP has no error class for) is none.
     HttpStatus,
     /// Values that mean success, values that mean an error (with the HTTP status each stands
     /// for), and the status of any other value (`None`: other values are not errors).

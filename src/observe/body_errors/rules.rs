@@ -39,7 +39,7 @@ impl Seg {
 /// What the value at a rule's pointer means.
 #[derive(Debug, Clone)]
 enum Verdict {
-    /// An HTTP status: 400 and above is an error standing for itself.
+    /// An HTTP status: 400 to 599 is an error standing for itself, any other number none.
     HttpStatus,
     Table {
         ok: Vec<Cow<'static, str>>,
@@ -65,7 +65,7 @@ impl Rule {
         match &self.verdict {
             Verdict::HttpStatus => {
                 let status: u16 = std::str::from_utf8(value).ok()?.parse().ok()?;
-                (400..=999)
+                (400..=599)
                     .contains(&status)
                     .then(|| (Cow::Owned(status.to_string()), status))
             }

@@ -76,6 +76,28 @@ fn read(
     (list(r.finish()), false)
 }
 
+/// Batch answers state each item's HTTP status: 4xx and 5xx are errors, and nothing else is,
+/// so that an API's odd value (600, 999) cannot add a series.
+#[test]
+fn item_statuses_count_from_400_to_599_only() {
+    for (pack, body, expected) in [
+        (
+            "meta_batch",
+            r#"[{"code":200},{"code":400},{"code":599},{"code":600},{"code":999},{"code":399}]"#,
+            &[400, 599][..],
+        ),
+        (
+            "salesforce_composite",
+            r#"{"compositeResponse":[{"httpStatusCode":404},{"httpStatusCode":503},{"httpStatusCode":600},{"httpStatusCode":1000},{"httpStatusCode":201}]}"#,
+            &[404, 503][..],
+        ),
+    ] {
+        let (found, _) = read(&rules(pack, 64 << 10), None, body.as_bytes(), 7);
+        let statuses: Vec<u16> = found.iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(statuses, expected, "{pack}: {found:?}");
+    }
+}
+
 #[test]
 fn only_json_in_a_known_coding_is_read() {
     let r = rules("tiktok", 65536);
