@@ -64,13 +64,19 @@ pub struct Window {
 }
 
 impl Window {
-    /// Fills in the share used from remaining and limit, and clamps it to [0, 1].
+    /// Fills in the share used from remaining and limit, and clamps it to [0, 1]. A quota of
+    /// 0 is all used: the gauge must say so rather than keep the share an earlier answer gave.
     fn settle(mut self) -> Self {
         if self.used_ratio.is_none()
-            && let (Some(r), Some(l)) = (self.remaining, self.limit)
-            && l > 0.0
+            && let Some(l) = self.limit
         {
-            self.used_ratio = Some(1.0 - r / l);
+            if l > 0.0
+                && let Some(r) = self.remaining
+            {
+                self.used_ratio = Some(1.0 - r / l);
+            } else if l == 0.0 {
+                self.used_ratio = Some(1.0);
+            }
         }
         if self.remaining.is_none()
             && let (Some(u), Some(l)) = (self.used_ratio, self.limit)

@@ -366,6 +366,25 @@ fn meta_takes_the_highest_percentage_of_all_objects() {
     );
 }
 
+/// A quota of 0 states that all of it is used, in every dialect that states a limit: the share
+/// is 1, never left unsaid (the gauge would keep an earlier answer's share).
+#[test]
+fn a_quota_of_zero_is_all_used() {
+    for pairs in [
+        &[("x-ratelimit-limit", "0"), ("x-ratelimit-remaining", "0")][..],
+        &[("ratelimit-limit", "0"), ("ratelimit-remaining", "0")][..],
+        &[("x-ratelimit-limit", "0"), ("x-ratelimit-used", "0")][..],
+        &[("x-shopify-shop-api-call-limit", "0/0")][..],
+    ] {
+        let got = read_one(pairs);
+        assert_eq!(
+            (got.limit, got.used_ratio),
+            (Some(0.0), Some(1.0)),
+            "{pairs:?}"
+        );
+    }
+}
+
 #[test]
 fn retry_after_on_a_429_is_an_exhausted_window() {
     // RFC 9110 section 10.2.3: delay-seconds or an HTTP-date.
