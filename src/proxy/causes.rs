@@ -45,3 +45,20 @@ pub fn peer_reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
     }
     None
 }
+
+/// Whether `e`'s causes hold a connection that broke on remedy's side of it: its socket
+/// failed (hyper hands h2's socket errors on as `io::Error`s), or what came back was no HTTP/2
+/// (h2 gave up on it), rather than a `GOAWAY` or a reset the peer sent.
+pub fn connection_broke(e: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_io() || (h2.is_go_away() && h2.is_library());
+        }
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
+}

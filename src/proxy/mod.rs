@@ -170,8 +170,8 @@ fn forward(sent: Sent) -> Result<Response<UpstreamBody>, Early> {
 /// Phase 5: the response head as the connector will get it: its status is what the guard
 /// counts, its rate-limit headers go to the source's gauges, and a gRPC answer's status, when
 /// the head holds it and ends the stream (a trailers-only answer), is the call's outcome;
-/// otherwise the guard waits for the trailers. An answer that is not gRPC is counted by its HTTP status, which a
-/// gRPC client reads too.
+/// otherwise the guard waits for the trailers. An answer to a gRPC call that is not gRPC is
+/// counted by its HTTP status, which a gRPC client reads too, and a 200 as UNKNOWN.
 fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<UpstreamBody>) {
     let grpc = grpc::is_grpc(resp.headers());
     if let Some(pending) = &mut ex.outcome {
@@ -187,6 +187,11 @@ fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<Upstream
                 Some(status) if trailers_only => pending.grpc_status(status),
                 _ => pending.grpc = Some(call.unwrap_or_default()),
             }
+        } else if call.is_some() && resp.status() == http::StatusCode::OK {
+            // A gRPC call answered 200 with something else than gRPC: its client reads UNKNOWN
+            // (another status speaks for itself, as gRPC's HTTP mapping has it).
+            pending.grpc = call;
+            pending.grpc_status(grpc::Status::UNKNOWN);
         }
     }
     target.read_quota(resp.status(), resp.headers());

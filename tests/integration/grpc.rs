@@ -260,24 +260,40 @@ fn a_hundred_mib_server_stream_flows_with_flat_memory() {
 /// An API that does not speak HTTP/2 cannot take a gRPC call: remedy answers it as gRPC does,
 /// a trailers-only UNAVAILABLE that says why, counted as its own answer (`origin="proxy"`,
 /// remedy's own remediation, `kind="protocol"`), never as the API's.
+/// Over TLS (ALPN says http/1.1) and over plain `http://` (no h2c: the API answers the HTTP/2
+/// preface as HTTP/1.1) alike.
 #[test]
 fn a_grpc_call_to_an_upstream_without_http2_is_answered_unavailable_and_says_why() {
-    let http1 = Upstream::builder().tls_http1_only();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = intercepting(&http1.url(), http1.ca_file.as_deref(), ca_dir.path());
-    let got = grpc_calls(
-        &remedy,
-        ca_dir.path(),
-        &[json!({ "call": "Unary", "arg": "ok" })],
-    );
-    assert_eq!(got[0]["status"], "UNAVAILABLE", "{got:?}");
-    let details = got[0]["details"].as_str().unwrap_or_default();
-    assert!(details.contains("does not speak HTTP/2"), "{details}");
-    assert_eq!(http1.hits(), 0);
-    let s = remedy.scrape();
-    assert_eq!(responses(&s, "check_upstream_reachability", "proxy"), 1.0);
-    assert_eq!(s.errors("ads", "protocol"), 1.0);
-    assert_eq!(s.sum("remedy_upstream_api_errors_total", &[]), 0.0);
+    for http1 in [
+        Upstream::builder().tls_http1_only(),
+        Upstream::builder().http1_only(),
+    ] {
+        let ca_dir = tempfile::tempdir().unwrap();
+        let remedy = intercepting(&http1.url(), http1.ca_file.as_deref(), ca_dir.path());
+        let got = grpc_calls(
+            &remedy,
+            ca_dir.path(),
+            &[json!({ "call": "Unary", "arg": "ok" })],
+        );
+        assert_eq!(
+            got[0]["status"],
+            "UNAVAILABLE",
+            "{}: {got:?} {}",
+            http1.url(),
+            remedy.logs()
+        );
+        let details = got[0]["details"].as_str().unwrap_or_default();
+        assert!(
+            details.contains("does not speak HTTP/2"),
+            "{details} {}",
+            remedy.logs()
+        );
+        assert_eq!(http1.hits(), 0);
+        let s = remedy.scrape();
+        assert_eq!(responses(&s, "check_upstream_reachability", "proxy"), 1.0);
+        assert_eq!(s.errors("ads", "protocol"), 1.0, "{}", s.text);
+        assert_eq!(s.sum("remedy_upstream_api_errors_total", &[]), 0.0);
+    }
 }
 
 /// httpx offering h2 gets it from remedy, and remedy forwards its call to an API that speaks

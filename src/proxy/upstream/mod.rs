@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::config::SourceConfig;
 use crate::metrics::ErrorKind;
-use crate::proxy::causes::peer_reset_reason;
+use crate::proxy::causes::{connection_broke, peer_reset_reason};
 use crate::proxy::request_body::{BadRequest, ConnectorBody};
 pub use crate::proxy::upstream::failure::Failure;
 use crate::proxy::upstream::pool::{HeadLimits, Lease, Pool};
@@ -49,7 +49,8 @@ pub const UPSTREAM_CONNECTION_WINDOW: u32 = 1 << 30;
 pub enum SendError {
     Upstream(Failure),
     Connector(BadRequest),
-    /// A gRPC call, and the upstream negotiated HTTP/1.1: gRPC needs HTTP/2.
+    /// A gRPC call, and the upstream negotiated HTTP/1.1 (or, over `http://`, did not speak
+    /// HTTP/2 with prior knowledge): gRPC needs HTTP/2.
     NoHttp2,
     /// A gRPC call whose stream the API reset before its head, with this HTTP/2 error code:
     /// the API's answer, which a gRPC client reads as a status.
@@ -226,6 +227,11 @@ impl UpstreamClient {
             }
             Ok(Err(e)) if grpc && let Some(reason) = peer_reset_reason(&e) => {
                 return Err(SendError::GrpcReset(reason));
+            }
+            // An `http://` upstream that does not speak HTTP/2 with prior knowledge answers
+            // its preface as an HTTP/1.1 request, and closes.
+            Ok(Err(e)) if grpc && self.h2c.is_some() && !e.is_connect() && connection_broke(&e) => {
+                return Err(SendError::NoHttp2);
             }
             Ok(Err(e)) => Failure::from_error(&e, ErrorKind::Reset),
             Err(_) => self.timed_out(),

@@ -60,7 +60,8 @@ impl Upstream {
         Builder::default()
     }
 
-    fn start(tls: Option<tokio_rustls::TlsAcceptor>, routes: Routes) -> Self {
+    /// `h2c`: plain connections may speak HTTP/2 with prior knowledge too.
+    fn start(tls: Option<tokio_rustls::TlsAcceptor>, routes: Routes, h2c: bool) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -100,7 +101,10 @@ impl Upstream {
                     conns.spawn(async move {
                         let _open = open;
                         let svc = service_fn(move |req| respond(req, hits.clone(), routes.clone()));
-                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let mut builder = auto::Builder::new(TokioExecutor::new());
+                        if tls.is_none() && !h2c {
+                            builder = builder.http1_only();
+                        }
                         match tls {
                             Some(acceptor) => {
                                 if let Ok(s) = acceptor.accept(stream).await {
@@ -406,9 +410,14 @@ impl Builder {
         })
     }
 
-    /// Plain HTTP/1.1.
+    /// Plain HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
     pub fn http(self) -> Upstream {
-        Upstream::start(None, Arc::new(self.routes))
+        Upstream::start(None, Arc::new(self.routes), true)
+    }
+
+    /// Plain HTTP/1.1 only: an HTTP/2 preface is a bad HTTP/1.1 request.
+    pub fn http1_only(self) -> Upstream {
+        Upstream::start(None, Arc::new(self.routes), false)
     }
 
     /// TLS with a fresh self-signed certificate for 127.0.0.1, offering h2 and http/1.1.
@@ -441,7 +450,7 @@ impl Builder {
         .unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let mut u = Upstream::start(Some(acceptor), Arc::new(self.routes));
+        let mut u = Upstream::start(Some(acceptor), Arc::new(self.routes), true);
         u.ca_file = Some(ca);
         u._dir = Some(dir);
         u
