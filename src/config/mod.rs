@@ -109,7 +109,7 @@ pub struct ProxyConfig {
 
 /// `proxy.http2`: what one HTTP/2 connection from the connector may hold, sized for a sidecar.
 /// The header list is bounded by `proxy.max_header_bytes`, as an HTTP/1.1 head is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Http2Config {
     /// Streams (calls) open at once on one connection; a client opens more once some end.
@@ -119,6 +119,10 @@ pub struct Http2Config {
     pub initial_stream_window_size: u32,
     /// The same for all of a connection's streams together.
     pub initial_connection_window_size: u32,
+    /// How long a connection may stay without a stream before remedy closes it with a GOAWAY
+    /// (clients keep their channels open for the next call, so longer than
+    /// `header_read_timeout`, but not for ever).
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for Http2Config {
@@ -127,6 +131,7 @@ impl Default for Http2Config {
             max_concurrent_streams: 100,
             initial_stream_window_size: 256 * 1024,
             initial_connection_window_size: 1024 * 1024,
+            idle_timeout: HumanDuration::secs(300),
         }
     }
 }

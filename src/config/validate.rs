@@ -255,6 +255,12 @@ fn validate_proxy(p: &ProxyConfig) -> Result<(), Invalid> {
             "must be at least 1".into(),
         ));
     }
+    if h2.idle_timeout.0.is_zero() {
+        return Err(invalid(
+            "proxy.http2.idle_timeout".into(),
+            "must be more than 0s".into(),
+        ));
+    }
     for (key, size) in [
         ("initial_stream_window_size", h2.initial_stream_window_size),
         (

@@ -62,6 +62,7 @@ pub async fn serve(
         header_read: proxy.header_read_timeout.0,
         send: proxy.send_timeout.0,
         max_headers: proxy.max_headers,
+        http2_idle: proxy.http2.idle_timeout.0,
     };
     let slots = Slots::new(connections.clone(), proxy.max_connections);
     let tunnels = Tunnels::new(
@@ -186,12 +187,12 @@ impl Shared {
         let conn = self
             .graceful
             .watcher()
-            .watch(conn, |c| c.graceful_shutdown());
+            .watch(conn, std::future::pending(), |c| c.graceful_shutdown());
         self.burst.opened();
         let burst = self.burst.clone();
         let routes = self.routes.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Some(Err(e)) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
                 proxy::count_parser_refusal(&routes.load(), &e);
             }

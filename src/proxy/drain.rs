@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -43,17 +44,26 @@ impl Drain {
 }
 
 impl Watcher {
-    /// Runs `conn` to its end; when the drain starts, `graceful` is called on it once.
+    /// Runs `conn` to its end; when the drain starts, or `idle` completes first (the
+    /// connection has idled past its limit), `graceful` is called on it once. After an idle
+    /// close the connection has the grace `idle` gave to end, and is dropped after it (`None`):
+    /// a client that never answers a GOAWAY's PING cannot keep it.
     pub async fn watch<C: Future>(
         mut self,
         conn: C,
+        idle: impl Future<Output = Duration>,
         graceful: impl FnOnce(Pin<&mut C>),
-    ) -> C::Output {
+    ) -> Option<C::Output> {
         let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            out = conn.as_mut() => return out,
-            _ = self.rx.changed() => graceful(conn.as_mut()),
+        let grace = tokio::select! {
+            out = conn.as_mut() => return Some(out),
+            _ = self.rx.changed() => None,
+            grace = idle => Some(grace),
+        };
+        graceful(conn.as_mut());
+        match grace {
+            None => Some(conn.await),
+            Some(grace) => tokio::time::timeout(grace, conn).await.ok(),
         }
-        conn.await
     }
 }

@@ -231,16 +231,19 @@ impl Tunnels {
         let (limits, slots) = (self.limits, self.slots.clone());
         let ended = if http2 {
             let service = service!(requests);
+            let (idle, idle_slots) = (requests.clone(), slots.clone());
+            let idle = async move { idle.idle(limits, &idle_slots).await };
             let io = TokioIo::new(Guarded::http2(tls, requests, limits, slots));
             let conn = self.h2.serve_connection(io, service);
-            watcher.watch(conn, |c| c.graceful_shutdown()).await
+            watcher.watch(conn, idle, |c| c.graceful_shutdown()).await
         } else {
             let service = service!(requests);
             let io = TokioIo::new(Guarded::new(tls, requests, limits, slots));
             let conn = self.http.serve_connection(io, service);
-            watcher.watch(conn, |c| c.graceful_shutdown()).await
+            let idle = std::future::pending();
+            watcher.watch(conn, idle, |c| c.graceful_shutdown()).await
         };
-        if let Err(e) = ended {
+        if let Some(Err(e)) = ended {
             tracing::debug!(error = %e, "tunnelled connection ended with an error");
             respond::count_parser_refusal(&self.routes.load(), &e);
         }

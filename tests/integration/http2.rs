@@ -28,10 +28,15 @@ struct Setup {
 
 impl Setup {
     fn start() -> Self {
+        Self::with(|c| c)
+    }
+
+    /// With more settings of the test's own.
+    fn with(more: impl FnOnce(Config) -> Config) -> Self {
         let upstream = Upstream::http();
         let ca_dir = tempfile::tempdir().unwrap();
         let remedy = Remedy::start(
-            Config::new()
+            more(Config::new())
                 .proxy(
                     "intercept",
                     format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
@@ -330,4 +335,33 @@ fn slow_downloads_do_not_stall_other_calls_over_a_shared_http2_upstream() {
         "the slow downloads filled what they could ({held} bytes)"
     );
     drop(slow);
+}
+
+/// An HTTP/2 connection that stays without a stream past `proxy.http2.idle_timeout` (or sends
+/// none at all within `header_read_timeout`) is closed with a GOAWAY, as RFC 9113 §6.8 asks,
+/// so that its client knows to open another rather than meet a dead socket.
+#[test]
+fn idle_http2_connections_are_closed_with_a_goaway() {
+    let s = Setup::with(|c| {
+        c.proxy("http2", "{ idle_timeout: 1s }")
+            .proxy("header_read_timeout", "1s")
+    });
+    let mut served = s.h2();
+    served
+        .write_all(&frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            &request_block(),
+        ))
+        .unwrap();
+    let after_a_stream = read_until_closed(&mut served);
+    assert_eq!(goaway(&after_a_stream), Some(0), "a GOAWAY with NO_ERROR");
+    assert!(
+        after_a_stream.windows(3).any(|w| w == b"\"/x"),
+        "the stream was answered first"
+    );
+    let mut silent = s.h2();
+    assert_eq!(goaway(&read_until_closed(&mut silent)), Some(0));
+    assert_eq!(s.upstream.hits(), 1);
 }

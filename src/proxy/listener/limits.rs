@@ -20,6 +20,8 @@ pub struct Limits {
     pub send: Duration,
     /// `proxy.max_headers`, so that the smuggling guard parses every header hyper accepts.
     pub max_headers: usize,
+    /// `proxy.http2.idle_timeout`.
+    pub http2_idle: Duration,
 }
 
 /// The proxy listener's connection slots (`proxy.max_connections`), as the send timeout sees
@@ -58,10 +60,6 @@ impl Slots {
         }
     }
 }
-
-/// How long an HTTP/2 connection may stay idle between its streams: clients keep their
-/// channels open for the next call, so longer than `header_read_timeout`, but not for ever.
-pub const HTTP2_IDLE: Duration = Duration::from_secs(300);
 
 /// Whether a connection idle since `since` has waited past `limit`, or past a second while the
 /// listener is under pressure (looked at again each second): a connection that has sent no

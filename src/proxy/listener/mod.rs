@@ -81,6 +81,32 @@ impl Requests {
         (self.verdicts.refuses(index), InService(self.clone()))
     }
 
+    /// Once an HTTP/2 connection has had no stream for `limits.http2_idle`, or none at all for
+    /// `limits.header_read` (a second for either while the listener is nearly out of slots):
+    /// then it is closed with a GOAWAY rather than cut, with `header_read` to end (given).
+    pub async fn idle(&self, limits: Limits, slots: &Slots) -> Duration {
+        let mut deadline = LazyDeadline::default();
+        std::future::poll_fn(|cx| {
+            loop {
+                let Some(since) = self.idle_since() else {
+                    // Streams in service: look again later.
+                    if deadline.poll_passed(Instant::now() + limits.header_read, cx) {
+                        continue;
+                    }
+                    return Poll::Pending;
+                };
+                let limit = if self.served.load(Relaxed) == 0 {
+                    limits.header_read
+                } else {
+                    limits.http2_idle
+                };
+                return limits::poll_idle_limit(since, limit, slots, &mut deadline, cx)
+                    .map(|_| limits.header_read);
+            }
+        })
+        .await
+    }
+
     /// The moment from which the header read timeout runs, if no request is in service.
     fn idle_since(&self) -> Option<Instant> {
         (self.in_flight.load(Relaxed) == 0 && !self.tunnel.load(Relaxed))
@@ -273,11 +299,13 @@ impl<IO: AsyncRead + AsyncWrite> AsyncRead for Guarded<IO> {
                 let Some(since) = this.requests.idle_since() else {
                     return Poll::Pending;
                 };
+                // An HTTP/2 connection's idle limits end it with a GOAWAY: [`Requests::idle`].
+                if this.framer.is_none() {
+                    return Poll::Pending;
+                }
                 let limit = this.limits.header_read;
                 let first = this.requests.served.load(Relaxed) == 0;
-                let waited = if first || this.framer.is_none() {
-                    // Before its first request, or an HTTP/2 connection between streams.
-                    let limit = if first { limit } else { limits::HTTP2_IDLE };
+                let waited = if first {
                     limits::poll_idle_limit(since, limit, this.slots, this.header_deadline, cx)
                 } else if this.header_deadline.poll_passed(since + limit, cx) {
                     Poll::Ready(limit)
