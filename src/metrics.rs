@@ -118,6 +118,18 @@ pub struct Recorder {
     reload_timestamp: Gauge,
     intercept: Connects,
     series: Series,
+    /// Sources a reload removed, whose series stay until a scrape has served their last counts.
+    retiring: std::sync::Mutex<Vec<Retiring>>,
+}
+
+/// A removed source on its way out of the exposition.
+#[derive(Debug)]
+struct Retiring {
+    name: String,
+    /// Its handles as the routes held them: once no request holds them, nothing counts more.
+    handles: std::sync::Weak<SourceMetrics>,
+    /// A scrape has served its counts since the last request that could count ended.
+    served: bool,
 }
 
 /// What became of a `CONNECT`, as `remedy_intercept_connections_total` counts it.
@@ -333,6 +345,7 @@ impl Recorder {
             faq_info,
             reload_successful,
             reload_timestamp,
+            retiring: std::sync::Mutex::default(),
             intercept: {
                 let c = Connects(std::sync::Arc::new((intercept, Default::default())));
                 if series == Series::Full {
@@ -355,6 +368,8 @@ impl Recorder {
     /// catalog's codes (and 200, 502/504 made by remedy), the error kinds and the duration
     /// classes at 0 too.
     pub fn source(&self, name: &str, catalog: &Catalog) -> SourceMetrics {
+        // A source that comes back before its series were retired keeps them.
+        self.lock_retiring().retain(|r| r.name != name);
         let m = self.handles(name, catalog);
         m.in_flight();
         if self.series == Series::Full {
@@ -426,6 +441,24 @@ impl Recorder {
     }
 
     /// Drops every series of a source that left the config.
+    /// Retires the series of a source a reload removed, whose `handles` the old routes held:
+    /// they stay until requests that still hold them have been counted and one scrape has
+    /// served the final counts, so that a reload loses no response.
+    pub fn retire_source(&self, handles: &std::sync::Arc<SourceMetrics>) {
+        self.lock_retiring().push(Retiring {
+            name: handles.name.clone(),
+            handles: std::sync::Arc::downgrade(handles),
+            served: false,
+        });
+    }
+
+    fn lock_retiring(&self) -> std::sync::MutexGuard<'_, Vec<Retiring>> {
+        self.retiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Removes every series of source `name`.
     pub fn remove_source(&self, name: &str) {
         remove_series(&self.responses, name);
         remove_series(&self.api_errors, name);
@@ -449,12 +482,23 @@ impl Recorder {
         }
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric. A retired source whose final counts an earlier
+    /// scrape served is gone from it; one that nothing can count any more is in it one last time.
     pub fn render(&self) -> Vec<u8> {
+        let mut retiring = self.lock_retiring();
+        retiring.retain(|r| {
+            if r.served {
+                self.remove_source(&r.name);
+            }
+            !r.served
+        });
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
+        for r in retiring.iter_mut() {
+            r.served = r.handles.strong_count() == 0;
+        }
         out
     }
 }
@@ -729,6 +773,42 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
+    }
+
+    /// A source a reload removes keeps its series while a request still holds its handles,
+    /// and for one scrape after: that scrape serves its final counts, the next has none.
+    #[test]
+    fn a_retired_source_is_served_once_more_after_its_last_count() {
+        let r = Recorder::new(&[1.0]);
+        let gone = std::sync::Arc::new(r.source("gone", &Catalog::builtin()));
+        let stays = r.source("stays", &Catalog::builtin());
+        gone.start();
+        r.retire_source(&gone);
+        let in_flight = gone.clone();
+        drop(gone);
+        let has = |text: &[u8], line: &str| String::from_utf8_lossy(text).contains(line);
+        let counted = "code=\"429\",origin=\"upstream\",remediation=\"reduce_concurrency\",source=\"gone\"} 1";
+        assert!(has(
+            &r.render(),
+            "remedy_upstream_requests_in_flight{source=\"gone\"} 1"
+        ));
+        in_flight.record(&outcome(429, Origin::Upstream));
+        drop(in_flight);
+        assert!(has(&r.render(), counted), "the final counts are served");
+        let after = r.render();
+        assert!(!has(&after, "source=\"gone\""), "then the series are gone");
+        stays.start();
+        stays.record(&outcome(200, Origin::Upstream));
+        assert!(has(&r.render(), "source=\"stays\"} 1"));
+        // A source that comes back before it was served keeps its series.
+        let back = std::sync::Arc::new(r.source("back", &Catalog::builtin()));
+        back.start();
+        back.record(&outcome(200, Origin::Upstream));
+        r.retire_source(&back);
+        drop(back);
+        let _again = r.source("back", &Catalog::builtin());
+        r.render();
+        assert!(has(&r.render(), "source=\"back\"} 1"));
     }
 
     #[test]

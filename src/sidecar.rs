@@ -148,15 +148,17 @@ impl Sidecar {
         if new.metrics.series != old.metrics.series {
             tracing::warn!("metrics.series changes only on restart");
         }
+        self.recorder.set_catalog(&new.catalog);
+        let old_routes = self.routes.swap(Arc::new(routes));
         for gone in old
             .sources
             .iter()
             .filter(|o| !new.sources.iter().any(|n| n.name == o.name))
         {
-            self.recorder.remove_source(gone.name.as_str());
+            if let Some(handles) = old_routes.source_metrics(gone.name.as_str()) {
+                self.recorder.retire_source(handles);
+            }
         }
-        self.recorder.set_catalog(&new.catalog);
-        self.routes.store(Arc::new(routes));
         self.config.store(Arc::new(new));
         Ok(())
     }

@@ -54,6 +54,14 @@ pub struct Target {
 }
 
 impl Routes {
+    /// The handles the source `name` counts with in these routes.
+    pub fn source_metrics(&self, name: &str) -> Option<&Arc<SourceMetrics>> {
+        self.targets
+            .iter()
+            .map(|t| &t.metrics)
+            .find(|m| m.name() == name)
+    }
+
     /// Builds clients and metric handles for every source of `config`; `authority` signs
     /// for the tunnels while `proxy.intercept` is on.
     pub fn new(
