@@ -13,6 +13,7 @@ pub mod artifacts;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod descriptors;
 pub mod intercept_ca;
 pub mod metrics;
 pub mod observe;

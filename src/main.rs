@@ -6,6 +6,7 @@ use clap::Parser;
 use remedy::admin::webconfig::WebConfig;
 use remedy::cli::{Cli, Command, LogFormat};
 use remedy::config::{self, Config};
+use remedy::descriptors::Limit;
 use remedy::server::Bound;
 use remedy::sidecar::Sidecar;
 use tracing_subscriber::EnvFilter;
@@ -47,6 +48,31 @@ fn load_or_default(path: Option<&Path>) -> Result<Config, config::ConfigError> {
     }
 }
 
+/// `check-config`'s line on file descriptors: the limit `run` would have (it raises the soft
+/// limit to the hard one) against what the proxy may need, with a warning where it falls short.
+fn descriptors_line(max_connections: usize) -> String {
+    match Limit::current() {
+        Ok(now) => {
+            let limit = Limit {
+                soft: now.hard,
+                hard: now.hard,
+            };
+            let mut line = format!(
+                "file descriptors: limit {} (the hard limit, which run raises the soft {} to); \
+                 the proxy needs up to {}\n",
+                now.hard,
+                now.soft,
+                remedy::descriptors::needed(max_connections)
+            );
+            if let Some(short) = remedy::descriptors::shortfall(max_connections, limit) {
+                line.push_str(&format!("warning: {short}\n"));
+            }
+            line
+        }
+        Err(e) => format!("file descriptors: limit unknown ({e})\n"),
+    }
+}
+
 fn print(text: &str) -> anyhow::Result<ExitCode> {
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
@@ -78,7 +104,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config: path } => match config::load(&path) {
-            Ok(c) => print(&config::summary(&c, &path.display().to_string())),
+            Ok(c) => {
+                print(&config::summary(&c, &path.display().to_string()))?;
+                print(&descriptors_line(c.proxy.max_connections))
+            }
             Err(e) => {
                 eprintln!("remedy: invalid config: {e}");
                 Ok(ExitCode::FAILURE)

@@ -46,6 +46,26 @@ impl Bound {
     }
 }
 
+/// Raises the soft file-descriptor limit to the hard one, and says when `max_connections` can
+/// need more than that: the proxy then takes fewer connections at once ([`descriptors`]).
+///
+/// [`descriptors`]: crate::descriptors
+fn raise_descriptor_limit(max_connections: usize) {
+    match crate::descriptors::Limit::raise() {
+        Ok(limit) => {
+            tracing::info!(
+                soft = limit.soft,
+                hard = limit.hard,
+                "file descriptor limit"
+            );
+            if let Some(short) = crate::descriptors::shortfall(max_connections, limit) {
+                tracing::warn!("{short}");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the file descriptor limit"),
+    }
+}
+
 /// Serves until SIGTERM/SIGINT, drains, waits for a scrape of the final counts, and returns.
 pub fn run(
     sidecar: Arc<Sidecar>,
@@ -68,6 +88,7 @@ pub fn run(
         b
     };
     let runtime = builder.enable_all().build().map_err(StartError::Runtime)?;
+    raise_descriptor_limit(config.proxy.max_connections);
 
     let admin_addr = bound.admin.local_addr().ok();
     let admin = {

@@ -56,7 +56,13 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let connections = Arc::new(Semaphore::new(proxy.max_connections));
+    // Fewer slots than max_connections when the descriptor limit cannot hold them all, so
+    // that the admin listener and the rest keep theirs.
+    let max = match crate::descriptors::Limit::current() {
+        Ok(limit) => crate::descriptors::slots(proxy.max_connections, limit.soft),
+        Err(_) => proxy.max_connections,
+    };
+    let connections = Arc::new(Semaphore::new(max));
     let http = http_settings(proxy);
     let limits = Limits {
         header_read: proxy.header_read_timeout.0,
@@ -64,7 +70,7 @@ pub async fn serve(
         max_headers: proxy.max_headers,
         http2_idle: proxy.http2.idle_timeout.0,
     };
-    let slots = Slots::new(connections.clone(), proxy.max_connections);
+    let slots = Slots::new(connections.clone(), max);
     let tunnels = Tunnels::new(
         routes.clone(),
         http.clone(),

@@ -22,6 +22,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
@@ -230,7 +231,31 @@ impl Tunnels {
         }
         let (limits, slots) = (self.limits, self.slots.clone());
         let ended = if http2 {
-            let service = service!(requests);
+            // Each stream forwards on an upstream connection of its own (HTTP/1.1 upstreams):
+            // the tunnel's slot covers one stream at a time, every other stream takes a slot of
+            // the listener's, or waits for one, so that max_connections bounds descriptors.
+            let own = Arc::new(Semaphore::new(1));
+            let service = {
+                let (requests, slots) = (requests.clone(), slots.clone());
+                service_fn(move |req| {
+                    let (refuse, request) = requests.serve();
+                    let (routes, client_ip) = (routes.load_full(), client_ip.clone());
+                    let via = Via::Tunnel(tunnel_host.clone());
+                    let (own, slots) = (own.clone(), slots.clone());
+                    let phases = async move {
+                        let slot = match own.clone().try_acquire_owned() {
+                            Ok(own) => Some(own),
+                            Err(_) => tokio::select! {
+                                own = own.acquire_owned() => own.ok(),
+                                shared = slots.take() => shared,
+                            },
+                        };
+                        let resp = super::handle(routes, client_ip, refuse, req, via).await;
+                        resp.map(|body| Slotted { body, _slot: slot })
+                    };
+                    Served::phases(phases, request)
+                })
+            };
             let (idle, idle_slots) = (requests.clone(), slots.clone());
             let idle = async move { idle.idle(limits, &idle_slots).await };
             let io = TokioIo::new(Guarded::http2(tls, requests, limits, slots));
@@ -355,6 +380,34 @@ impl HandshakeLog {
             *last = Some(now);
             *count = 0;
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A tunnelled HTTP/2 stream's response body, holding the connection slot its stream took
+    /// until hyper drops it.
+    pub struct Slotted<B> {
+        #[pin]
+        body: B,
+        _slot: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Slotted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -170,8 +170,13 @@ fn integer(first: u8, n: u32, mut v: usize) -> Vec<u8> {
 
 /// GET `/x` to `HOST`: `:method GET`, `:scheme https`, `:path` and `:authority` by static index.
 fn request_block() -> Vec<u8> {
+    request_block_to("/x")
+}
+
+/// GET `path` to `HOST`.
+fn request_block_to(path: &str) -> Vec<u8> {
     let mut b = vec![0x82, 0x87, 0x04];
-    b.extend(literal(b"/x"));
+    b.extend(literal(path.as_bytes()));
     b.push(0x01);
     b.extend(literal(HOST.as_bytes()));
     b
@@ -364,4 +369,53 @@ fn idle_http2_connections_are_closed_with_a_goaway() {
     let mut silent = s.h2();
     assert_eq!(goaway(&read_until_closed(&mut silent)), Some(0));
     assert_eq!(s.upstream.hits(), 1);
+}
+
+/// Each stream of a tunnel beyond its first takes one of `proxy.max_connections` (or waits for
+/// one), since each may hold an upstream connection. Of four slots, the tunnel's connection
+/// holds one (its first stream rides on it) and the listener one for the next connection it
+/// accepts: ten stalled calls make three upstream connections, and a stream that ends lets a
+/// waiting one through.
+#[test]
+fn a_tunnels_streams_take_connection_slots() {
+    use crate::support::Answer;
+    let upstream = Upstream::builder().route("/x", Answer::stall()).http();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = Remedy::start(
+        Config::new()
+            .proxy("max_connections", 4)
+            .proxy(
+                "intercept",
+                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
+            )
+            .source(source("api", upstream.url()).hosts(&[HOST])),
+    );
+    let s = Setup {
+        remedy,
+        upstream,
+        ca_dir,
+    };
+    let mut t = s.h2();
+    for stream in (1..20).step_by(2) {
+        let block = request_block_to(&format!("/x?stream={stream}"));
+        t.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, stream, &block))
+            .unwrap();
+    }
+    t.flush().unwrap();
+    s.remedy.wait_in_flight("api", 3.0);
+    crate::support::wait_for("three calls upstream", Duration::from_secs(10), || {
+        (s.upstream.hits() == 3).then_some(())
+    });
+    // Streams are served in no set order: end one that went upstream.
+    let (first, _) = s.upstream.targets()[0].clone();
+    let upstream: u32 = first.rsplit('=').next().unwrap().parse().unwrap();
+    t.write_all(&frame(RST_STREAM, 0, upstream, &0x8u32.to_be_bytes()))
+        .unwrap();
+    t.flush().unwrap();
+    crate::support::wait_for(
+        "a waiting stream to go upstream",
+        Duration::from_secs(10),
+        || (s.upstream.hits() == 4).then_some(()),
+    );
+    assert_eq!(s.remedy.scrape().in_flight("api"), 3.0);
 }

@@ -11,6 +11,7 @@ mod body_errors;
 mod config_errors;
 mod config_props;
 mod counting;
+mod descriptors;
 mod e2e;
 mod failures;
 mod first_steps;

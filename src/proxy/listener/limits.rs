@@ -47,6 +47,13 @@ impl Slots {
         })
     }
 
+    /// A slot for one more exchange on a connection that holds one already (a stream of an
+    /// HTTP/2 tunnel beyond its first), once one is free; `None` once the listener has closed
+    /// its slots.
+    pub async fn take(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.free.clone().acquire_owned().await.ok()
+    }
+
     fn under_pressure(&self) -> bool {
         self.free.available_permits() <= self.reserve
     }

@@ -57,9 +57,27 @@ impl Remedy {
     /// Starts remedy with extra `run` arguments. With arguments (a web config, say) readiness
     /// is read from the log, since the admin listener may then need TLS and credentials.
     pub fn start_with(config: impl std::fmt::Display, env: &[(&str, &str)], args: &[&str]) -> Self {
+        Self::start_under(config, env, args, Command::new(binary()))
+    }
+
+    /// Starts remedy with a file descriptor limit of `soft` (hard `hard`), set by util-linux's
+    /// `prlimit` before it runs remedy in its place.
+    pub fn start_with_nofile(config: impl std::fmt::Display, soft: u64, hard: u64) -> Self {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(binary());
+        Self::start_under(config, &[], &[], cmd)
+    }
+
+    fn start_under(
+        config: impl std::fmt::Display,
+        env: &[(&str, &str)],
+        args: &[&str],
+        mut cmd: Command,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = write_config(dir.path(), config);
-        let mut cmd = Command::new(binary());
         cmd.args(["--log-format", "json", "run", "--config"])
             .arg(&config_path)
             .args(args)
