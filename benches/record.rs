@@ -21,6 +21,7 @@ fn record(c: &mut Criterion) {
         origin: Origin::Upstream,
         elapsed: Duration::from_millis(12),
         error: None,
+        remediation: None,
         api_errors: None,
     };
     let mut g = c.benchmark_group("record_one_response");
@@ -82,6 +83,7 @@ fn ratelimit_headers(c: &mut Criterion) {
         origin: Origin::Upstream,
         elapsed: Duration::from_millis(12),
         error: None,
+        remediation: None,
         api_errors: None,
     };
     let heads = [

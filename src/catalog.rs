@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 /// again later" is about the API, not about remedy's own limit.
 pub const IN_FLIGHT_KEY: &str = "raise_max_in_flight";
 
+/// The remediation label of remedy's own 503 when the system gave it no file descriptor for
+/// the upstream connection: its own limit, never the API's failure.
+pub const DESCRIPTORS_KEY: &str = "raise_file_descriptor_limit";
+
 /// The remediation label of what remedy answers when it cannot take a call upstream at all:
 /// its alert is `RemedyUpstreamUnreachable`.
 pub const UNREACHABLE_KEY: &str = "check_upstream_reachability";
@@ -410,6 +414,8 @@ pub const RELOAD_ALERT: &str = "RemedyConfigReloadFailed";
 
 pub const IN_FLIGHT_ALERT: &str = "RemedyInFlightLimitReached";
 
+pub const DESCRIPTORS_ALERT: &str = "RemedyOutOfFileDescriptors";
+
 pub const NEAR_RATE_LIMIT_ALERT: &str = "ConnectorNearRateLimit";
 
 pub const HANDSHAKES_ALERT: &str = "RemedyInterceptHandshakesFailing";
@@ -422,6 +428,7 @@ pub const OWN_ALERTS: &[&str] = &[
     UNMATCHED_ALERT,
     UNREACHABLE_ALERT,
     IN_FLIGHT_ALERT,
+    DESCRIPTORS_ALERT,
     RELOAD_ALERT,
     HANDSHAKES_ALERT,
 ];
@@ -432,6 +439,7 @@ pub const NAMED_ALERTS: &[&str] = &[
     UNMATCHED_ALERT,
     UNREACHABLE_ALERT,
     IN_FLIGHT_ALERT,
+    DESCRIPTORS_ALERT,
     RELOAD_ALERT,
     HANDSHAKES_ALERT,
     NEAR_RATE_LIMIT_ALERT,
@@ -454,6 +462,11 @@ pub fn own_alert_text(alert: &str) -> (&'static str, &'static str, &'static str)
             IN_FLIGHT_KEY,
             "remedy answered 503 itself (origin=\"proxy\", remediation=\"raise_max_in_flight\") because the source already had max_in_flight requests in flight. The API never saw these requests.",
             "Raise the source's max_in_flight in remedy's config, or reduce the connector's concurrency (fewer parallel requests, or fewer runs at once). remedy_upstream_requests_in_flight shows how close the source runs to its cap.",
+        ),
+        DESCRIPTORS_ALERT => (
+            DESCRIPTORS_KEY,
+            "remedy answered 503 itself (origin=\"proxy\", remediation=\"raise_file_descriptor_limit\") because the system gave it no file descriptor for the connection to the upstream: remedy ran out of its own, and the API never saw these requests.",
+            "Raise the pod's open-files limit (the container runtime's LimitNOFILE; remedy raises its soft limit to the hard one at start and logs both), or lower proxy.max_connections. remedy's start-up log and remedy check-config say how many descriptors proxy.max_connections needs; process_open_fds and process_max_fds show how close remedy runs.",
         ),
         HANDSHAKES_ALERT => (
             "trust_remedy_ca",

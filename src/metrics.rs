@@ -80,6 +80,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Set when remedy answered for an unreachable upstream.
     pub error: Option<ErrorKind>,
+    /// remedy's own remediation key for an answer of its own whose status and origin do not
+    /// give it (running out of file descriptors).
+    pub remediation: Option<&'static str>,
     /// The errors the API reported inside the response (a gRPC status, an error body), whose
     /// most frequent gives the response its remediation. Boxed: most responses have none.
     pub api_errors: Option<Box<ApiErrors>>,
@@ -579,9 +582,15 @@ impl SourceMetrics {
         self.in_flight().dec();
         // What the connector received, as received: hyper passes on any status 100–999.
         let status = o.status.clamp(100, 999);
-        match o.api_errors.as_deref().and_then(|e| Some((e, e.status()?))) {
-            None => self.counter(status, o.origin).inc(),
-            Some((errors, stands_for)) => self.api_errors(status, o.origin, errors, stands_for),
+        match (
+            o.remediation,
+            o.api_errors.as_deref().and_then(|e| Some((e, e.status()?))),
+        ) {
+            (Some(key), _) => self.own(status, o.origin, key),
+            (None, None) => self.counter(status, o.origin).inc(),
+            (None, Some((errors, stands_for))) => {
+                self.api_errors(status, o.origin, errors, stands_for)
+            }
         }
         self.histogram(class_label(status))
             .observe(o.elapsed.as_secs_f64());
@@ -629,6 +638,19 @@ impl SourceMetrics {
         }
     }
 
+    /// An answer of remedy's own counted with `key`: resolved by name, the rare path.
+    fn own(&self, status: u16, origin: Origin, key: &str) {
+        self.responses_vec
+            .with_label_values(&[
+                self.name.as_str(),
+                &status.to_string(),
+                class_label(status),
+                key,
+                origin.as_str(),
+            ])
+            .inc();
+    }
+
     fn counter(&self, status: u16, origin: Origin) -> &IntCounter {
         let slot = usize::from(status - 100) * 2 + origin as usize;
         self.responses[slot].get_or_init(|| {
@@ -672,6 +694,7 @@ mod tests {
             origin,
             elapsed: Duration::from_millis(20),
             error: None,
+            remediation: None,
             api_errors: None,
         }
     }
@@ -700,6 +723,7 @@ mod tests {
         m.start();
         m.record(&Outcome {
             error: Some(ErrorKind::Tls),
+            remediation: None,
             ..outcome(502, Origin::Proxy)
         });
         r.connects().count(ConnectOutcome::Refused);
@@ -809,6 +833,32 @@ mod tests {
         let _again = r.source("back", &Catalog::builtin());
         r.render();
         assert!(has(&r.render(), "source=\"back\"} 1"));
+    }
+
+    /// An answer of remedy's own with a key of its own is counted with it, whatever its status
+    /// would give (remedy's 503 is otherwise `raise_max_in_flight`), and counts no error kind.
+    #[test]
+    fn an_own_answer_is_counted_with_its_own_key() {
+        let r = Recorder::new(&[1.0]);
+        let m = r.source("api", &Catalog::builtin());
+        m.start();
+        m.record(&Outcome {
+            remediation: Some(crate::catalog::DESCRIPTORS_KEY),
+            ..outcome(503, Origin::Proxy)
+        });
+        m.start();
+        m.record(&outcome(503, Origin::Proxy));
+        let text = String::from_utf8(r.render()).unwrap();
+        for key in ["raise_file_descriptor_limit", "raise_max_in_flight"] {
+            let line = format!(
+                "remedy_upstream_responses_total{{class=\"5xx\",code=\"503\",origin=\"proxy\",remediation=\"{key}\",source=\"api\"}} 1"
+            );
+            assert!(text.contains(&line), "missing {line}\n{text}");
+        }
+        assert!(
+            !text.contains("remedy_upstream_request_errors_total{"),
+            "{text}"
+        );
     }
 
     #[test]

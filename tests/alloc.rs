@@ -59,6 +59,7 @@ fn recording_a_response_does_not_allocate() {
         origin,
         elapsed: Duration::from_millis(30),
         error: None,
+        remediation: None,
         api_errors: None,
     })
     .collect();

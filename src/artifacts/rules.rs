@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::catalog::{
-    Catalog, HANDSHAKES_ALERT, IN_FLIGHT_ALERT, NAMED_ALERTS, NEAR_RATE_LIMIT_ALERT,
-    NEAR_RATE_LIMIT_MEANING, RATE_LIMIT_KEY, RELOAD_ALERT, Remediation, UNMATCHED_ALERT,
-    UNREACHABLE_ALERT, advice_text, codes_phrase, meaning_text, own_alert_text,
+    Catalog, DESCRIPTORS_ALERT, HANDSHAKES_ALERT, IN_FLIGHT_ALERT, NAMED_ALERTS,
+    NEAR_RATE_LIMIT_ALERT, NEAR_RATE_LIMIT_MEANING, RATE_LIMIT_KEY, RELOAD_ALERT, Remediation,
+    UNMATCHED_ALERT, UNREACHABLE_ALERT, advice_text, codes_phrase, meaning_text, own_alert_text,
 };
 use crate::config::{AlertOverride, Config, HumanDuration, Severity};
 use crate::metrics::SOURCE_UNMATCHED;
@@ -54,6 +54,8 @@ pub fn default_settings(key: &str) -> Settings {
         UNMATCHED_ALERT => (0.01, 60, 900, 5, Warning),
         UNREACHABLE_ALERT => (0.05, 60, 900, 3, Critical),
         IN_FLIGHT_ALERT => (0.05, 60, 900, 5, Warning),
+        // Every such answer is a call the connector did not get made.
+        DESCRIPTORS_ALERT => (0.01, 0, 900, 1, Critical),
         RELOAD_ALERT => (1.0, 300, 0, 0, Warning),
         // The threshold is a share of the quota used; one response that states it is enough.
         NEAR_RATE_LIMIT_ALERT => (0.9, 60, 0, 1, Warning),
@@ -335,7 +337,7 @@ struct OwnAlert {
     summary: &'static str,
 }
 
-const OWN: [OwnAlert; 5] = [
+const OWN: [OwnAlert; 6] = [
     OwnAlert {
         name: UNMATCHED_ALERT,
         expr: unmatched_share,
@@ -356,9 +358,24 @@ const OWN: [OwnAlert; 5] = [
     OwnAlert {
         name: IN_FLIGHT_ALERT,
         expr: |_, shape, s| {
-            shape.share("origin=\"proxy\",code=\"503\"", s.threshold, s.min_requests)
+            shape.share(
+                "origin=\"proxy\",code=\"503\",remediation=\"raise_max_in_flight\"",
+                s.threshold,
+                s.min_requests,
+            )
         },
         summary: "{{ $labels.source }}: remedy refused {{ $value | humanizePercentage }} of requests over {window} at the source's max_in_flight.",
+    },
+    OwnAlert {
+        name: DESCRIPTORS_ALERT,
+        expr: |_, shape, s| {
+            shape.share(
+                "origin=\"proxy\",remediation=\"raise_file_descriptor_limit\"",
+                s.threshold,
+                s.min_requests,
+            )
+        },
+        summary: "{{ $labels.source }}: remedy ran out of file descriptors for {{ $value | humanizePercentage }} of requests over {window}; those calls were never made.",
     },
     OwnAlert {
         name: HANDSHAKES_ALERT,
@@ -602,6 +619,7 @@ mod tests {
                 "RemedyUnmatchedRequests",
                 "RemedyUpstreamUnreachable",
                 "RemedyInFlightLimitReached",
+                "RemedyOutOfFileDescriptors",
                 "RemedyConfigReloadFailed",
                 "RemedyInterceptHandshakesFailing",
                 "ConnectorNearRateLimit",

@@ -70,10 +70,17 @@ pub fn render(config: &Config) -> String {
                 e = names::ERRORS
             ),
             catalog::IN_FLIGHT_ALERT => format!(
-                "sum by (source) (rate({r}{{origin=\"proxy\",code=\"503\"}}[{window}]))\n\
+                "sum by (source) (rate({r}{{origin=\"proxy\",code=\"503\",remediation=\"{k}\"}}[{window}]))\n\
                  max by (source) ({f})",
                 r = names::RESPONSES,
+                k = catalog::IN_FLIGHT_KEY,
                 f = names::IN_FLIGHT
+            ),
+            catalog::DESCRIPTORS_ALERT => format!(
+                "sum by (source) (rate({r}{{remediation=\"{k}\"}}[{window}]))\n\
+                 process_open_fds / process_max_fds",
+                r = names::RESPONSES,
+                k = catalog::DESCRIPTORS_KEY
             ),
             catalog::HANDSHAKES_ALERT => format!(
                 "sum by (outcome) (increase({i}[{window}]))",

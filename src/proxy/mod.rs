@@ -160,6 +160,9 @@ fn forward(sent: Sent) -> Result<Response<UpstreamBody>, Early> {
     sent.map_err(|e| {
         Box::new(match e {
             SendError::Connector(bad) => Answer::BadRequest(bad),
+            SendError::Upstream(failure) if failure.out_of_descriptors => {
+                Answer::OutOfDescriptors(failure)
+            }
             SendError::Upstream(failure) => Answer::Unreachable(failure),
             SendError::NoHttp2 => Answer::GrpcUnavailable,
             SendError::GrpcReset(reason) => Answer::GrpcReset(reason),

@@ -29,6 +29,8 @@ pub struct Pending {
     pub origin: Origin,
     /// Why remedy answered 502/504 itself, when it did.
     pub error: Option<ErrorKind>,
+    /// remedy's own remediation key, where its status and origin do not give it.
+    pub remediation: Option<&'static str>,
     /// The source's `max_in_flight` slot, held until the request is counted.
     pub permit: Option<OwnedSemaphorePermit>,
     /// What the API reported inside the response, once its head or its end has said.
@@ -74,6 +76,7 @@ impl Pending {
             status: CLIENT_CLOSED,
             origin: Origin::Proxy,
             error: None,
+            remediation: None,
             permit: None,
             api_errors: None,
             grpc: None,
@@ -147,6 +150,7 @@ impl Drop for Pending {
             origin: self.origin,
             elapsed: self.start.elapsed(),
             error: self.error,
+            remediation: self.remediation,
             api_errors: self.api_errors.take(),
         });
     }

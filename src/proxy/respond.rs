@@ -27,6 +27,9 @@ pub enum Answer {
     Refused(NoRoute),
     /// The source's `max_in_flight` is reached: 503, with remedy's own remediation.
     InFlightCap,
+    /// The system gave remedy no file descriptor for the upstream connection: 503, remedy's own
+    /// failure (`raise_file_descriptor_limit`), never counted against the API.
+    OutOfDescriptors(Failure),
     /// The upstream gave no response head: 504 for a timeout, else 502.
     Unreachable(Failure),
     /// The upstream sent a head and broke before any of its body: 502, `kind="reset"`.
@@ -65,7 +68,9 @@ impl Answer {
                 NoRoute::Unmatched => StatusCode::NOT_FOUND,
                 NoRoute::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
             },
-            Answer::InFlightCap | Answer::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Answer::InFlightCap | Answer::ShuttingDown | Answer::OutOfDescriptors(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Answer::GrpcUnavailable | Answer::GrpcReset(_) => StatusCode::OK,
             Answer::Unreachable(f) if f.kind == ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::Unreachable(_) | Answer::BrokeBeforeBody { .. } => StatusCode::BAD_GATEWAY,
@@ -90,6 +95,15 @@ impl Answer {
             Answer::Unreachable(f) => Some(f.kind),
             Answer::BrokeBeforeBody { .. } => Some(ErrorKind::Reset),
             Answer::GrpcUnavailable => Some(ErrorKind::Protocol),
+            _ => None,
+        }
+    }
+
+    /// The remediation it is counted with when not the one its status and origin give
+    /// (remedy's 503 is `raise_max_in_flight`; its gRPC 200 `check_upstream_reachability`).
+    pub fn remediation(&self) -> Option<&'static str> {
+        match self {
+            Answer::OutOfDescriptors(_) => Some(crate::catalog::DESCRIPTORS_KEY),
             _ => None,
         }
     }
@@ -131,6 +145,10 @@ impl Answer {
             Answer::InFlightCap => {
                 "remedy: this source's max_in_flight is reached; retry later\n".to_owned()
             }
+            Answer::OutOfDescriptors(f) => format!(
+                "remedy ran out of file descriptors and could not connect to {upstream}: {}\n",
+                f.cause
+            ),
             Answer::Unreachable(f) if f.kind == ErrorKind::Protocol => format!(
                 "remedy: upstream {upstream} answered with what remedy cannot pass on \
                  (protocol): {}\n",
@@ -179,6 +197,15 @@ impl Answer {
             Answer::InFlightCap => {
                 tracing::warn!(source, "in-flight cap reached: answering 503");
             }
+            Answer::OutOfDescriptors(f) => tracing::warn!(
+                source,
+                %method,
+                path = ex.path(),
+                status = 503,
+                cause = %f.cause,
+                "out of file descriptors: answering 503; raise the open-files limit or lower \
+                 proxy.max_connections"
+            ),
             Answer::Unreachable(f) if f.kind == ErrorKind::Protocol => tracing::warn!(
                 source,
                 %method,
@@ -249,6 +276,7 @@ pub(super) fn render(ex: &mut Exchange<'_>, answer: Answer) -> Response<Response
     if let Some(pending) = &mut ex.outcome {
         pending.status = answer.counted_status();
         pending.origin = answer.origin();
+        pending.remediation = answer.remediation();
         pending.error = answer.error_kind().or(pending.error);
         match answer {
             Answer::GrpcReset(reason) => {
@@ -336,5 +364,247 @@ pub fn count_parser_refusal(routes: &Routes, e: &hyper::Error) {
     if let Some(status) = parser_refusal(e) {
         let mut pending = Pending::new(routes.unmatched.clone(), Instant::now());
         pending.status = status;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(kind: ErrorKind, out_of_descriptors: bool) -> Failure {
+        Failure {
+            kind,
+            cause: "cause".to_owned(),
+            out_of_descriptors,
+        }
+    }
+
+    /// The answer; status sent and counted; error kind; closes; origin; own key.
+    type Row = (
+        Answer,
+        u16,
+        u16,
+        Option<ErrorKind>,
+        bool,
+        Origin,
+        Option<&'static str>,
+    );
+
+    /// Every answer remedy makes, as a row: the status sent, the status counted, the error kind
+    /// counted, whether the connection closes, who made the status, and the key it is counted
+    /// with where its status does not give it. A new variant is a new row.
+    #[test]
+    fn every_answer_as_sent_and_as_counted() {
+        use ErrorKind::{Connect, Protocol, Reset, Timeout};
+        let rows: Vec<Row> = vec![
+            (
+                Answer::Refused(NoRoute::Unmatched),
+                404,
+                404,
+                None,
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::Connect),
+                405,
+                405,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::ConnectInTunnel),
+                405,
+                405,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::ConnectRefused),
+                403,
+                403,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::BadConnectTarget),
+                400,
+                400,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::AmbiguousFraming),
+                400,
+                400,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::UnsupportedCoding),
+                501,
+                501,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Refused(NoRoute::Misdirected),
+                421,
+                421,
+                None,
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::InFlightCap,
+                503,
+                503,
+                None,
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::OutOfDescriptors(failure(Connect, true)),
+                503,
+                503,
+                None,
+                false,
+                Origin::Proxy,
+                Some("raise_file_descriptor_limit"),
+            ),
+            (
+                Answer::Unreachable(failure(Connect, false)),
+                502,
+                502,
+                Some(Connect),
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Unreachable(failure(Timeout, false)),
+                504,
+                504,
+                Some(Timeout),
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::Unreachable(failure(Protocol, false)),
+                502,
+                502,
+                Some(Protocol),
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::BrokeBeforeBody { cause: "c".into() },
+                502,
+                502,
+                Some(Reset),
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::BadRequest(BadRequest::Stalled),
+                400,
+                400,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::BadRequest(BadRequest::CutShort),
+                400,
+                400,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::BadRequest(BadRequest::Gone),
+                400,
+                499,
+                None,
+                true,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::ShuttingDown,
+                503,
+                503,
+                None,
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::GrpcUnavailable,
+                200,
+                200,
+                Some(Protocol),
+                false,
+                Origin::Proxy,
+                None,
+            ),
+            (
+                Answer::GrpcReset(0xb),
+                200,
+                200,
+                None,
+                false,
+                Origin::Upstream,
+                None,
+            ),
+            (
+                Answer::TunnelFailed {
+                    host: "h".into(),
+                    port: 443,
+                    cause: "c".into(),
+                },
+                502,
+                502,
+                None,
+                false,
+                Origin::Proxy,
+                None,
+            ),
+        ];
+        for (answer, sent, counted, kind, closes, origin, key) in rows {
+            let got = (
+                answer.status().as_u16(),
+                answer.counted_status(),
+                answer.error_kind(),
+                answer.closes_connection(),
+                answer.origin(),
+                answer.remediation(),
+            );
+            assert_eq!(
+                got,
+                (sent, counted, kind, closes, origin, key),
+                "{answer:?}"
+            );
+        }
     }
 }

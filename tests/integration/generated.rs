@@ -45,7 +45,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
         &["check", "rules", "config/prometheus/remedy-rules.yaml"],
     );
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 35 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 36 rules found"), "{out}");
 
     let text = remedy(&["rules", "--config", "tests/data/rules-overrides.yaml"]);
     assert!(text.contains("alert: ConnectorResolveConflict"));
@@ -64,7 +64,7 @@ fn promtool_accepts_default_rules_and_rules_with_overrides() {
     let (_dir, path) = temp_file("rules.yaml", &text);
     let (ok, out) = tool("promtool", &["check", "rules", path.to_str().unwrap()]);
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 37 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 38 rules found"), "{out}");
 
     let wrapped = remedy(&["rules", "--format", "prometheusrule"]);
     let doc: serde_yaml::Value = serde_yaml::from_str(&wrapped).unwrap();

@@ -13,6 +13,9 @@ pub struct Failure {
     pub kind: ErrorKind,
     /// The cause, for the warn log line.
     pub cause: String,
+    /// The system gave remedy no file descriptor for the connection: remedy's own limit, not
+    /// the upstream's failure.
+    pub out_of_descriptors: bool,
 }
 
 impl Failure {
@@ -21,8 +24,28 @@ impl Failure {
         Failure {
             kind: classify(e, fallback),
             cause: causes(e),
+            out_of_descriptors: out_of_descriptors(e),
         }
     }
+}
+
+/// Whether `e`'s causes hold the system refusing remedy a file descriptor.
+fn out_of_descriptors(e: &(dyn StdError + 'static)) -> bool {
+    let mut stack: Vec<&(dyn StdError + 'static)> = vec![e];
+    while let Some(err) = stack.pop() {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if crate::descriptors::ran_out(io) {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
+            }
+        }
+        if let Some(next) = err.source() {
+            stack.push(next);
+        }
+    }
+    false
 }
 
 /// The failure kind, from the error's chain of causes; `fallback` when nothing in it tells.
@@ -66,4 +89,28 @@ fn classify(e: &(dyn StdError + 'static), fallback: ErrorKind) -> ErrorKind {
         }
     }
     kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The system refusing a descriptor is remedy's own limit, however deep in the causes;
+    /// a refused or reset connection is not.
+    #[test]
+    fn running_out_of_descriptors_is_told_from_the_upstreams_failures() {
+        let wrapped = |e: io::Error| io::Error::other(e);
+        for (e, own) in [
+            (io::Error::from_raw_os_error(libc::EMFILE), true),
+            (wrapped(io::Error::from_raw_os_error(libc::ENFILE)), true),
+            (io::Error::from_raw_os_error(libc::ECONNREFUSED), false),
+            (
+                wrapped(io::Error::from_raw_os_error(libc::ECONNRESET)),
+                false,
+            ),
+        ] {
+            let f = Failure::from_error(&e, ErrorKind::Connect);
+            assert_eq!(f.out_of_descriptors, own, "{e}");
+        }
+    }
 }

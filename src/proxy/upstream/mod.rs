@@ -247,6 +247,7 @@ impl UpstreamClient {
 
     fn timed_out(&self) -> Failure {
         Failure {
+            out_of_descriptors: false,
             kind: ErrorKind::Timeout,
             cause: format!(
                 "no response head within the response_header timeout of {:?}",
