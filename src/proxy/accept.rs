@@ -134,6 +134,13 @@ fn http_settings(p: &ProxyConfig) -> http1::Builder {
     http
 }
 
+/// The largest HTTP/2 frame a connector may send: a header block may span five frames before
+/// h2 takes it for a CONTINUATION flood and closes the whole connection (every call on it), so
+/// frames of 16 KiB, HTTP/2's default, closed a channel for one call's 200 KiB of metadata. At
+/// 64 KiB a block up to 320 KiB is read, and one over `proxy.max_header_bytes` is refused for
+/// its stream alone (431 and `REFUSED_STREAM`).
+const HTTP2_MAX_FRAME: u32 = 64 * 1024;
+
 /// hyper's HTTP/2 server, for the tunnels whose connector negotiates it, as `proxy` sets it:
 /// bounded streams, windows and header list (`proxy.max_header_bytes`, as for HTTP/1.1), a
 /// send buffer of 64 KiB a stream, and the h2 crate's guards against rapid resets kept.
@@ -145,6 +152,7 @@ fn http2_settings(p: &ProxyConfig) -> http2::Builder<TokioExecutor> {
         .initial_stream_window_size(h2.initial_stream_window_size)
         .initial_connection_window_size(h2.initial_connection_window_size)
         .max_header_list_size(u32::try_from(p.max_header_bytes).unwrap_or(u32::MAX))
+        .max_frame_size(HTTP2_MAX_FRAME)
         .max_send_buf_size(64 * 1024)
         .max_local_error_reset_streams(256);
     http

@@ -524,3 +524,39 @@ fn grpc_calls_past_their_deadline_count_as_deadline_exceeded() {
         s.text
     );
 }
+
+/// A call whose metadata is over `proxy.max_header_bytes` is refused alone: the channel's
+/// other calls go on, before and after it.
+#[test]
+fn a_call_with_oversized_metadata_is_refused_alone() {
+    let server = GrpcServer::start();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(
+        &format!("https://127.0.0.1:{}", server.port),
+        Some(&server.ca_file),
+        ca_dir.path(),
+    );
+    let got = grpc_calls(
+        &remedy,
+        ca_dir.path(),
+        &[
+            json!({ "call": "Unary", "arg": "ok" }),
+            json!({ "call": "Unary", "arg": "ok", "metadata_bytes": 200 << 10 }),
+            json!({ "call": "Unary", "arg": "ok" }),
+        ],
+    );
+    let statuses: Vec<&str> = got.iter().map(|g| g["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses[0], "OK");
+    // h2 answers 431, which grpcio reports as UNKNOWN.
+    assert_eq!(statuses[1], "UNKNOWN", "{got:?}");
+    assert!(
+        got[1]["details"].as_str().unwrap().contains("431"),
+        "{got:?}"
+    );
+    assert_eq!(statuses[2], "OK", "{got:?}");
+    let tunnels = remedy.scrape().get(
+        "remedy_intercept_connections_total",
+        &[("outcome", "intercepted")],
+    );
+    assert_eq!(tunnels, Some(1.0), "the channel kept its one tunnel");
+}

@@ -65,13 +65,16 @@ def serve(cert, key):
 
 def call(channel, spec, other_channel):
     """One call as `spec` says; its status, and what came back. `method` names another method
-    than the kind's own, `timeout` another deadline in seconds."""
+    than the kind's own, `timeout` another deadline in seconds, `metadata_bytes` the size of a
+    metadata entry a unary call sends."""
     kind, arg = spec["call"], spec.get("arg", "").encode()
     method = spec.get("method", f"/test.Svc/{kind}")
     got = []
     try:
         if kind == "Unary":
-            got.append(channel.unary_unary(method)(arg, timeout=spec.get("timeout", 60)))
+            metadata = [("x-big", "m" * spec["metadata_bytes"])] if "metadata_bytes" in spec else None
+            got.append(channel.unary_unary(method)(arg, timeout=spec.get("timeout", 60),
+                                                   metadata=metadata))
         elif kind == "Stream":
             got.extend(channel.unary_stream(method)(arg, timeout=spec.get("timeout", 120)))
         elif kind == "StalledThenUnary":
