@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
@@ -30,6 +30,7 @@ use super::exchange::{Exchange, Via};
 use super::respond::{self, Answer};
 use super::response_body::ResponseBody;
 use super::routes::Routes;
+use super::stalled::Watched;
 use crate::intercept_ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
@@ -242,6 +243,7 @@ impl Tunnels {
                     let (routes, client_ip) = (routes.load_full(), client_ip.clone());
                     let via = Via::Tunnel(tunnel_host.clone());
                     let (own, slots) = (own.clone(), slots.clone());
+                    let send_timeout = limits.send;
                     let phases = async move {
                         let slot = match own.clone().try_acquire_owned() {
                             Ok(own) => Some(own),
@@ -251,7 +253,7 @@ impl Tunnels {
                             },
                         };
                         let resp = super::handle(routes, client_ip, refuse, req, via).await;
-                        resp.map(|body| Slotted { body, _slot: slot })
+                        resp.map(|body| Watched::new(body, slot, send_timeout, slots))
                     };
                     Served::phases(phases, request)
                 })
@@ -380,34 +382,6 @@ impl HandshakeLog {
             *last = Some(now);
             *count = 0;
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A tunnelled HTTP/2 stream's response body, holding the connection slot its stream took
-    /// until hyper drops it.
-    pub struct Slotted<B> {
-        #[pin]
-        body: B,
-        _slot: Option<OwnedSemaphorePermit>,
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for Slotted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -42,6 +42,7 @@ mod respond;
 mod response_body;
 pub mod route;
 pub mod routes;
+mod stalled;
 pub mod trim;
 pub mod upstream;
 

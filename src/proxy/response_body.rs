@@ -99,6 +99,31 @@ const INTERNAL_ERROR: u32 = 0x2;
 pub struct IdleTimeout(Duration);
 
 impl ResponseBody {
+    /// Whether the body streams the upstream's (rather than one remedy wrote).
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, ResponseBody::Stream { .. })
+    }
+
+    /// The connector has read nothing of this body for `waited` while it had more to send (its
+    /// HTTP/2 window stayed closed): the response is given up, counted as the reset its
+    /// connector will get, and the upstream's body dropped with it.
+    pub fn cut(self, waited: Duration) {
+        if let ResponseBody::Stream {
+            pending: Some(mut p),
+            ..
+        } = self
+        {
+            p.grpc_reset(INTERNAL_ERROR);
+            tracing::warn!(
+                source = p.source(),
+                status = p.status,
+                ?waited,
+                "the connector read nothing of an HTTP/2 stream for proxy.send_timeout (a second \
+                 while proxy.max_connections is nearly reached); the stream is cut"
+            );
+        }
+    }
+
     /// The upstream's body on its way to the connector; `held` is what was already read of
     /// it: a frame, or the failure that is passed on once the head has gone.
     pub(super) fn streaming(

@@ -419,3 +419,92 @@ fn a_tunnels_streams_take_connection_slots() {
     );
     assert_eq!(s.remedy.scrape().in_flight("api"), 3.0);
 }
+
+/// The frame of `kind` for `stream` among `frames`, with its payload.
+fn find_frame(frames: &[u8], kind: u8, stream: u32) -> Option<&[u8]> {
+    let mut at = 0;
+    while at + 9 <= frames.len() {
+        let len = u32::from_be_bytes([0, frames[at], frames[at + 1], frames[at + 2]]) as usize;
+        let id = u32::from_be_bytes(frames[at + 5..at + 9].try_into().unwrap()) & 0x7fff_ffff;
+        if frames[at + 3] == kind && id == stream && at + 9 + len <= frames.len() {
+            return Some(&frames[at + 9..at + 9 + len]);
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+/// What remedy sends until `done` says it is enough (or 30 s pass).
+fn read_until(t: &mut Tunnel, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    t.sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while !done(&got) && std::time::Instant::now() < until {
+        match t.conn.read_tls(&mut t.sock) {
+            Ok(0) => break,
+            Ok(_) => {
+                if t.conn.process_new_packets().is_err() {
+                    break;
+                }
+                let _ = t.conn.reader().read_to_end(&mut got);
+            }
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+/// A stream whose window the connector keeps closed sends nothing, which no socket write
+/// shows: after `proxy.send_timeout` remedy cuts it, lets its upstream connection and slot go
+/// and counts it, and the connector gets a reset once its window opens.
+#[test]
+fn a_stream_whose_window_stays_closed_is_cut_after_send_timeout() {
+    use crate::support::Answer;
+    const WINDOW_UPDATE: u8 = 0x8;
+    let upstream = Upstream::builder()
+        .route("/x", Answer::download(64 << 20))
+        .http();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = Remedy::start(
+        Config::new()
+            .proxy("send_timeout", "1s")
+            .proxy(
+                "intercept",
+                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
+            )
+            .source(source("api", upstream.url()).hosts(&[HOST])),
+    );
+    let mut t = tunnel::open(remedy.proxy, HOST, &ca_dir.path().join("ca.pem"), &[b"h2"]);
+    t.write_all(PREFACE).unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may be sent a byte of data.
+    t.write_all(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]))
+        .unwrap();
+    t.write_all(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &request_block(),
+    ))
+    .unwrap();
+    t.flush().unwrap();
+    remedy.wait_in_flight("api", 1.0);
+    remedy.wait_in_flight("api", 0.0);
+    crate::support::wait_for(
+        "the upstream connection to close",
+        Duration::from_secs(10),
+        || (upstream.open() == 0).then_some(()),
+    );
+    assert_eq!(
+        remedy.scrape().responses("api", 200, "none", "upstream"),
+        1.0
+    );
+    assert!(remedy.logs().contains("the stream is cut"));
+    t.write_all(&frame(WINDOW_UPDATE, 0, 1, &65_535u32.to_be_bytes()))
+        .unwrap();
+    t.flush().unwrap();
+    let got = read_until(&mut t, |f| find_frame(f, RST_STREAM, 1).is_some());
+    let reset = find_frame(&got, RST_STREAM, 1).expect("the stream is reset");
+    assert_eq!(reset, 0x2u32.to_be_bytes(), "INTERNAL_ERROR");
+}

@@ -59,7 +59,7 @@ impl Slots {
     }
 
     /// `limit`, or a second while the listener is under pressure.
-    fn allow(&self, limit: Duration) -> Duration {
+    pub fn allow(&self, limit: Duration) -> Duration {
         if self.under_pressure() {
             limit.min(UNDER_PRESSURE)
         } else {
