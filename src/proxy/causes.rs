@@ -18,47 +18,48 @@ pub fn causes(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-/// The HTTP/2 error code of the `RST_STREAM` found in `e`'s causes (the h2 crate's error, which
-/// hyper wraps), if one is there. hyper's server resets a stream whose body fails with the code
-/// it finds the same way, `INTERNAL_ERROR` without one.
-pub fn reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
+/// What `pick` takes of the first of `e`'s causes, outermost first, that it takes anything of.
+fn first<'e, T>(
+    e: &'e (dyn StdError + 'static),
+    mut pick: impl FnMut(&'e (dyn StdError + 'static)) -> Option<T>,
+) -> Option<T> {
     let mut cause = Some(e);
     while let Some(err) = cause {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason().map(u32::from);
+        if let Some(found) = pick(err) {
+            return Some(found);
         }
         cause = err.source();
     }
     None
 }
 
+/// The h2 crate's error in `e`'s causes, which hyper wraps.
+fn h2_error<'e>(e: &'e (dyn StdError + 'static)) -> Option<&'e h2::Error> {
+    first(e, |err| err.downcast_ref::<h2::Error>())
+}
+
+/// The HTTP/2 error code of the `RST_STREAM` or `GOAWAY` found in `e`'s causes, if one is
+/// there. hyper's server resets a stream whose body fails with the code it finds the same way,
+/// `INTERNAL_ERROR` without one.
+pub fn reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
+    h2_error(e)?.reason().map(u32::from)
+}
+
 /// The same, only for a reset the peer sent for one stream (not a `GOAWAY`, nor remedy's own).
 pub fn peer_reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return (h2.is_reset() && h2.is_remote())
-                .then(|| h2.reason().map(u32::from))
-                .flatten();
-        }
-        cause = err.source();
-    }
-    None
+    let h2 = h2_error(e)?;
+    (h2.is_reset() && h2.is_remote())
+        .then(|| h2.reason().map(u32::from))
+        .flatten()
 }
 
 /// Whether `e`'s causes hold a connection that broke on remedy's side of it: its socket
 /// failed (hyper hands h2's socket errors on as `io::Error`s), or what came back was no HTTP/2
 /// (h2 gave up on it), rather than a `GOAWAY` or a reset the peer sent.
 pub fn connection_broke(e: &(dyn StdError + 'static)) -> bool {
-    let mut cause = Some(e);
-    while let Some(err) = cause {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.is_io() || (h2.is_go_away() && h2.is_library());
-        }
-        if err.is::<std::io::Error>() {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
+    first(e, |err| match err.downcast_ref::<h2::Error>() {
+        Some(h2) => Some(h2.is_io() || (h2.is_go_away() && h2.is_library())),
+        None => err.is::<std::io::Error>().then_some(true),
+    })
+    .unwrap_or(false)
 }

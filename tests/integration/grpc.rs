@@ -124,6 +124,18 @@ fn grpc_client(remedy: &Remedy, ca_dir: &Path) -> GrpcClient {
     }
 }
 
+/// remedy intercepting `HOST` for a grpcio server, the folder of its CA, and the server.
+fn intercepting_grpcio() -> (GrpcServer, tempfile::TempDir, Remedy) {
+    let server = GrpcServer::start();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = intercepting(
+        &format!("https://127.0.0.1:{}", server.port),
+        Some(&server.ca_file),
+        ca_dir.path(),
+    );
+    (server, ca_dir, remedy)
+}
+
 /// Runs `calls` through a grpcio client that reaches `HOST` through `remedy` as its proxy;
 /// what it got for each.
 fn grpc_calls(remedy: &Remedy, ca_dir: &Path, calls: &[Value]) -> Vec<Value> {
@@ -155,13 +167,7 @@ fn api_errors(s: &Scrape, api_code: &str, code: &str) -> f64 {
 
 #[test]
 fn grpc_calls_are_counted_with_the_remediation_their_status_stands_for() {
-    let server = GrpcServer::start();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = intercepting(
-        &format!("https://127.0.0.1:{}", server.port),
-        Some(&server.ca_file),
-        ca_dir.path(),
-    );
+    let (_server, ca_dir, remedy) = intercepting_grpcio();
     let unary = |arg: &str| json!({ "call": "Unary", "arg": arg });
     let calls = [
         unary("ok"),
@@ -236,13 +242,7 @@ fn grpc_calls_are_counted_with_the_remediation_their_status_stands_for() {
 /// memory flat: HTTP/2's flow control on both sides bounds what remedy holds.
 #[test]
 fn a_hundred_mib_server_stream_flows_with_flat_memory() {
-    let server = GrpcServer::start();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = intercepting(
-        &format!("https://127.0.0.1:{}", server.port),
-        Some(&server.ca_file),
-        ca_dir.path(),
-    );
+    let (_server, ca_dir, remedy) = intercepting_grpcio();
     let before = remedy.rss_kib();
     let got = grpc_calls(
         &remedy,
@@ -529,13 +529,7 @@ fn grpc_calls_past_their_deadline_count_as_deadline_exceeded() {
 /// other calls go on, before and after it.
 #[test]
 fn a_call_with_oversized_metadata_is_refused_alone() {
-    let server = GrpcServer::start();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = intercepting(
-        &format!("https://127.0.0.1:{}", server.port),
-        Some(&server.ca_file),
-        ca_dir.path(),
-    );
+    let (_server, ca_dir, remedy) = intercepting_grpcio();
     let got = grpc_calls(
         &remedy,
         ca_dir.path(),
