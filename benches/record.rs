@@ -22,6 +22,7 @@ fn record(c: &mut Criterion) {
         elapsed: Duration::from_millis(12),
         error: None,
         remediation: None,
+        endpoint: None,
         api_errors: None,
     };
     let mut g = c.benchmark_group("record_one_response");
@@ -84,6 +85,7 @@ fn ratelimit_headers(c: &mut Criterion) {
         elapsed: Duration::from_millis(12),
         error: None,
         remediation: None,
+        endpoint: None,
         api_errors: None,
     };
     let heads = [

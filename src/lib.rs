@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod descriptors;
+pub mod endpoints;
 pub mod intercept_ca;
 pub mod metrics;
 pub mod observe;

@@ -83,6 +83,8 @@ pub struct Outcome {
     /// remedy's own remediation key for an answer of its own whose status and origin do not
     /// give it (running out of file descriptors).
     pub remediation: Option<&'static str>,
+    /// The index of the source's endpoint (`routes`) the request called, `other` the last.
+    pub endpoint: Option<u16>,
     /// The errors the API reported inside the response (a gRPC status, an error body), whose
     /// most frequent gives the response its remediation. Boxed: most responses have none.
     pub api_errors: Option<Box<ApiErrors>>,
@@ -110,6 +112,7 @@ pub enum Series {
 pub struct Recorder {
     registry: Registry,
     responses: IntCounterVec,
+    route_responses: IntCounterVec,
     api_errors: IntCounterVec,
     duration: HistogramVec,
     errors: IntCounterVec,
@@ -196,6 +199,7 @@ pub mod names {
     pub const RESET: &str = "remedy_upstream_ratelimit_reset_seconds";
     pub const INTERCEPT: &str = "remedy_intercept_connections_total";
     pub const API_ERRORS: &str = "remedy_upstream_api_errors_total";
+    pub const ROUTE_RESPONSES: &str = "remedy_upstream_route_responses_total";
     pub const FAQ_INFO: &str = "remedy_faq_info";
     pub const BUILD_INFO: &str = "remedy_build_info";
     pub const RELOAD_SUCCESSFUL: &str = "remedy_config_last_reload_successful";
@@ -269,6 +273,11 @@ impl Recorder {
             "Errors the API reported inside a response rather than in its status (a gRPC status, an error body), by its code and the HTTP status it stands for.",
             &["source", "api_code", "code"],
         );
+        let route_responses = reg.counters(
+            names::ROUTE_RESPONSES,
+            "Responses of the sources that declare routes, by the route (template) the request matched, or other.",
+            &["source", "route", "code", "remediation"],
+        );
         let intercept = reg.counters(
             names::INTERCEPT,
             "CONNECT requests, by what became of them: intercepted, tunnelled, refused, handshake_failed.",
@@ -339,6 +348,7 @@ impl Recorder {
         Recorder {
             registry,
             responses,
+            route_responses,
             api_errors,
             duration,
             errors,
@@ -371,9 +381,30 @@ impl Recorder {
     /// catalog's codes (and 200, 502/504 made by remedy), the error kinds and the duration
     /// classes at 0 too.
     pub fn source(&self, name: &str, catalog: &Catalog) -> SourceMetrics {
+        self.source_with_routes(name, catalog, &[])
+    }
+
+    /// [`Self::source`] for a source that declares `routes`: its responses are counted by
+    /// route too, each route's series made at its first count.
+    pub fn source_with_routes(
+        &self,
+        name: &str,
+        catalog: &Catalog,
+        routes: &[String],
+    ) -> SourceMetrics {
         // A source that comes back before its series were retired keeps them.
         self.lock_retiring().retain(|r| r.name != name);
-        let m = self.handles(name, catalog);
+        let mut m = self.handles(name, catalog);
+        if !routes.is_empty() {
+            let mut names = routes.to_vec();
+            names.push(crate::endpoints::OTHER.to_owned());
+            m.routes = Some(RouteCounts {
+                source: name.to_owned(),
+                vec: self.route_responses.clone(),
+                handles: names.iter().map(|_| OnceLock::new()).collect(),
+                names,
+            });
+        }
         m.in_flight();
         if self.series == Series::Full {
             m.counter(200, Origin::Upstream);
@@ -421,6 +452,7 @@ impl Recorder {
             retry_after: OnceLock::new(),
             quota_vec: self.quota.clone(),
             quota: Default::default(),
+            routes: None,
         }
     }
 
@@ -464,6 +496,7 @@ impl Recorder {
     /// Removes every series of source `name`.
     pub fn remove_source(&self, name: &str) {
         remove_series(&self.responses, name);
+        remove_series(&self.route_responses, name);
         remove_series(&self.api_errors, name);
         remove_series(&self.duration, name);
         remove_series(&self.errors, name);
@@ -547,6 +580,46 @@ pub struct SourceMetrics {
     retry_after: OnceLock<Gauge>,
     quota_vec: [GaugeVec; 4],
     quota: [OnceLock<Gauge>; 4],
+    /// By route, for a source that declares `routes`.
+    routes: Option<RouteCounts>,
+}
+
+/// `remedy_upstream_route_responses_total` of one source: for each route (template, then
+/// `other`), a handle per status and origin, the route's made at its first count.
+struct RouteCounts {
+    source: String,
+    names: Vec<String>,
+    vec: IntCounterVec,
+    handles: Box<[OnceLock<Slots>]>,
+}
+
+/// A handle per status and origin, each made at its first count.
+type Slots = Box<[OnceLock<IntCounter>]>;
+
+impl RouteCounts {
+    /// One response of route `i`, counted with `remediation`; `cached` says the label is what
+    /// the status and origin give, so the handle of that slot may be kept.
+    fn count(&self, i: u16, status: u16, origin: Origin, remediation: &str, cached: bool) {
+        let i = usize::from(i).min(self.names.len() - 1);
+        let handle = || {
+            let code = status.to_string();
+            self.vec.with_label_values(&[
+                self.source.as_str(),
+                self.names[i].as_str(),
+                &code,
+                remediation,
+            ])
+        };
+        if !cached {
+            handle().inc();
+            return;
+        }
+        let slots =
+            self.handles[i].get_or_init(|| (0..CODE_SLOTS).map(|_| OnceLock::new()).collect());
+        slots[usize::from(status - 100) * 2 + origin as usize]
+            .get_or_init(handle)
+            .inc();
+    }
 }
 
 impl SourceMetrics {
@@ -582,15 +655,23 @@ impl SourceMetrics {
         self.in_flight().dec();
         // What the connector received, as received: hyper passes on any status 100–999.
         let status = o.status.clamp(100, 999);
-        match (
-            o.remediation,
-            o.api_errors.as_deref().and_then(|e| Some((e, e.status()?))),
-        ) {
+        let api = o.api_errors.as_deref().and_then(|e| Some((e, e.status()?)));
+        match (o.remediation, api) {
             (Some(key), _) => self.own(status, o.origin, key),
             (None, None) => self.counter(status, o.origin).inc(),
             (None, Some((errors, stands_for))) => {
                 self.api_errors(status, o.origin, errors, stands_for)
             }
+        }
+        if let (Some(routes), Some(i)) = (&self.routes, o.endpoint) {
+            let (key, cached) = match (o.remediation, api) {
+                (Some(key), _) => (key, false),
+                (None, Some((_, stands_for))) => {
+                    (self.catalog.remediation_label(stands_for), false)
+                }
+                (None, None) => (self.remediation_of(status, o.origin), true),
+            };
+            routes.count(i, status, o.origin, key, cached);
         }
         self.histogram(class_label(status))
             .observe(o.elapsed.as_secs_f64());
@@ -651,6 +732,16 @@ impl SourceMetrics {
             .inc();
     }
 
+    /// The remediation a response of `status` made by `origin` is counted with.
+    fn remediation_of(&self, status: u16, origin: Origin) -> &str {
+        match (status, origin) {
+            (503, Origin::Proxy) => crate::catalog::IN_FLIGHT_KEY,
+            // remedy's own gRPC UNAVAILABLE: the upstream cannot take the call.
+            (200, Origin::Proxy) => crate::catalog::UNREACHABLE_KEY,
+            _ => self.catalog.remediation_label(status),
+        }
+    }
+
     fn counter(&self, status: u16, origin: Origin) -> &IntCounter {
         let slot = usize::from(status - 100) * 2 + origin as usize;
         self.responses[slot].get_or_init(|| {
@@ -659,12 +750,7 @@ impl SourceMetrics {
                 self.name.as_str(),
                 &code,
                 class_label(status),
-                match (status, origin) {
-                    (503, Origin::Proxy) => crate::catalog::IN_FLIGHT_KEY,
-                    // remedy's own gRPC UNAVAILABLE: the upstream cannot take the call.
-                    (200, Origin::Proxy) => crate::catalog::UNREACHABLE_KEY,
-                    _ => self.catalog.remediation_label(status),
-                },
+                self.remediation_of(status, origin),
                 origin.as_str(),
             ])
         })
@@ -695,6 +781,7 @@ mod tests {
             elapsed: Duration::from_millis(20),
             error: None,
             remediation: None,
+            endpoint: None,
             api_errors: None,
         }
     }
@@ -724,6 +811,7 @@ mod tests {
         m.record(&Outcome {
             error: Some(ErrorKind::Tls),
             remediation: None,
+            endpoint: None,
             ..outcome(502, Origin::Proxy)
         });
         r.connects().count(ConnectOutcome::Refused);

@@ -60,6 +60,7 @@ fn recording_a_response_does_not_allocate() {
         elapsed: Duration::from_millis(30),
         error: None,
         remediation: None,
+        endpoint: None,
         api_errors: None,
     })
     .collect();

@@ -224,6 +224,19 @@ pub struct SourceConfig {
     /// Most bytes of a body read for `body_errors`, after decompression.
     #[serde(default = "crate::observe::body_errors::default_max_bytes")]
     pub body_errors_max_bytes: usize,
+    /// The endpoints the connector calls, as templates in the upstream's path with `{name}`
+    /// placeholders (`/v1/reports/{report_id}`, `/act_{account}/insights`), matched after the
+    /// prefix is stripped: each response is also counted by its template, or `other`, in
+    /// `remedy_upstream_route_responses_total`. Empty: no such counting, nothing paid.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Most templates in `routes`, so that the `route` label stays bounded.
+    #[serde(default = "default_max_routes")]
+    pub max_routes: usize,
+}
+
+fn default_max_routes() -> usize {
+    50
 }
 
 fn default_max_response_headers() -> usize {

@@ -43,6 +43,18 @@ pub fn summary(c: &Config, file: &str) -> String {
                 "", src.body_errors_max_bytes
             );
         }
+        if !src.routes.is_empty() {
+            let _ = writeln!(
+                s,
+                "  {:<16}    routes ({} of at most {}, then other):",
+                "",
+                src.routes.len(),
+                src.max_routes
+            );
+            for r in &src.routes {
+                let _ = writeln!(s, "  {:<16}      {r}", "");
+            }
+        }
     }
     interception(&mut s, c);
     let builtin = Catalog::builtin();

@@ -128,6 +128,21 @@ fn validate_source_settings(s: &SourceConfig, at: &dyn Fn(&str) -> String) -> Re
             "must be from 1024 to 16777216 (16 MiB)".into(),
         ));
     }
+    if s.max_routes == 0 || s.max_routes > 1000 {
+        return Err(invalid(at(".max_routes"), "must be from 1 to 1000".into()));
+    }
+    if s.routes.len() > s.max_routes {
+        return Err(invalid(
+            at(".routes"),
+            format!(
+                "{} templates, more than max_routes ({}): the route label must stay bounded",
+                s.routes.len(),
+                s.max_routes
+            ),
+        ));
+    }
+    crate::endpoints::Endpoints::new(&s.routes)
+        .map_err(|(i, why)| invalid(at(&format!(".routes[{i}]")), why.to_string()))?;
     // Compiled as `run` compiles it: rules accepted here are rules `run` uses.
     if let Some(b) = &s.body_errors {
         crate::observe::body_errors::Rules::compile(b, s.body_errors_max_bytes)

@@ -86,9 +86,9 @@ pub async fn handle(
                 }
             };
         }
-        let (target, path) = or_answer!(route(&ex, ambiguous_framing, &req, tunnel));
+        let (target, path, endpoint) = or_answer!(route(&ex, ambiguous_framing, &req, tunnel));
         ex.target = Some(target);
-        or_answer!(admit(&mut ex, target));
+        or_answer!(admit(&mut ex, target, endpoint));
         rewrite_request(&mut req, &client_ip, target.preserve_host, tunnel.is_some());
         let grpc = ex.seen.grpc.is_some();
         let sent = target.client.send(path, req, ex.start, grpc).await;
@@ -102,14 +102,15 @@ pub async fn handle(
 /// small on the path that forwards.
 type Early = Box<Answer>;
 
-/// Phase 1: the source the request belongs to and the path it has there, or the refusal
-/// (counted under `source="unmatched"`).
+/// Phase 1: the source the request belongs to, the path it has there, and the source's
+/// endpoint it calls (when the source declares `routes`), or the refusal (counted under
+/// `source="unmatched"`).
 fn route<'r>(
     ex: &Exchange<'r>,
     ambiguous_framing: bool,
     req: &Request<Incoming>,
     tunnel: Option<&str>,
-) -> Result<(&'r Target, PathAndQuery), Early> {
+) -> Result<(&'r Target, PathAndQuery, Option<u16>), Early> {
     let refuse = |no| Err(Box::new(Answer::Refused(no)));
     if ambiguous_framing {
         return refuse(NoRoute::AmbiguousFraming);
@@ -132,19 +133,21 @@ fn route<'r>(
         Err(no) => return refuse(no),
     };
     let target = &routes.targets[r.source];
+    let endpoint = target.endpoints.as_ref().map(|e| e.of(r.path));
     match target.upstream_path(r.path, r.query) {
-        Some(path) => Ok((target, path)),
+        Some(path) => Ok((target, path, endpoint)),
         None => refuse(NoRoute::UnsafePath("it does not form a valid upstream URI")),
     }
 }
 
 /// Phase 2: admission under the source's in-flight cap; from here the request is counted
 /// once by its guard, or answered 503 when the cap is reached.
-fn admit(ex: &mut Exchange<'_>, target: &Target) -> Result<(), Early> {
+fn admit(ex: &mut Exchange<'_>, target: &Target, endpoint: Option<u16>) -> Result<(), Early> {
     let pending = ex
         .outcome
         .insert(Pending::new(target.metrics.clone(), ex.start));
     pending.grpc = ex.seen.grpc;
+    pending.endpoint = endpoint;
     if let Some(limit) = &target.limit {
         match limit.clone().try_acquire_owned() {
             Ok(permit) => pending.permit = Some(permit),
@@ -200,15 +203,20 @@ fn observe_head(ex: &mut Exchange<'_>, target: &Target, resp: &Response<Upstream
     }
     target.read_quota(resp.status(), resp.headers());
     if let Some(path) = ex.logged_path() {
-        tracing::debug!(
-            source = target.metrics.name(),
-            method = %ex.seen.method,
-            path,
-            status = resp.status().as_u16(),
-            origin = "upstream",
-            head_ms = ex.start.elapsed().as_secs_f64() * 1e3,
-            "proxied"
-        );
+        let (source, status) = (target.metrics.name(), resp.status().as_u16());
+        let head_ms = ex.start.elapsed().as_secs_f64() * 1e3;
+        let method = &ex.seen.method;
+        // A declared endpoint's template rather than the path, which carries ids.
+        let endpoint = ex.outcome.as_ref().and_then(|p| p.endpoint);
+        match target.endpoints.as_ref().zip(endpoint) {
+            Some((e, i)) => {
+                let route = e.name(i);
+                tracing::debug!(source, %method, route, status, origin = "upstream", head_ms, "proxied");
+            }
+            None => {
+                tracing::debug!(source, %method, path, status, origin = "upstream", head_ms, "proxied");
+            }
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Pending {
     pub error: Option<ErrorKind>,
     /// remedy's own remediation key, where its status and origin do not give it.
     pub remediation: Option<&'static str>,
+    /// The source's endpoint the request called (`routes`), when it declares them.
+    pub endpoint: Option<u16>,
     /// The source's `max_in_flight` slot, held until the request is counted.
     pub permit: Option<OwnedSemaphorePermit>,
     /// What the API reported inside the response, once its head or its end has said.
@@ -77,6 +79,7 @@ impl Pending {
             origin: Origin::Proxy,
             error: None,
             remediation: None,
+            endpoint: None,
             permit: None,
             api_errors: None,
             grpc: None,
@@ -151,6 +154,7 @@ impl Drop for Pending {
             elapsed: self.start.elapsed(),
             error: self.error,
             remediation: self.remediation,
+            endpoint: self.endpoint,
             api_errors: self.api_errors.take(),
         });
     }

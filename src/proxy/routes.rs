@@ -11,6 +11,7 @@ use http::{HeaderMap, StatusCode};
 use tokio::sync::Semaphore;
 
 use crate::config::{self, SourceConfig};
+use crate::endpoints::Endpoints;
 use crate::intercept_ca::Authority;
 use crate::metrics::{Connects, Recorder, SourceMetrics};
 use crate::observe::{body_errors, ratelimit};
@@ -47,6 +48,8 @@ pub struct Target {
     pub(super) limit: Option<Arc<Semaphore>>,
     /// Where the API reports errors inside a JSON body, when the source says.
     pub(super) body_errors: Option<Arc<body_errors::Rules>>,
+    /// The endpoints the source declares (`routes`), when it does.
+    pub(super) endpoints: Option<Endpoints>,
     /// How the API states a reset, when its vendor is known.
     reset_style: ratelimit::ResetStyle,
     /// The IETF rate-limit policy the API last announced.
@@ -106,12 +109,14 @@ impl Target {
             preserve_host: s.preserve_host,
             idle: s.timeouts.idle.0,
             client: UpstreamClient::new(s)?,
-            metrics: Arc::new(recorder.source(s.name.as_str(), catalog)),
+            metrics: Arc::new(recorder.source_with_routes(s.name.as_str(), catalog, &s.routes)),
             limit: s.max_in_flight.map(|n| Arc::new(Semaphore::new(n.get()))),
             body_errors: s.body_errors.as_ref().map(|b| {
                 let rules = body_errors::Rules::compile(b, s.body_errors_max_bytes);
                 Arc::new(rules.expect("validated with the config"))
             }),
+            endpoints: (!s.routes.is_empty())
+                .then(|| Endpoints::new(&s.routes).expect("validated with the config")),
             reset_style: ratelimit::ResetStyle::for_host(s.upstream.authority.host()),
             policies: ratelimit::Policies::default(),
         })

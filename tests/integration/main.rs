@@ -26,5 +26,6 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod pooling;
+mod routes;
 mod series;
 mod streaming;
