@@ -103,8 +103,18 @@ admin: {{ listen: 127.0.0.1:{admin} }}
 runtime: {{ worker_threads: 1 }}
 shutdown: {{ drain_timeout: 1s, linger: 0s }}
 sources:
-  - {{ name: origin, upstream: 'http://127.0.0.1:{PORTS['direct']}', match: {{ path_prefix: / }} }}
+  - {{ name: origin, upstream: 'http://127.0.0.1:{PORTS['direct']}', match: {{ path_prefix: / }}{routes(name)} }}
 """)
+
+
+def routes(name):
+    """`, routes: [...]` for remedy (not the baseline) when BENCH_ROUTES names how many: that
+    many endpoint templates, the last of which (`/{page}`) `/ok` matches."""
+    count = int(os.environ.get("BENCH_ROUTES", "0"))
+    if name != "remedy" or count == 0:
+        return ""
+    templates = [f"/v1/report{i}/{{id}}" for i in range(count - 1)] + ["/{page}"]
+    return ", routes: [" + ", ".join(f"'{t}'" for t in templates) + "], max_routes: " + str(count)
 
 
 def commands(tmp):
