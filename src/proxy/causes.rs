@@ -54,12 +54,18 @@ pub fn peer_reset_reason(e: &(dyn StdError + 'static)) -> Option<u32> {
 }
 
 /// Whether `e`'s causes hold a connection that broke on remedy's side of it: its socket
-/// failed (hyper hands h2's socket errors on as `io::Error`s), or what came back was no HTTP/2
-/// (h2 gave up on it), rather than a `GOAWAY` or a reset the peer sent.
+/// failed (hyper hands h2's socket errors on as `io::Error`s), what came back was no HTTP/2
+/// (h2 gave up on it), or it ended before it was ready to take a request; rather than a
+/// `GOAWAY` or a reset the peer sent.
 pub fn connection_broke(e: &(dyn StdError + 'static)) -> bool {
-    first(e, |err| match err.downcast_ref::<h2::Error>() {
-        Some(h2) => Some(h2.is_io() || (h2.is_go_away() && h2.is_library())),
-        None => err.is::<std::io::Error>().then_some(true),
+    first(e, |err| {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return Some(h2.is_io() || (h2.is_go_away() && h2.is_library()));
+        }
+        let canceled = err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled);
+        (canceled || err.is::<std::io::Error>()).then_some(true)
     })
     .unwrap_or(false)
 }

@@ -275,19 +275,9 @@ fn a_grpc_call_to_an_upstream_without_http2_is_answered_unavailable_and_says_why
             ca_dir.path(),
             &[json!({ "call": "Unary", "arg": "ok" })],
         );
-        assert_eq!(
-            got[0]["status"],
-            "UNAVAILABLE",
-            "{}: {got:?} {}",
-            http1.url(),
-            remedy.logs()
-        );
+        assert_eq!(got[0]["status"], "UNAVAILABLE", "{}: {got:?}", http1.url());
         let details = got[0]["details"].as_str().unwrap_or_default();
-        assert!(
-            details.contains("does not speak HTTP/2"),
-            "{details} {}",
-            remedy.logs()
-        );
+        assert!(details.contains("does not speak HTTP/2"), "{details}");
         assert_eq!(http1.hits(), 0);
         let s = remedy.scrape();
         assert_eq!(responses(&s, "check_upstream_reachability", "proxy"), 1.0);
@@ -553,4 +543,9 @@ fn a_call_with_oversized_metadata_is_refused_alone() {
         &[("outcome", "intercepted")],
     );
     assert_eq!(tunnels, Some(1.0), "the channel kept its one tunnel");
+    let refused = remedy.scrape().sum(
+        "remedy_upstream_responses_total",
+        &[("source", "unmatched"), ("code", "431")],
+    );
+    assert_eq!(refused, 1.0, "h2's 431 is counted");
 }
