@@ -34,8 +34,9 @@ use super::stalled::Watched;
 use crate::intercept_ca::Authority;
 use crate::metrics::ConnectOutcome;
 use crate::proxy::drain::{Drain, Watcher};
+use crate::proxy::listener::h2_refusals::Refusal;
 use crate::proxy::listener::limits::within;
-use crate::proxy::listener::{Guarded, InService, Limits, Requests, Served, Slots};
+use crate::proxy::listener::{Guarded, InService, Limits, RefusalCounter, Requests, Served, Slots};
 use crate::proxy::route::NoRoute;
 
 /// How long a tunnelled host has to accept the TCP connection.
@@ -260,8 +261,11 @@ impl Tunnels {
             };
             let (idle, idle_slots) = (requests.clone(), slots.clone());
             let idle = async move { idle.idle(limits, &idle_slots).await };
-            let io = TokioIo::new(Guarded::http2(tls, requests, limits, slots));
-            let conn = self.h2.serve_connection(io, service);
+            let counted = self.routes.clone();
+            let count: RefusalCounter =
+                Arc::new(move |r: Refusal| respond::count_refusal(&counted.load(), r.status()));
+            let io = Guarded::http2(tls, requests, limits, slots).counting_refusals(count);
+            let conn = self.h2.serve_connection(TokioIo::new(io), service);
             watcher.watch(conn, idle, |c| c.graceful_shutdown()).await
         } else {
             let service = service!(requests);

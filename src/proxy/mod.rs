@@ -48,7 +48,7 @@ pub mod upstream;
 
 pub use exchange::{Exchange, Via};
 pub use headers::client_ip;
-pub use respond::{Answer, count_parser_refusal, parser_refusal};
+pub use respond::{Answer, count_parser_refusal, count_refusal, parser_refusal};
 pub use response_body::{IdleTimeout, Observe, ResponseBody};
 pub use routes::Routes;
 

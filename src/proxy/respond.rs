@@ -362,9 +362,15 @@ pub fn parser_refusal(e: &hyper::Error) -> Option<u16> {
 /// `origin="proxy"`, so that every answer the connector got is counted.
 pub fn count_parser_refusal(routes: &Routes, e: &hyper::Error) {
     if let Some(status) = parser_refusal(e) {
-        let mut pending = Pending::new(routes.unmatched.clone(), Instant::now());
-        pending.status = status;
+        count_refusal(routes, status);
     }
+}
+
+/// Counts an answer of `status` made before any request reached the service (hyper's parser,
+/// the HTTP/2 layer), under `source="unmatched"` with `origin="proxy"`.
+pub fn count_refusal(routes: &Routes, status: u16) {
+    let mut pending = Pending::new(routes.unmatched.clone(), Instant::now());
+    pending.status = status;
 }
 
 #[cfg(test)]

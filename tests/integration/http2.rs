@@ -237,6 +237,12 @@ fn a_continuation_flood_cannot_take_remedy_down() {
         push(t, &bytes);
     });
     assert_eq!(goaway(&sent), Some(PROTOCOL_ERROR));
+    // The connection h2 refused is counted, as the answer its connector got.
+    let refused = s.remedy.scrape().sum(
+        "remedy_upstream_responses_total",
+        &[("source", "unmatched"), ("code", "400")],
+    );
+    assert_eq!(refused, 1.0);
 }
 
 #[test]
@@ -507,4 +513,54 @@ fn a_stream_whose_window_stays_closed_is_cut_after_send_timeout() {
     let got = read_until(&mut t, |f| find_frame(f, RST_STREAM, 1).is_some());
     let reset = find_frame(&got, RST_STREAM, 1).expect("the stream is reset");
     assert_eq!(reset, 0x2u32.to_be_bytes(), "INTERNAL_ERROR");
+}
+
+/// A stream over `proxy.http2.max_concurrent_streams` is refused by h2 itself (`REFUSED_STREAM`),
+/// before remedy's service sees it: counted all the same, as 503 under `source="unmatched"`.
+#[test]
+fn a_stream_over_the_concurrent_streams_is_refused_and_counted() {
+    use crate::support::Answer;
+    let upstream = Upstream::builder().route("/x", Answer::stall()).http();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = Remedy::start(
+        Config::new()
+            .proxy("http2", "{ max_concurrent_streams: 1 }")
+            .proxy(
+                "intercept",
+                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
+            )
+            .source(source("api", upstream.url()).hosts(&[HOST])),
+    );
+    let s = Setup {
+        remedy,
+        upstream,
+        ca_dir,
+    };
+    let mut t = s.h2();
+    for stream in [1, 3] {
+        t.write_all(&frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            stream,
+            &request_block(),
+        ))
+        .unwrap();
+    }
+    t.flush().unwrap();
+    let got = read_until(&mut t, |f| find_frame(f, RST_STREAM, 3).is_some());
+    assert_eq!(
+        find_frame(&got, RST_STREAM, 3),
+        Some(&7u32.to_be_bytes()[..]),
+        "REFUSED_STREAM"
+    );
+    crate::support::wait_for("the refusal counted", Duration::from_secs(10), || {
+        let refused = s.remedy.scrape().sum(
+            "remedy_upstream_responses_total",
+            &[("source", "unmatched"), ("code", "503")],
+        );
+        (refused == 1.0).then_some(())
+    });
+    crate::support::wait_for("the stream taken upstream", Duration::from_secs(10), || {
+        (s.upstream.hits() == 1).then_some(())
+    });
 }

@@ -11,6 +11,7 @@
 
 pub mod framing;
 pub mod h2;
+pub mod h2_refusals;
 pub mod limits;
 
 use std::convert::Infallible;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::proxy::deadline::LazyDeadline;
 use framing::{Framer, Verdicts};
+use h2_refusals::{FrameWatch, Refusal};
 pub use limits::{Limits, Slots};
 
 /// One connection's requests, as its reader and its service both see them.
@@ -234,8 +236,13 @@ pin_project_lite::pin_project! {
         send_deadline: LazyDeadline,
         // No byte has been read yet: the first ones may be an HTTP/2 preface.
         fresh: bool,
+        // HTTP/2's own refusals, read off what is written, and who counts them.
+        refusals: Option<(FrameWatch, RefusalCounter)>,
     }
 }
+
+/// Counts a refusal of the HTTP/2 layer ([`h2_refusals`]).
+pub type RefusalCounter = Arc<dyn Fn(Refusal) + Send + Sync>;
 
 impl<IO> Guarded<IO> {
     /// An HTTP/1.1 connection's IO, watched by the smuggling guard.
@@ -265,6 +272,33 @@ impl<IO> Guarded<IO> {
             write_blocked: None,
             send_deadline: LazyDeadline::default(),
             fresh: http1,
+            refusals: None,
+        }
+    }
+
+    /// An HTTP/2 connection's refusals of its own, read off its writes, go to `count`.
+    pub fn counting_refusals(mut self, count: RefusalCounter) -> Self {
+        self.refusals = Some((FrameWatch::default(), count));
+        self
+    }
+}
+
+/// Shows what a write took of `bufs` (`written` bytes) to the refusals' watch, if any.
+fn watch_written<'b>(
+    refusals: &mut Option<(FrameWatch, RefusalCounter)>,
+    bufs: impl IntoIterator<Item = &'b [u8]>,
+    written: usize,
+) {
+    let Some((watch, count)) = refusals else {
+        return;
+    };
+    let mut left = written;
+    for b in bufs {
+        let n = left.min(b.len());
+        watch.observe(&b[..n], |r| count(r));
+        left -= n;
+        if left == 0 {
+            break;
         }
     }
 }
@@ -335,6 +369,9 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            watch_written(this.refusals, [buf], n);
+        }
         let limits = (this.limits.send, &**this.slots);
         limits::poll_send_timeout(this.write_blocked, this.send_deadline, limits, polled, cx)
     }
@@ -354,6 +391,9 @@ impl<IO: AsyncWrite> AsyncWrite for Guarded<IO> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            watch_written(this.refusals, bufs.iter().map(|b| &**b), n);
+        }
         let limits = (this.limits.send, &**this.slots);
         limits::poll_send_timeout(this.write_blocked, this.send_deadline, limits, polled, cx)
     }
