@@ -549,3 +549,39 @@ fn a_call_with_oversized_metadata_is_refused_alone() {
     );
     assert_eq!(refused, 1.0, "h2's 431 is counted");
 }
+
+/// A server stream whose client stops reading keeps its window closed: after
+/// `proxy.send_timeout` remedy cuts it, and grpcio, reading again, gets the reset as INTERNAL,
+/// which is what the call is counted as.
+#[test]
+fn a_server_stream_its_client_stops_reading_is_cut_and_counted_as_the_client_reads_it() {
+    let api = Upstream::builder()
+        .route("/Stream", Answer::grpc_messages(400, 1 << 20, ok()))
+        .tls();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let remedy = Remedy::start(
+        Config::new()
+            .proxy("send_timeout", "1s")
+            .proxy(
+                "intercept",
+                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
+            )
+            .source(
+                source("ads", api.url())
+                    .hosts(&[HOST])
+                    .ca_file(api.ca_file.as_deref().unwrap()),
+            ),
+    );
+    let mut client = grpc_client(&remedy, ca_dir.path());
+    let call = json!({ "call": "Stream", "arg": "", "pause": true });
+    writeln!(client.stdin, "{call}").unwrap();
+    assert_eq!(client.line()["paused"], true);
+    remedy.wait_log("the stream is cut");
+    remedy.wait_in_flight("ads", 0.0);
+    writeln!(client.stdin, "go").unwrap();
+    let got = client.line();
+    assert_eq!(got["status"], "INTERNAL", "{got}");
+    assert!((got["messages"].as_u64().unwrap()) < 400, "{got}");
+    let s = remedy.scrape();
+    assert_eq!(api_errors(&s, "INTERNAL", "500"), 1.0, "{}", s.text);
+}

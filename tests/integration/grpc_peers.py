@@ -66,7 +66,8 @@ def serve(cert, key):
 def call(channel, spec, other_channel):
     """One call as `spec` says; its status, and what came back. `method` names another method
     than the kind's own, `timeout` another deadline in seconds, `metadata_bytes` the size of a
-    metadata entry a unary call sends."""
+    metadata entry a unary call sends, `pause` that a stream's reader stops after its first
+    message until told to go on."""
     kind, arg = spec["call"], spec.get("arg", "").encode()
     method = spec.get("method", f"/test.Svc/{kind}")
     got = []
@@ -76,7 +77,14 @@ def call(channel, spec, other_channel):
             got.append(channel.unary_unary(method)(arg, timeout=spec.get("timeout", 60),
                                                    metadata=metadata))
         elif kind == "Stream":
-            got.extend(channel.unary_stream(method)(arg, timeout=spec.get("timeout", 120)))
+            replies = channel.unary_stream(method)(arg, timeout=spec.get("timeout", 120))
+            if spec.get("pause"):
+                # One message, then nothing read until told (a line on stdin): the stream's
+                # window closes meanwhile.
+                got.append(next(replies))
+                print(json.dumps({"paused": True}), flush=True)
+                sys.stdin.readline()
+            got.extend(replies)
         elif kind == "StalledThenUnary":
             # `streams` server streams begun and then not read, and meanwhile `calls` unary
             # calls on a channel of their own (another connection to the proxy).
