@@ -531,12 +531,9 @@ fn a_call_with_oversized_metadata_is_refused_alone() {
     );
     let statuses: Vec<&str> = got.iter().map(|g| g["status"].as_str().unwrap()).collect();
     assert_eq!(statuses[0], "OK");
-    // h2 answers 431, which grpcio reports as UNKNOWN.
-    assert_eq!(statuses[1], "UNKNOWN", "{got:?}");
-    assert!(
-        got[1]["details"].as_str().unwrap().contains("431"),
-        "{got:?}"
-    );
+    // h2 answers 431 and resets the stream: grpcio reports UNKNOWN for the first, INTERNAL for
+    // the second, whichever it reads first.
+    assert!(["UNKNOWN", "INTERNAL"].contains(&statuses[1]), "{got:?}");
     assert_eq!(statuses[2], "OK", "{got:?}");
     let tunnels = remedy.scrape().get(
         "remedy_intercept_connections_total",
