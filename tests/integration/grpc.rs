@@ -66,12 +66,22 @@ fn peers() -> PathBuf {
 
 /// remedy intercepting `HOST` for `upstream` (a URL), trusting `ca_file`.
 fn intercepting(upstream: &str, ca_file: Option<&Path>, ca_dir: &Path) -> Remedy {
+    intercepting_with(upstream, ca_file, ca_dir, |c| c)
+}
+
+/// The same, with more settings of the test's own.
+fn intercepting_with(
+    upstream: &str,
+    ca_file: Option<&Path>,
+    ca_dir: &Path,
+    more: impl FnOnce(Config) -> Config,
+) -> Remedy {
     let mut api = source("ads", upstream).hosts(&[HOST]);
     if let Some(ca) = ca_file {
         api = api.ca_file(ca);
     }
     Remedy::start(
-        Config::new()
+        more(Config::new())
             .proxy(
                 "intercept",
                 format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.display()),
@@ -556,19 +566,9 @@ fn a_server_stream_its_client_stops_reading_is_cut_and_counted_as_the_client_rea
         .route("/Stream", Answer::grpc_messages(400, 1 << 20, ok()))
         .tls();
     let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = Remedy::start(
-        Config::new()
-            .proxy("send_timeout", "1s")
-            .proxy(
-                "intercept",
-                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
-            )
-            .source(
-                source("ads", api.url())
-                    .hosts(&[HOST])
-                    .ca_file(api.ca_file.as_deref().unwrap()),
-            ),
-    );
+    let remedy = intercepting_with(&api.url(), api.ca_file.as_deref(), ca_dir.path(), |c| {
+        c.proxy("send_timeout", "1s")
+    });
     let mut client = grpc_client(&remedy, ca_dir.path());
     let call = json!({ "call": "Stream", "arg": "", "pause": true });
     writeln!(client.stdin, "{call}").unwrap();

@@ -33,7 +33,11 @@ impl Setup {
 
     /// With more settings of the test's own.
     fn with(more: impl FnOnce(Config) -> Config) -> Self {
-        let upstream = Upstream::http();
+        Self::against(Upstream::http(), more)
+    }
+
+    /// Against `upstream`, with more settings of the test's own.
+    fn against(upstream: Upstream, more: impl FnOnce(Config) -> Config) -> Self {
         let ca_dir = tempfile::tempdir().unwrap();
         let remedy = Remedy::start(
             more(Config::new())
@@ -386,21 +390,7 @@ fn idle_http2_connections_are_closed_with_a_goaway() {
 fn a_tunnels_streams_take_connection_slots() {
     use crate::support::Answer;
     let upstream = Upstream::builder().route("/x", Answer::stall()).http();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = Remedy::start(
-        Config::new()
-            .proxy("max_connections", 4)
-            .proxy(
-                "intercept",
-                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
-            )
-            .source(source("api", upstream.url()).hosts(&[HOST])),
-    );
-    let s = Setup {
-        remedy,
-        upstream,
-        ca_dir,
-    };
+    let s = Setup::against(upstream, |c| c.proxy("max_connections", 4));
     let mut t = s.h2();
     for stream in (1..20).step_by(2) {
         let block = request_block_to(&format!("/x?stream={stream}"));
@@ -472,16 +462,11 @@ fn a_stream_whose_window_stays_closed_is_cut_after_send_timeout() {
     let upstream = Upstream::builder()
         .route("/x", Answer::download(64 << 20))
         .http();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = Remedy::start(
-        Config::new()
-            .proxy("send_timeout", "1s")
-            .proxy(
-                "intercept",
-                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
-            )
-            .source(source("api", upstream.url()).hosts(&[HOST])),
-    );
+    let Setup {
+        remedy,
+        upstream,
+        ca_dir,
+    } = Setup::against(upstream, |c| c.proxy("send_timeout", "1s"));
     let mut t = tunnel::open(remedy.proxy, HOST, &ca_dir.path().join("ca.pem"), &[b"h2"]);
     t.write_all(PREFACE).unwrap();
     // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may be sent a byte of data.
@@ -521,21 +506,9 @@ fn a_stream_whose_window_stays_closed_is_cut_after_send_timeout() {
 fn a_stream_over_the_concurrent_streams_is_refused_and_counted() {
     use crate::support::Answer;
     let upstream = Upstream::builder().route("/x", Answer::stall()).http();
-    let ca_dir = tempfile::tempdir().unwrap();
-    let remedy = Remedy::start(
-        Config::new()
-            .proxy("http2", "{ max_concurrent_streams: 1 }")
-            .proxy(
-                "intercept",
-                format!("{{ enabled: true, ca_dir: '{}' }}", ca_dir.path().display()),
-            )
-            .source(source("api", upstream.url()).hosts(&[HOST])),
-    );
-    let s = Setup {
-        remedy,
-        upstream,
-        ca_dir,
-    };
+    let s = Setup::against(upstream, |c| {
+        c.proxy("http2", "{ max_concurrent_streams: 1 }")
+    });
     let mut t = s.h2();
     for stream in [1, 3] {
         t.write_all(&frame(
