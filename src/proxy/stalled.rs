@@ -45,8 +45,8 @@ pub struct Watched(Arc<Shared>);
 
 /// The stream was cut: what hyper resets it with.
 #[derive(Debug, thiserror::Error)]
-#[error("the connector read nothing of the stream for {0:?}; cut")]
-pub struct Cut(Duration);
+#[error("the connector read nothing of the stream for proxy.send_timeout; cut")]
+pub struct Cut;
 
 impl Watched {
     /// `body` holding `slot`; a watchdog on a task of its own cuts it once it has waited for
@@ -112,7 +112,7 @@ impl Body for Watched {
         s.waiting_since.store(0, Relaxed);
         let mut held = s.lock();
         let Some((body, _)) = held.as_mut() else {
-            return Poll::Ready(Some(Err(Cut(Duration::ZERO).into())));
+            return Poll::Ready(Some(Err(Cut.into())));
         };
         let polled = body.as_mut().poll_frame(cx);
         match &polled {
