@@ -190,6 +190,30 @@ fn panels(catalog: &Catalog) -> Vec<Panel> {
             threshold: None,
         },
         Panel {
+            title: "Failing routes",
+            kind: "table",
+            description: "Error responses in the selected range per source, route (the endpoint \
+                          template the request matched, for sources that declare routes) and code, \
+                          the worst first: which of the connector's calls needs the fix."
+                .into(),
+            unit: "none",
+            instant: true,
+            targets: vec![(
+                format!(
+                    "sort_desc(sum by (source, route, code, remediation) {} > 0)",
+                    promql::counted_from_zero(
+                        names::ROUTE_RESPONSES,
+                        &format!("{sel},code=~\"4..|5..\""),
+                        "$__range"
+                    )
+                ),
+                "",
+            )],
+            width: 24,
+            height: 8,
+            threshold: None,
+        },
+        Panel {
             title: "Latency p50 / p95 / p99",
             kind: "timeseries",
             description: "From the request's arrival at remedy to the end of the response body, over \

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::metrics::QUOTA_GAUGES;
-use crate::metrics::names::RESPONSES;
+use crate::metrics::names::{RESPONSES, ROUTE_RESPONSES};
 
 /// Every response of a configured source (not the refused, unmatched ones).
 pub const MATCHED: &str = "source!=\"unmatched\"";
@@ -95,6 +95,28 @@ impl Shape {
             query,
             "{{ $n := . | first | value }}{{ $n }} {{ if eq $n 1.0 }}run{{ else }}runs{{ end }}",
             "No run",
+        )
+    }
+
+    /// A template fragment that names the route (a source's endpoint template) most of the
+    /// window's responses with `remediation` came from, where the source declares routes;
+    /// nothing where it does not.
+    pub fn worst_route_phrase(&self, group_by: &[String], remediation: &str) -> String {
+        let query = |selector: &str| {
+            let selector = format!("{selector},remediation=\"{remediation}\"");
+            format!(
+                "topk(1, sum by (route) {})",
+                counted_from_zero(ROUTE_RESPONSES, &selector, &self.window)
+            )
+        };
+        templated_query(
+            group_by,
+            query,
+            &format!(
+                " The route they came from most: {{{{ . | first | label \"route\" }}}} ({{{{ . | first | value | humanize }}}} in the last {}).",
+                self.window
+            ),
+            "",
         )
     }
 

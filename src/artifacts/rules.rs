@@ -306,6 +306,11 @@ fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rul
             r.key
         )
     };
+    let mut description = meaning_text(r);
+    // Advice about one endpoint (fewer parameters, a resource gone): name the endpoint.
+    if ROUTE_ALERTS.contains(&r.key) {
+        description.push_str(&shape.worst_route_phrase(&config.alerts.group_by, r.key));
+    }
     alert(
         config,
         r.alert,
@@ -313,10 +318,14 @@ fn remediation_alert(config: &Config, shape: &Shape, r: &Remediation<'_>) -> Rul
         &s,
         r.key,
         summary,
-        meaning_text(r),
+        description,
         advice_text(r),
     )
 }
+
+/// The remediation keys whose advice is about one endpoint (414's "specify less parameters",
+/// 404's "check if the API resource is still available"): their alerts name the worst route.
+const ROUTE_ALERTS: [&str; 2] = ["reduce_request_parameters", "check_resource_availability"];
 
 /// The responses a catalog alert counts. An alert whose codes are all 5xx counts only what the
 /// API sent: remedy's own 502, 503 and 504 have alerts of their own (unreachable, in-flight).

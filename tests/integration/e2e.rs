@@ -398,7 +398,11 @@ fn a_connector_error_becomes_an_alert_that_says_what_to_do() {
     let quiet = Upstream::http();
     let quick = "{ threshold: 0.1, for: 5s, keep_firing_for: 0s, min_requests: 2 }";
     let config = on_port_zero()
-        .source(source("crm", crm.url()).prefix("/crm"))
+        .source(
+            source("crm", crm.url())
+                .prefix("/crm")
+                .set("routes", "['/deals/{deal}']"),
+        )
         .source(source("ads", ads.url()).hosts(&["ads.example.test"]))
         .source(
             source("analytics", analytics.url())

@@ -136,7 +136,11 @@ fn every_dashboard_query_is_valid_promql_over_existing_metrics() {
         .http();
     let r = Remedy::start(
         Config::new()
-            .source(source("api", u.url()).prefix("/api"))
+            .source(
+                source("api", u.url())
+                    .prefix("/api")
+                    .set("routes", "['/{page}']"),
+            )
             .source(source("down", "http://127.0.0.1:9").prefix("/down")),
     );
     send(r.proxy, "/api/429");
