@@ -9,13 +9,13 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::listener::Slots;
@@ -32,6 +32,8 @@ struct Shared {
     born: Instant,
     /// The watchdog cut the body: hyper is to reset the stream, not end it.
     cut: AtomicBool,
+    /// The body ended or hyper dropped it: the watchdog has nothing more to watch.
+    done: Notify,
 }
 
 impl Shared {
@@ -63,20 +65,26 @@ impl Watched {
             waiting_since: AtomicU64::new(0),
             born: Instant::now(),
             cut: AtomicBool::new(false),
+            done: Notify::new(),
         });
         if streamed {
-            tokio::spawn(watch(Arc::downgrade(&shared), send_timeout, slots));
+            tokio::spawn(watch(shared.clone(), send_timeout, slots));
         }
         Watched(shared)
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.0.done.notify_one();
     }
 }
 
 /// How often a watchdog looks again while its body is waiting: slots may run out meanwhile.
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
-async fn watch(shared: Weak<Shared>, send_timeout: Duration, slots: Arc<Slots>) {
+async fn watch(s: Arc<Shared>, send_timeout: Duration, slots: Arc<Slots>) {
     loop {
-        let Some(s) = shared.upgrade() else { return };
         let now = Instant::now();
         let limit = slots.allow(send_timeout);
         let next = match s.waiting_since.load(Relaxed) {
@@ -95,8 +103,10 @@ async fn watch(shared: Weak<Shared>, send_timeout: Duration, slots: Arc<Slots>) 
                 (since + limit).min(now + LOOK_AGAIN)
             }
         };
-        drop(s);
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = s.done.notified() => return,
+        }
     }
 }
 
@@ -120,8 +130,11 @@ impl Body for Watched {
                 let nanos = s.born.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
                 s.waiting_since.store(nanos.max(1), Relaxed);
             }
-            // Ended or failed: let the slot go now rather than when hyper drops the body.
-            Poll::Ready(_) => *held = None,
+            // Ended or failed: let the slot and the watchdog go now, not when hyper drops it.
+            Poll::Ready(_) => {
+                *held = None;
+                s.done.notify_one();
+            }
             Poll::Pending => {}
         }
         polled
