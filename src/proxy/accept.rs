@@ -174,7 +174,7 @@ impl Shared {
     fn serve_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let client_ip = proxy::client_ip(peer);
-        let requests = Arc::new(Requests::holding(permit));
+        let requests = Arc::new(Requests::holding(permit, self.burst.open()));
         let io = Guarded::new(stream, requests.clone(), self.limits, self.slots.clone());
         let (routes, tunnels) = (self.routes.clone(), self.tunnels.clone());
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -202,15 +202,12 @@ impl Shared {
             .graceful
             .watcher()
             .watch(conn, std::future::pending(), |c| c.graceful_shutdown());
-        self.burst.opened();
-        let burst = self.burst.clone();
         let routes = self.routes.clone();
         tokio::spawn(async move {
             if let Some(Err(e)) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
                 proxy::count_parser_refusal(&routes.load(), &e);
             }
-            burst.closed();
         });
     }
 }

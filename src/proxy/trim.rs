@@ -6,6 +6,7 @@
 //! below their peak, [`Burst::trim`] asks glibc to return its free pages (`malloc_trim`), which
 //! costs a walk of the heap: it runs at most once per check period and only after a burst.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -21,7 +22,25 @@ pub struct Burst {
     peak: AtomicUsize,
 }
 
+/// One open connection of a [`Burst`], counted closed when dropped: held with the connection's
+/// slot, for as long as its bytes are read, a `CONNECT` tunnel's too (hyper's serving of the
+/// connection ends at the upgrade, long before the tunnel does).
+#[derive(Debug)]
+pub struct Open(Arc<Burst>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
+
 impl Burst {
+    /// A connection opened; closed when what this gives is dropped.
+    pub fn open(self: &Arc<Self>) -> Open {
+        self.opened();
+        Open(self.clone())
+    }
+
     pub fn opened(&self) {
         let now = self.open.fetch_add(1, Relaxed) + 1;
         self.peak.fetch_max(now, Relaxed);
@@ -74,5 +93,16 @@ mod tests {
         }
         assert!(b.trim());
         assert!(!b.trim(), "once per burst");
+    }
+
+    #[test]
+    fn a_connection_counts_as_open_while_its_guard_lives() {
+        let b = Arc::new(Burst::default());
+        let open: Vec<Open> = (0..100).map(|_| b.open()).collect();
+        assert_eq!(b.open.load(Relaxed), 100);
+        assert!(!b.trim());
+        drop(open);
+        assert_eq!(b.open.load(Relaxed), 0);
+        assert!(b.trim());
     }
 }

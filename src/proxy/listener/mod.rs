@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::proxy::deadline::LazyDeadline;
+use crate::proxy::trim::Open;
 use framing::{Framer, Verdicts};
 use h2_refusals::{FrameWatch, Refusal};
 pub use limits::{Limits, Slots};
@@ -49,7 +50,7 @@ pub struct Requests {
     tunnel: AtomicBool,
     /// The connection's `proxy.max_connections` slot, held as long as the connection's bytes
     /// are read: through a tunnel too, which outlives the connection's HTTP serving.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    _slot: Option<(tokio::sync::OwnedSemaphorePermit, Open)>,
 }
 
 impl Default for Requests {
@@ -67,10 +68,11 @@ impl Default for Requests {
 }
 
 impl Requests {
-    /// A connection's requests, holding its listener slot until the last of its bytes.
-    pub fn holding(slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+    /// A connection's requests, holding its listener slot and its place among the open
+    /// connections until the last of its bytes.
+    pub fn holding(slot: tokio::sync::OwnedSemaphorePermit, open: Open) -> Self {
         Requests {
-            _slot: Some(slot),
+            _slot: Some((slot, open)),
             ..Requests::default()
         }
     }
