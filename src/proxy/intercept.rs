@@ -414,7 +414,6 @@ fn tunnel_failed(host: String, port: u16, cause: String) -> Answer {
     Answer::TunnelFailed { host, port, cause }
 }
 
-/// The `CONNECT` target as a lower-case host (IPv6 without brackets) and a port.
 /// The `CONNECT` target as a lower-case host (IPv6 without brackets) and a port: the
 /// authority form `host:port` and nothing else (RFC 9112 §3.2.3), with a port of digits from 1
 /// to 65535. A scheme, a path, userinfo, or a port that is missing, empty, signed or out of
@@ -448,5 +447,37 @@ async fn splice(upgrade: OnUpgrade, mut upstream: TcpStream) {
     let mut connector = TokioIo::new(upgraded);
     if let Err(e) = tokio::io::copy_bidirectional(&mut connector, &mut upstream).await {
         tracing::debug!(error = %e, "tunnel ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every form a `CONNECT` target may take, as a row: what remedy reads of it, or nothing
+    /// (answered 400). RFC 9112 §3.2.3: the authority form, `host:port`, and nothing else.
+    #[test]
+    fn connect_targets_are_the_authority_form_and_nothing_else() {
+        for (written, read) in [
+            ("api.example.com:443", Some(("api.example.com", 443))),
+            ("API.Example.COM:8443", Some(("api.example.com", 8443))),
+            ("127.0.0.1:443", Some(("127.0.0.1", 443))),
+            ("[::1]:443", Some(("::1", 443))),
+            ("api.example.com:65535", Some(("api.example.com", 65535))),
+            ("api.example.com", None),
+            ("api.example.com:", None),
+            ("api.example.com:0", None),
+            ("api.example.com:65536", None),
+            ("api.example.com:+443", None),
+            ("user@api.example.com:443", None),
+            ("https://api.example.com:443", None),
+            ("api.example.com:443/path", None),
+            (":443", None),
+        ] {
+            let uri: Option<http::Uri> = written.parse().ok();
+            let got = uri.as_ref().and_then(target);
+            let got = got.as_ref().map(|(h, p)| (h.as_str(), *p));
+            assert_eq!(got, read, "{written}");
+        }
     }
 }

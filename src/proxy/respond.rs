@@ -385,6 +385,65 @@ mod tests {
         }
     }
 
+    /// What hyper's HTTP/1.1 server makes of `bytes`, with a head of up to 128 KiB (room for a
+    /// URI past hyper's own limit of 65,534 bytes): the error its connection ends with, if any.
+    async fn served(bytes: Vec<u8>) -> Option<hyper::Error> {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.max_header_size(128 * 1024).max_buf_size(128 * 1024);
+        let service = hyper::service::service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+        });
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(server), service);
+        client.write_all(&bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        conn.await.err()
+    }
+
+    /// What hyper's parser refuses, as rows: the status it is counted as (the one hyper sends;
+    /// 505 for an HTTP/2 preface, which the listener refuses in HTTP/2's own terms), or none
+    /// for what is no refusal.
+    #[tokio::test]
+    async fn parser_refusals_are_counted_as_the_status_sent() {
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+        let big_head = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(140_000)
+        );
+        for (name, bytes, counted) in [
+            (
+                "a good request",
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                None,
+            ),
+            (
+                "a malformed request line",
+                b"GET\x01/ HTTP/1.1\r\n\r\n".to_vec(),
+                Some(400),
+            ),
+            (
+                "a malformed header",
+                b"GET / HTTP/1.1\r\nBad Header\r\n\r\n".to_vec(),
+                Some(400),
+            ),
+            ("a URI over the limit", long_uri.into_bytes(), Some(414)),
+            ("a head over the limit", big_head.into_bytes(), Some(431)),
+            (
+                "an HTTP/2 preface",
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+                Some(505),
+            ),
+        ] {
+            let error = served(bytes).await;
+            assert_eq!(
+                error.as_ref().and_then(parser_refusal),
+                counted,
+                "{name}: {error:?}"
+            );
+        }
+    }
+
     /// The answer; status sent and counted; error kind; closes; origin; own key.
     type Row = (
         Answer,
